@@ -1,0 +1,126 @@
+//! Command-line definitions (clap derive) and nothing else: parsing only,
+//! no side effects. `main.rs` turns a parsed [`Cli`] into work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Vagrant-compatible libvirt/KVM machines for CI and Ansible role testing.
+#[derive(Debug, Parser)]
+#[command(name = "kvmdrive", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Print machine-readable JSON on stdout instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// libvirt connection URI.
+    #[arg(
+        long = "connect",
+        short = 'c',
+        global = true,
+        env = "LIBVIRT_DEFAULT_URI",
+        default_value = "qemu:///system"
+    )]
+    pub connect: String,
+
+    /// Project directory (where kvmdrive.yml lives). Defaults to the current directory.
+    #[arg(long, short = 'C', global = true, value_name = "DIR")]
+    pub project_dir: Option<PathBuf>,
+
+    /// Say more about what is happening (repeat for more).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented kvmdrive.yml that uses the bundled Debian 12 box.
+    Init(InitArgs),
+    /// Create and start machines (all of them when no name is given). Idempotent.
+    Up(MachineSelection),
+    /// Show the state, address and SSH details of the project's machines.
+    Status,
+    /// Open an SSH session to a machine, or run a command in it.
+    Ssh(SshArgs),
+    /// Print an OpenSSH client config for the machines, like `vagrant ssh-config`.
+    SshConfig(SshConfigArgs),
+    /// Shut machines down (gracefully, then forcibly after a timeout).
+    Halt(MachineSelection),
+    /// Remove machines, their disks, and the project's network once unused.
+    Destroy(DestroyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Overwrite an existing kvmdrive.yml.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+}
+
+/// Machines to act on; empty means every machine of the project.
+#[derive(Debug, Args)]
+pub struct MachineSelection {
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Machine to connect to (may be omitted when the project has one machine).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Command to run instead of an interactive shell.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// Only this machine (default: all running machines).
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask for confirmation (kvmdrive never asks; accepted for Vagrant compatibility).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub selection: MachineSelection,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ssh_takes_a_command_after_double_dash() {
+        let cli = Cli::try_parse_from(["kvmdrive", "ssh", "web", "--", "uname", "-a"]).unwrap();
+        match cli.command {
+            Command::Ssh(a) => {
+                assert_eq!(a.name.as_deref(), Some("web"));
+                assert_eq!(a.command, vec!["uname", "-a"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+}

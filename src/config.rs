@@ -1,0 +1,540 @@
+//! `kvmdrive.yml`: the project's machines, parsed and validated without any I/O
+//! beyond reading the file. Everything later (plan, apply) trusts a [`Config`].
+//!
+//! Unknown keys, wrong types, bad values and duplicate machine names are errors
+//! that name the file, the line and the key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// The file name kvmdrive looks for in the project directory.
+pub const CONFIG_FILE: &str = "kvmdrive.yml";
+
+/// The box `kvmdrive init` writes and the quick start builds (boxes/debian-12).
+pub const BUNDLED_BOX: &str = "kvmdrive/debian-12";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no {CONFIG_FILE} in {dir}")]
+    Missing { dir: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    InvalidNoLocation { path: PathBuf, message: String },
+}
+
+impl ConfigError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ConfigError::Missing { .. } => {
+                Some("run `kvmdrive init` to write a commented example".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The parsed `kvmdrive.yml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings every machine inherits unless it sets its own.
+    #[serde(default)]
+    pub defaults: MachineSettings,
+    /// The project's machines, in the order they were written.
+    #[serde(default)]
+    pub machines: Machines,
+    /// The project's NAT network.
+    #[serde(default)]
+    pub network: NetworkSettings,
+}
+
+/// Machine list whose names are unique and valid (checked while parsing, so
+/// errors carry the line of the offending entry).
+#[derive(Debug, Clone, Default)]
+pub struct Machines(pub Vec<MachineSettings>);
+
+/// Per-machine settings; every field is optional so that `defaults` and each
+/// machine can be merged field by field.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSettings {
+    /// Machine name (only in `machines`, not in `defaults`).
+    pub name: Option<MachineName>,
+    /// A box name in the cache (`owner/name`), a path to a `.box` file, or a URL.
+    #[serde(rename = "box")]
+    pub box_name: Option<String>,
+    /// Version constraint, RubyGems style (`>= 1.0, < 2`).
+    pub box_version: Option<String>,
+    /// URL of the box or of its catalog, when `box` is only a name.
+    pub box_url: Option<String>,
+    /// Guest architecture of the box (default: the host's).
+    pub box_architecture: Option<String>,
+    /// Expected checksum of the downloaded box.
+    pub box_download_checksum: Option<String>,
+    /// md5, sha1, sha256, sha384 or sha512.
+    pub box_download_checksum_type: Option<String>,
+    /// Memory in MiB.
+    pub memory: Option<Positive>,
+    /// Virtual CPUs.
+    pub cpus: Option<Positive>,
+    /// Size of the machine's disk (at least the box's own size): `20G`, `512M` or GiB as a number.
+    pub disk_size: Option<Size>,
+    /// `auto`, `host-passthrough`, `host-model` or `custom`.
+    pub cpu_mode: Option<CpuMode>,
+    /// CPU model for `cpu_mode: custom` (default `qemu64`).
+    pub cpu_model: Option<String>,
+    /// `auto` (KVM when it can run guests, else TCG), `kvm` or `tcg`.
+    pub accel: Option<Accel>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// IPv4 subnet of the project's NAT network, e.g. `192.168.121.0/24`; by
+    /// default kvmdrive picks a /24 that collides with no network or route.
+    pub subnet: Option<Subnet>,
+}
+
+/// A machine name usable as a host name and in libvirt object names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MachineName(pub String);
+
+impl MachineName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_chars = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if s.is_empty() || s.len() > 40 || !ok_chars || s.starts_with('-') || s.ends_with('-') {
+            return Err(format!(
+                "invalid machine name `{s}`: use 1-40 lowercase letters, digits and `-` (a host name)"
+            ));
+        }
+        Ok(MachineName(s.to_owned()))
+    }
+}
+
+impl fmt::Display for MachineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+thread_local! {
+    /// Names seen so far in the `machines` list being parsed. Checked where
+    /// the name is read, so a duplicate's error carries the line of that name.
+    static SEEN_NAMES: std::cell::RefCell<Option<HashSet<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl<'de> Deserialize<'de> for MachineName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let name = MachineName::parse(&s).map_err(de::Error::custom)?;
+        let fresh = SEEN_NAMES.with_borrow_mut(|seen| {
+            seen.as_mut().is_none_or(|seen| seen.insert(s.clone()))
+        });
+        if !fresh {
+            return Err(de::Error::custom(format!("duplicate machine name `{s}`")));
+        }
+        Ok(name)
+    }
+}
+
+/// A whole number greater than zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positive(pub u32);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n == 0 {
+            return Err(de::Error::custom("must be greater than 0"));
+        }
+        Ok(Positive(n))
+    }
+}
+
+/// A size in bytes, written as `20G`, `512M`, `1T` or a number of GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub const GIB: u64 = 1 << 30;
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => s.split_at(i),
+            None => (s, "G"),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid size `{s}`: write e.g. `20G` or `512M`"))?;
+        let mult = match unit.trim().trim_end_matches(['i', 'B']) {
+            "M" | "m" => 1 << 20,
+            "G" | "g" => 1 << 30,
+            "T" | "t" => 1 << 40,
+            _ => return Err(format!("invalid size `{s}`: unit must be M, G or T")),
+        };
+        match n.checked_mul(mult) {
+            Some(bytes) if bytes > 0 => Ok(Size(bytes)),
+            _ => Err(format!("invalid size `{s}`")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Gib(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Gib(n) => Size::parse(&n.to_string()),
+            Raw::Text(s) => Size::parse(&s),
+        }
+        .map_err(de::Error::custom)
+    }
+}
+
+/// How the guest CPU is presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuMode {
+    /// host-passthrough under KVM, a named model under TCG.
+    #[default]
+    Auto,
+    HostPassthrough,
+    HostModel,
+    Custom,
+}
+
+/// Which accelerator runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM when it can run guests here, TCG otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// An IPv4 /24 .. /16 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let err = || format!("invalid subnet `{s}`: write e.g. `192.168.121.0/24`");
+        let (addr, prefix) = s.split_once('/').ok_or_else(err)?;
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| err())?;
+        let prefix: u8 = prefix.parse().map_err(|_| err())?;
+        if !(16..=24).contains(&prefix) {
+            return Err(format!("subnet `{s}`: prefix must be between /16 and /24"));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Subnet {
+            network: std::net::Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
+    }
+
+    /// The n-th address of the subnet (n = 1 is the gateway).
+    pub fn host(&self, n: u32) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.network) + n)
+    }
+
+    pub fn size(&self) -> u32 {
+        1 << (32 - self.prefix)
+    }
+
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let p = self.prefix.min(other.prefix);
+        let mask = u32::MAX << (32 - p);
+        u32::from(self.network) & mask == u32::from(other.network) & mask
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for Subnet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Subnet::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Machines {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MachinesVisitor;
+        impl<'de> Visitor<'de> for MachinesVisitor {
+            type Value = Machines;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of machines")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Machines, A::Error> {
+                SEEN_NAMES.set(Some(HashSet::new()));
+                let result = (|| {
+                    let mut out = Vec::new();
+                    while let Some(m) = seq.next_element::<MachineSettings>()? {
+                        if m.name.is_none() {
+                            return Err(de::Error::custom(format!(
+                                "machines[{}]: missing key `name`",
+                                out.len()
+                            )));
+                        }
+                        out.push(m);
+                    }
+                    Ok(Machines(out))
+                })();
+                SEEN_NAMES.set(None);
+                result
+            }
+        }
+        d.deserialize_seq(MachinesVisitor)
+    }
+}
+
+/// A machine with `defaults` applied: what the plan works from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    pub name: MachineName,
+    pub box_name: String,
+    pub box_version: Option<String>,
+    pub box_url: Option<String>,
+    pub box_architecture: Option<String>,
+    pub box_download_checksum: Option<String>,
+    pub box_download_checksum_type: Option<String>,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub disk_size: Option<u64>,
+    pub cpu_mode: CpuMode,
+    pub cpu_model: Option<String>,
+    pub accel: Accel,
+}
+
+impl Config {
+    /// Reads `kvmdrive.yml` from `dir`.
+    pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::Missing {
+                    dir: dir.to_owned(),
+                })
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::parse(&text, &path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_norway::from_str(text).map_err(|e| match e.location() {
+                Some(loc) => ConfigError::Invalid {
+                    path: path.to_owned(),
+                    line: loc.line(),
+                    column: loc.column(),
+                    message: strip_location(&e.to_string()),
+                },
+                None => ConfigError::InvalidNoLocation {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                },
+            })?
+        };
+        if config.defaults.name.is_some() {
+            return Err(ConfigError::InvalidNoLocation {
+                path: path.to_owned(),
+                message: "defaults: `name` belongs to a machine, not to `defaults`".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The machines with defaults applied. A project without a `machines`
+    /// list has one machine called `default`, as in Vagrant.
+    pub fn machines(&self) -> Vec<Machine> {
+        let implicit = [MachineSettings {
+            name: Some(MachineName("default".into())),
+            ..Default::default()
+        }];
+        let list: &[MachineSettings] = if self.machines.0.is_empty() {
+            &implicit
+        } else {
+            &self.machines.0
+        };
+        list.iter().map(|m| self.resolve(m)).collect()
+    }
+
+    fn resolve(&self, m: &MachineSettings) -> Machine {
+        let d = &self.defaults;
+        macro_rules! pick {
+            ($field:ident) => {
+                m.$field.clone().or_else(|| d.$field.clone())
+            };
+        }
+        Machine {
+            name: m.name.clone().expect("validated while parsing"),
+            box_name: pick!(box_name).unwrap_or_else(|| BUNDLED_BOX.to_owned()),
+            box_version: pick!(box_version),
+            box_url: pick!(box_url),
+            box_architecture: pick!(box_architecture),
+            box_download_checksum: pick!(box_download_checksum),
+            box_download_checksum_type: pick!(box_download_checksum_type),
+            memory_mib: pick!(memory).map_or(512, |p| p.0),
+            cpus: pick!(cpus).map_or(1, |p| p.0),
+            disk_size: pick!(disk_size).map(|s| s.0),
+            cpu_mode: pick!(cpu_mode).unwrap_or_default(),
+            cpu_model: pick!(cpu_model),
+            accel: pick!(accel).unwrap_or_default(),
+        }
+    }
+}
+
+/// serde_norway appends " at line L column C"; we print the location first.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// The commented example `kvmdrive init` writes.
+pub const EXAMPLE: &str = r#"# kvmdrive.yml: the machines of this project (see `kvmdrive --help`).
+#
+# Settings under `defaults` apply to every machine; a machine may override any
+# of them. Sizes: memory in MiB, disk_size as 20G / 512M.
+defaults:
+  # A box name in the cache (`kvmdrive box list`), a path to a .box file, or a URL.
+  # kvmdrive/debian-12 is the bundled box: build it with boxes/debian-12/build.
+  box: kvmdrive/debian-12
+  memory: 512
+  cpus: 1
+  # accel: auto        # auto (KVM when it can run guests, else TCG) | kvm | tcg
+  # cpu_mode: auto     # auto | host-passthrough | host-model | custom (with cpu_model)
+  # disk_size: 20G     # grow the machine's disk beyond the box's size
+
+machines:
+  - name: default
+  # - name: db
+  #   memory: 1024
+
+# network:
+#   subnet: 192.168.121.0/24   # default: a free /24 picked by kvmdrive
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("kvmdrive.yml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_parses_and_uses_the_bundled_box() {
+        let c = parse(EXAMPLE).unwrap();
+        let m = c.machines();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name.0, "default");
+        assert_eq!(m[0].box_name, BUNDLED_BOX);
+        assert_eq!(m[0].memory_mib, 512);
+    }
+
+    #[test]
+    fn machine_settings_override_defaults() {
+        let c = parse(
+            "defaults:\n  memory: 768\n  cpus: 2\nmachines:\n  - name: a\n  - name: b\n    memory: 1024\n    disk_size: 20G\n",
+        )
+        .unwrap();
+        let m = c.machines();
+        assert_eq!((m[0].memory_mib, m[0].cpus), (768, 2));
+        assert_eq!((m[1].memory_mib, m[1].cpus), (1024, 2));
+        assert_eq!(m[1].disk_size, Some(20 * Size::GIB));
+    }
+
+    #[test]
+    fn empty_file_means_one_default_machine() {
+        let m = parse("").unwrap().machines();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].name.0, "default");
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let e = err("machines:\n  - name: a\n    memroy: 5\n");
+        assert!(e.starts_with("kvmdrive.yml:3:"), "{e}");
+        assert!(e.contains("memroy"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let e = err("defaults:\n  cpus: many\n");
+        assert!(e.starts_with("kvmdrive.yml:2:"), "{e}");
+        assert!(e.contains("cpus"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused_with_their_line() {
+        let e = err("machines:\n  - name: a\n  - name: b\n  - name: a\n    memory: 1\n");
+        assert!(e.contains("duplicate machine name `a`"), "{e}");
+        assert!(e.starts_with("kvmdrive.yml:4:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(err("defaults:\n  memory: 0\n").contains("greater than 0"));
+        assert!(err("machines:\n  - name: Web_1\n").contains("invalid machine name"));
+        assert!(err("machines:\n  - memory: 5\n").contains("missing key `name`"));
+        assert!(err("defaults:\n  disk_size: 20Q\n").contains("unit"));
+        assert!(err("defaults:\n  accel: fast\n").contains("accel"));
+        assert!(err("network:\n  subnet: 10.0.0.0/8\n").contains("prefix"));
+        assert!(err("defaults:\n  name: x\n").contains("belongs to a machine"));
+    }
+
+    #[test]
+    fn sizes_and_subnets() {
+        assert_eq!(Size::parse("512M").unwrap().0, 512 << 20);
+        assert_eq!(Size::parse("3").unwrap().0, 3 << 30);
+        assert_eq!(Size::parse("1TiB").unwrap().0, 1 << 40);
+        let s = Subnet::parse("192.168.121.77/24").unwrap();
+        assert_eq!(s.to_string(), "192.168.121.0/24");
+        assert_eq!(s.host(1).to_string(), "192.168.121.1");
+        assert!(s.overlaps(&Subnet::parse("192.168.0.0/16").unwrap()));
+        assert!(!s.overlaps(&Subnet::parse("192.168.122.0/24").unwrap()));
+    }
+}

@@ -1,0 +1,3 @@
+//! What the machine under us can do: which accelerator runs guests here.
+
+pub mod accel;

@@ -1,0 +1,14 @@
+//! kvmdrive: Vagrant-compatible libvirt/KVM machines for CI and Ansible role
+//! testing. Data flows one way: `config` (parse, validate) -> `machine::plan`
+//! (names, boxes, MACs, IPs, XML, all decided) -> apply through `virt` ->
+//! observe (SSH) -> report (`output`).
+
+pub mod boxes;
+pub mod config;
+pub mod host;
+pub mod machine;
+pub mod output;
+pub mod virt;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,1 @@
+//! Machines: plan, apply, observe.

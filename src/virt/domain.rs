@@ -1,0 +1,431 @@
+//! Domain spec -> libvirt domain XML.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{to_xml, Empty};
+
+/// XML namespace of kvmdrive's `<metadata>` element, which marks domains as
+/// ours and names their project and machine.
+pub const METADATA_NS: &str = "https://kvmdrive.dev/xmlns/machine/1";
+
+/// Which accelerator runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    /// Software emulation (qemu's TCG): libvirt domain type `qemu`.
+    Tcg,
+}
+
+impl Accel {
+    pub fn domain_type(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "qemu",
+        }
+    }
+}
+
+/// How the guest CPU is presented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuSpec {
+    HostPassthrough,
+    HostModel,
+    /// A named model such as `qemu64` (the safe choice under TCG).
+    Model(String),
+}
+
+/// Everything that decides a machine's domain XML.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainSpec {
+    pub name: String,
+    pub project: String,
+    pub machine: String,
+    pub accel: Accel,
+    pub cpu: CpuSpec,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// The machine's qcow2 overlay.
+    pub disk: PathBuf,
+    pub mac: String,
+    pub network: String,
+    /// File the serial console is logged to.
+    pub console_log: PathBuf,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "domain")]
+struct DomainXml<'a> {
+    #[serde(rename = "@type")]
+    kind: &'a str,
+    name: &'a str,
+    metadata: MetadataXml<'a>,
+    memory: Memory,
+    vcpu: u32,
+    os: Os,
+    features: Features,
+    cpu: Cpu<'a>,
+    clock: Clock,
+    on_poweroff: &'static str,
+    on_reboot: &'static str,
+    on_crash: &'static str,
+    devices: Devices<'a>,
+}
+
+#[derive(Serialize)]
+struct MetadataXml<'a> {
+    #[serde(rename = "kvmdrive:machine")]
+    machine: MachineMeta<'a>,
+}
+
+#[derive(Serialize)]
+struct MachineMeta<'a> {
+    #[serde(rename = "@xmlns:kvmdrive")]
+    ns: &'static str,
+    #[serde(rename = "@project")]
+    project: &'a str,
+    #[serde(rename = "@name")]
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Memory {
+    #[serde(rename = "@unit")]
+    unit: &'static str,
+    #[serde(rename = "$text")]
+    value: u32,
+}
+
+#[derive(Serialize)]
+struct Os {
+    #[serde(rename = "type")]
+    kind: OsType,
+    boot: Boot,
+    bootmenu: Toggle,
+}
+
+#[derive(Serialize)]
+struct OsType {
+    #[serde(rename = "@arch")]
+    arch: &'static str,
+    #[serde(rename = "$text")]
+    value: &'static str,
+}
+
+#[derive(Serialize)]
+struct Boot {
+    #[serde(rename = "@dev")]
+    dev: &'static str,
+}
+
+#[derive(Serialize)]
+struct Toggle {
+    #[serde(rename = "@enable")]
+    enable: &'static str,
+}
+
+#[derive(Serialize)]
+struct Features {
+    acpi: Empty,
+    apic: Empty,
+}
+
+#[derive(Serialize)]
+struct Cpu<'a> {
+    #[serde(rename = "@mode")]
+    mode: &'static str,
+    #[serde(rename = "@check")]
+    check: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<CpuModel<'a>>,
+}
+
+#[derive(Serialize)]
+struct CpuModel<'a> {
+    #[serde(rename = "@fallback")]
+    fallback: &'static str,
+    #[serde(rename = "$text")]
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Clock {
+    #[serde(rename = "@offset")]
+    offset: &'static str,
+}
+
+#[derive(Serialize)]
+struct Devices<'a> {
+    disk: Disk,
+    interface: Interface<'a>,
+    serial: Serial,
+    console: Console,
+    rng: Rng,
+    memballoon: Model,
+}
+
+#[derive(Serialize)]
+struct Disk {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    #[serde(rename = "@device")]
+    device: &'static str,
+    driver: DiskDriver,
+    source: FileSource,
+    target: DiskTarget,
+}
+
+#[derive(Serialize)]
+struct DiskDriver {
+    #[serde(rename = "@name")]
+    name: &'static str,
+    #[serde(rename = "@type")]
+    format: &'static str,
+    #[serde(rename = "@discard")]
+    discard: &'static str,
+}
+
+#[derive(Serialize)]
+struct FileSource {
+    #[serde(rename = "@file")]
+    file: String,
+}
+
+#[derive(Serialize)]
+struct DiskTarget {
+    #[serde(rename = "@dev")]
+    dev: &'static str,
+    #[serde(rename = "@bus")]
+    bus: &'static str,
+}
+
+#[derive(Serialize)]
+struct Interface<'a> {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    mac: Mac<'a>,
+    source: NetworkSource<'a>,
+    model: InterfaceModel,
+}
+
+#[derive(Serialize)]
+struct InterfaceModel {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct Mac<'a> {
+    #[serde(rename = "@address")]
+    address: &'a str,
+}
+
+#[derive(Serialize)]
+struct NetworkSource<'a> {
+    #[serde(rename = "@network")]
+    network: &'a str,
+}
+
+#[derive(Serialize)]
+struct Model {
+    #[serde(rename = "@model")]
+    model: &'static str,
+}
+
+#[derive(Serialize)]
+struct Serial {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    log: Log,
+    target: SerialTarget,
+}
+
+#[derive(Serialize)]
+struct Log {
+    #[serde(rename = "@file")]
+    file: String,
+    #[serde(rename = "@append")]
+    append: &'static str,
+}
+
+#[derive(Serialize)]
+struct SerialTarget {
+    #[serde(rename = "@port")]
+    port: u32,
+}
+
+#[derive(Serialize)]
+struct Console {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    target: ConsoleTarget,
+}
+
+#[derive(Serialize)]
+struct ConsoleTarget {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    #[serde(rename = "@port")]
+    port: u32,
+}
+
+#[derive(Serialize)]
+struct Rng {
+    #[serde(rename = "@model")]
+    model: &'static str,
+    backend: RngBackend,
+}
+
+#[derive(Serialize)]
+struct RngBackend {
+    #[serde(rename = "@model")]
+    model: &'static str,
+    #[serde(rename = "$text")]
+    device: &'static str,
+}
+
+impl DomainSpec {
+    /// The libvirt domain XML for this spec.
+    pub fn to_xml(&self) -> String {
+        let (mode, model) = match &self.cpu {
+            CpuSpec::HostPassthrough => ("host-passthrough", None),
+            CpuSpec::HostModel => ("host-model", None),
+            CpuSpec::Model(name) => (
+                "custom",
+                Some(CpuModel {
+                    fallback: "forbid",
+                    name,
+                }),
+            ),
+        };
+        let doc = DomainXml {
+            kind: self.accel.domain_type(),
+            name: &self.name,
+            metadata: MetadataXml {
+                machine: MachineMeta {
+                    ns: METADATA_NS,
+                    project: &self.project,
+                    name: &self.machine,
+                },
+            },
+            memory: Memory {
+                unit: "MiB",
+                value: self.memory_mib,
+            },
+            vcpu: self.vcpus,
+            os: Os {
+                kind: OsType {
+                    arch: "x86_64",
+                    value: "hvm",
+                },
+                boot: Boot { dev: "hd" },
+                bootmenu: Toggle { enable: "no" },
+            },
+            features: Features {
+                acpi: Empty {},
+                apic: Empty {},
+            },
+            cpu: Cpu {
+                mode,
+                check: "none",
+                model,
+            },
+            clock: Clock { offset: "utc" },
+            on_poweroff: "destroy",
+            on_reboot: "restart",
+            on_crash: "destroy",
+            devices: Devices {
+                disk: Disk {
+                    kind: "file",
+                    device: "disk",
+                    driver: DiskDriver {
+                        name: "qemu",
+                        format: "qcow2",
+                        discard: "unmap",
+                    },
+                    source: FileSource {
+                        file: self.disk.display().to_string(),
+                    },
+                    target: DiskTarget {
+                        dev: "vda",
+                        bus: "virtio",
+                    },
+                },
+                interface: Interface {
+                    kind: "network",
+                    mac: Mac { address: &self.mac },
+                    source: NetworkSource {
+                        network: &self.network,
+                    },
+                    model: InterfaceModel { kind: "virtio" },
+                },
+                serial: Serial {
+                    kind: "pty",
+                    log: Log {
+                        file: self.console_log.display().to_string(),
+                        append: "off",
+                    },
+                    target: SerialTarget { port: 0 },
+                },
+                console: Console {
+                    kind: "pty",
+                    target: ConsoleTarget {
+                        kind: "serial",
+                        port: 0,
+                    },
+                },
+                rng: Rng {
+                    model: "virtio",
+                    backend: RngBackend {
+                        model: "random",
+                        device: "/dev/urandom",
+                    },
+                },
+                memballoon: Model { model: "none" },
+            },
+        };
+        to_xml(&doc)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample(accel: Accel, cpu: CpuSpec) -> DomainSpec {
+        DomainSpec {
+            name: "proj-1a2b3c-web".into(),
+            project: "/home/me/proj".into(),
+            machine: "web".into(),
+            accel,
+            cpu,
+            memory_mib: 512,
+            vcpus: 1,
+            disk: "/var/lib/libvirt/images/kvmdrive/proj-1a2b3c-web.qcow2".into(),
+            mac: "52:54:00:12:34:56".into(),
+            network: "kvmdrive-1a2b3c".into(),
+            console_log: "/var/log/libvirt/qemu/proj-1a2b3c-web-console.log".into(),
+        }
+    }
+
+    #[test]
+    fn tcg_domain_matches_golden_file() {
+        let xml = sample(Accel::Tcg, CpuSpec::Model("qemu64".into())).to_xml();
+        crate::testutil::assert_golden("domain-tcg.xml", &xml);
+    }
+
+    #[test]
+    fn kvm_domain_matches_golden_file() {
+        let xml = sample(Accel::Kvm, CpuSpec::HostPassthrough).to_xml();
+        crate::testutil::assert_golden("domain-kvm.xml", &xml);
+    }
+
+    #[test]
+    fn special_characters_are_escaped() {
+        let mut s = sample(Accel::Kvm, CpuSpec::HostModel);
+        s.project = "/tmp/a&b<c>\"".into();
+        let xml = s.to_xml();
+        assert!(xml.contains("project=\"/tmp/a&amp;b&lt;c&gt;&quot;\""), "{xml}");
+    }
+}

@@ -1,0 +1,163 @@
+//! Network spec -> libvirt network XML: one NAT network per project, with a
+//! DHCP reservation for each machine so its address is known before it boots.
+
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use super::to_xml;
+use crate::config::Subnet;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkSpec {
+    pub name: String,
+    /// Linux bridge name (at most 15 characters).
+    pub bridge: String,
+    pub subnet: Subnet,
+    pub hosts: Vec<DhcpHost>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DhcpHost {
+    pub mac: String,
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "network")]
+struct NetworkXml<'a> {
+    name: &'a str,
+    forward: Forward,
+    bridge: Bridge<'a>,
+    ip: Ip<'a>,
+}
+
+#[derive(Serialize)]
+struct Forward {
+    #[serde(rename = "@mode")]
+    mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct Bridge<'a> {
+    #[serde(rename = "@name")]
+    name: &'a str,
+    #[serde(rename = "@stp")]
+    stp: &'static str,
+    #[serde(rename = "@delay")]
+    delay: u32,
+}
+
+#[derive(Serialize)]
+struct Ip<'a> {
+    #[serde(rename = "@address")]
+    address: Ipv4Addr,
+    #[serde(rename = "@prefix")]
+    prefix: u8,
+    dhcp: Dhcp<'a>,
+}
+
+#[derive(Serialize)]
+struct Dhcp<'a> {
+    range: Range,
+    #[serde(rename = "host")]
+    hosts: Vec<HostXml<'a>>,
+}
+
+#[derive(Serialize)]
+struct Range {
+    #[serde(rename = "@start")]
+    start: Ipv4Addr,
+    #[serde(rename = "@end")]
+    end: Ipv4Addr,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "host")]
+struct HostXml<'a> {
+    #[serde(rename = "@mac")]
+    mac: &'a str,
+    #[serde(rename = "@name")]
+    name: &'a str,
+    #[serde(rename = "@ip")]
+    ip: Ipv4Addr,
+}
+
+impl DhcpHost {
+    /// The `<host/>` element alone, as `virNetworkUpdate` wants it.
+    pub fn to_xml(&self) -> String {
+        to_xml(&self.as_xml()).trim_end().to_owned()
+    }
+
+    fn as_xml(&self) -> HostXml<'_> {
+        HostXml {
+            mac: &self.mac,
+            name: &self.name,
+            ip: self.ip,
+        }
+    }
+}
+
+/// First address handed out by DHCP to machines without a reservation;
+/// reservations use the addresses below it.
+pub const DYNAMIC_RANGE_START: u32 = 128;
+
+impl NetworkSpec {
+    pub fn to_xml(&self) -> String {
+        let doc = NetworkXml {
+            name: &self.name,
+            forward: Forward { mode: "nat" },
+            bridge: Bridge {
+                name: &self.bridge,
+                stp: "on",
+                delay: 0,
+            },
+            ip: Ip {
+                address: self.subnet.host(1),
+                prefix: self.subnet.prefix,
+                dhcp: Dhcp {
+                    range: Range {
+                        start: self.subnet.host(DYNAMIC_RANGE_START),
+                        end: self.subnet.host(self.subnet.size().min(256) - 2),
+                    },
+                    hosts: self.hosts.iter().map(DhcpHost::as_xml).collect(),
+                },
+            },
+        };
+        to_xml(&doc)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample(hosts: usize) -> NetworkSpec {
+        NetworkSpec {
+            name: "kvmdrive-1a2b3c".into(),
+            bridge: "kvd-1a2b3c".into(),
+            subnet: Subnet::parse("192.168.121.0/24").unwrap(),
+            hosts: (0..hosts)
+                .map(|i| DhcpHost {
+                    mac: format!("52:54:00:00:00:{:02x}", i + 1),
+                    name: format!("m{i}"),
+                    ip: Subnet::parse("192.168.121.0/24").unwrap().host(10 + i as u32),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn network_matches_golden_file() {
+        crate::testutil::assert_golden("network.xml", &sample(2).to_xml());
+    }
+
+    #[test]
+    fn host_element_alone() {
+        assert_eq!(
+            sample(1).hosts[0].to_xml(),
+            r#"<host mac="52:54:00:00:00:01" name="m0" ip="192.168.121.10"/>"#
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! Storage pool and volume XML: kvmdrive's directory pool, box base volumes
+//! and machine overlays (qcow2 linked clones backed by the box image).
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::to_xml;
+
+/// kvmdrive's storage pool.
+pub const POOL_NAME: &str = "kvmdrive";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// A qcow2 volume; with `backing` it is an overlay of that image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub capacity_bytes: u64,
+    pub backing: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "pool")]
+struct PoolXml<'a> {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    name: &'a str,
+    target: Target,
+}
+
+#[derive(Serialize)]
+struct Target {
+    path: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "volume")]
+struct VolumeXml<'a> {
+    name: &'a str,
+    capacity: Capacity,
+    target: VolTarget,
+    #[serde(rename = "backingStore", skip_serializing_if = "Option::is_none")]
+    backing_store: Option<BackingStore>,
+}
+
+#[derive(Serialize)]
+struct Capacity {
+    #[serde(rename = "@unit")]
+    unit: &'static str,
+    #[serde(rename = "$text")]
+    value: u64,
+}
+
+#[derive(Serialize)]
+struct VolTarget {
+    format: Format,
+}
+
+#[derive(Serialize)]
+struct Format {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct BackingStore {
+    path: String,
+    format: Format,
+}
+
+impl PoolSpec {
+    pub fn to_xml(&self) -> String {
+        to_xml(&PoolXml {
+            kind: "dir",
+            name: &self.name,
+            target: Target {
+                path: self.path.display().to_string(),
+            },
+        })
+    }
+}
+
+impl VolumeSpec {
+    pub fn to_xml(&self) -> String {
+        to_xml(&VolumeXml {
+            name: &self.name,
+            capacity: Capacity {
+                unit: "bytes",
+                value: self.capacity_bytes,
+            },
+            target: VolTarget {
+                format: Format { kind: "qcow2" },
+            },
+            backing_store: self.backing.as_ref().map(|p| BackingStore {
+                path: p.display().to_string(),
+                format: Format { kind: "qcow2" },
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample_pool() -> PoolSpec {
+        PoolSpec {
+            name: POOL_NAME.into(),
+            path: "/var/lib/libvirt/images/kvmdrive".into(),
+        }
+    }
+
+    pub fn sample_overlay() -> VolumeSpec {
+        VolumeSpec {
+            name: "proj-1a2b3c-web.qcow2".into(),
+            capacity_bytes: 2 << 30,
+            backing: Some("/var/lib/libvirt/images/kvmdrive/box-kvmdrive-debian-12-0.qcow2".into()),
+        }
+    }
+
+    #[test]
+    fn pool_and_volume_match_golden_files() {
+        crate::testutil::assert_golden("pool.xml", &sample_pool().to_xml());
+        crate::testutil::assert_golden("volume-overlay.xml", &sample_overlay().to_xml());
+    }
+}
