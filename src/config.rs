@@ -101,6 +101,8 @@ pub struct MachineSettings {
     pub cpu_model: Option<String>,
     /// `auto` (KVM when it can run guests, else TCG), `kvm` or `tcg`.
     pub accel: Option<Accel>,
+    /// Seconds to wait for SSH after starting the machine (default 300).
+    pub boot_timeout: Option<Positive>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -145,9 +147,8 @@ impl<'de> Deserialize<'de> for MachineName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let name = MachineName::parse(&s).map_err(de::Error::custom)?;
-        let fresh = SEEN_NAMES.with_borrow_mut(|seen| {
-            seen.as_mut().is_none_or(|seen| seen.insert(s.clone()))
-        });
+        let fresh = SEEN_NAMES
+            .with_borrow_mut(|seen| seen.as_mut().is_none_or(|seen| seen.insert(s.clone())));
         if !fresh {
             return Err(de::Error::custom(format!("duplicate machine name `{s}`")));
         }
@@ -336,6 +337,7 @@ pub struct Machine {
     pub cpu_mode: CpuMode,
     pub cpu_model: Option<String>,
     pub accel: Accel,
+    pub boot_timeout_s: u32,
 }
 
 impl Config {
@@ -417,6 +419,7 @@ impl Config {
             cpu_mode: pick!(cpu_mode).unwrap_or_default(),
             cpu_model: pick!(cpu_model),
             accel: pick!(accel).unwrap_or_default(),
+            boot_timeout_s: pick!(boot_timeout).map_or(300, |p| p.0),
         }
     }
 }
@@ -443,6 +446,7 @@ defaults:
   # accel: auto        # auto (KVM when it can run guests, else TCG) | kvm | tcg
   # cpu_mode: auto     # auto | host-passthrough | host-model | custom (with cpu_model)
   # disk_size: 20G     # grow the machine's disk beyond the box's size
+  # boot_timeout: 300  # seconds to wait for SSH
 
 machines:
   - name: default

@@ -1,1 +1,11 @@
-//! Machines: plan, apply, observe.
+//! Machines: where a project's state lives ([`project`]), what exists for
+//! each machine in libvirt ([`plan`], [`netplan`]), bringing them up and down
+//! ([`lifecycle`]), and reaching them over SSH ([`ssh`], [`keys`]).
+
+pub mod cancel;
+pub mod keys;
+pub mod lifecycle;
+pub mod netplan;
+pub mod plan;
+pub mod project;
+pub mod ssh;

@@ -1,0 +1,217 @@
+//! Reaching machines over SSH with the system's OpenSSH client: waiting for
+//! the banner, running commands, replacing the insecure key, and the
+//! `ssh-config` text `vagrant ssh-config` users expect.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cancel;
+use super::project::MachineRecord;
+
+/// Options that make a scripted, non-interactive login to a fresh VM work:
+/// its host key is new on every boot, so it is neither checked nor stored.
+pub const CLIENT_OPTIONS: &[(&str, &str)] = &[
+    ("UserKnownHostsFile", "/dev/null"),
+    ("StrictHostKeyChecking", "no"),
+    ("PasswordAuthentication", "no"),
+    ("IdentitiesOnly", "yes"),
+    ("LogLevel", "FATAL"),
+];
+
+/// Where and as whom to log in.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub identities: Vec<PathBuf>,
+}
+
+impl SshTarget {
+    pub fn from_record(r: &MachineRecord) -> SshTarget {
+        SshTarget {
+            host: r.address.clone(),
+            port: r.port,
+            user: r.user.clone(),
+            identities: vec![r.identity_file.clone()],
+        }
+    }
+
+    /// `ssh` with every option set; append `--` and a remote command.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        for (k, v) in CLIENT_OPTIONS {
+            cmd.arg("-o").arg(format!("{k}={v}"));
+        }
+        for id in &self.identities {
+            cmd.arg("-i").arg(id);
+        }
+        cmd.arg("-p")
+            .arg(self.port.to_string())
+            .arg(format!("{}@{}", self.user, self.host));
+        cmd
+    }
+
+    /// Runs `remote` non-interactively (stdin closed, output captured).
+    pub fn run(&self, remote: &str, timeout_s: u32) -> std::io::Result<Output> {
+        self.command()
+            .args(["-o", "BatchMode=yes", "-o"])
+            .arg(format!("ConnectTimeout={timeout_s}"))
+            .arg("--")
+            .arg(remote)
+            .stdin(Stdio::null())
+            .output()
+    }
+}
+
+/// Why waiting stopped early.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WaitError {
+    TimedOut,
+    Cancelled,
+    /// The caller's check (e.g. "is the domain still running?") failed.
+    Aborted(String),
+}
+
+/// Polls `addr` until it sends an SSH banner. `check` runs between attempts
+/// and may abort the wait (a guest that crashed will never answer).
+pub fn wait_for_banner(
+    addr: SocketAddr,
+    deadline: Instant,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), WaitError> {
+    let step = Duration::from_millis(100);
+    loop {
+        if cancel::is_cancelled() {
+            return Err(WaitError::Cancelled);
+        }
+        if Instant::now() >= deadline {
+            return Err(WaitError::TimedOut);
+        }
+        let started = Instant::now();
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
+                return Ok(());
+            }
+        }
+        check().map_err(WaitError::Aborted)?;
+        if let Some(rest) = step.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+/// Remote script run once with the insecure key: installs the machine's own
+/// key as the only authorized key (removing the insecure ones) and sets the
+/// host name.
+pub fn key_replacement_script(public_line: &str, hostname: &str) -> String {
+    let q = shell_quote;
+    format!(
+        "set -e; umask 077; mkdir -p ~/.ssh; printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
+         mv ~/.ssh/authorized_keys.kvmdrive ~/.ssh/authorized_keys; \
+         if [ \"$(hostname)\" != {host} ]; then sudo -n hostname {host} && echo {host} | sudo -n tee /etc/hostname >/dev/null \
+         && sudo -n sed -i 's/^127\\.0\\.1\\.1\\s.*/127.0.1.1\\t'{host}'/' /etc/hosts; fi",
+        key = q(public_line),
+        host = q(hostname)
+    )
+}
+
+/// Single-quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `vagrant ssh-config`-shaped text for one machine.
+pub fn ssh_config_entry(r: &MachineRecord) -> String {
+    let mut out = format!(
+        "Host {}\n  HostName {}\n  User {}\n  Port {}\n",
+        r.name, r.address, r.user, r.port
+    );
+    for (k, v) in CLIENT_OPTIONS {
+        out.push_str(&format!("  {k} {v}\n"));
+    }
+    out.push_str(&format!(
+        "  IdentityFile {}\n",
+        quote_config_path(&r.identity_file)
+    ));
+    out
+}
+
+fn quote_config_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.contains(' ') {
+        format!("\"{s}\"")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn record() -> MachineRecord {
+        MachineRecord {
+            name: "web".into(),
+            domain: "p-1-web".into(),
+            address: "192.168.121.10".into(),
+            port: 22,
+            user: "vagrant".into(),
+            identity_file: "/p/.kvmdrive/machines/web/id_ed25519".into(),
+            mac: "52:54:00:00:00:01".into(),
+            domain_type: "qemu".into(),
+        }
+    }
+
+    #[test]
+    fn ssh_config_looks_like_vagrants() {
+        let text = ssh_config_entry(&record());
+        assert!(
+            text.starts_with("Host web\n  HostName 192.168.121.10\n  User vagrant\n  Port 22\n")
+        );
+        assert!(text.contains("  StrictHostKeyChecking no\n"));
+        assert!(text.ends_with("  IdentityFile /p/.kvmdrive/machines/web/id_ed25519\n"));
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+        let s = key_replacement_script("ssh-ed25519 AAAA kvmdrive", "web");
+        assert!(s.contains(
+            "printf '%s\\n' 'ssh-ed25519 AAAA kvmdrive' > ~/.ssh/authorized_keys.kvmdrive"
+        ));
+    }
+
+    #[test]
+    fn banner_wait_sees_a_banner_on_loopback() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            std::io::Write::write_all(&mut s, b"SSH-2.0-test\r\n").unwrap();
+        });
+        wait_for_banner(addr, Instant::now() + Duration::from_secs(5), || Ok(())).unwrap();
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn banner_wait_times_out_and_aborts() {
+        // A bound but never-accepting port that is then closed: connections are refused.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = wait_for_banner(addr, Instant::now() + Duration::from_millis(300), || Ok(()));
+        assert_eq!(r, Err(WaitError::TimedOut));
+        let r = wait_for_banner(addr, Instant::now() + Duration::from_secs(5), || {
+            Err("crashed".into())
+        });
+        assert_eq!(r, Err(WaitError::Aborted("crashed".into())));
+    }
+}
