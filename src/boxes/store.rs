@@ -135,11 +135,9 @@ impl BoxStore {
             .join(arch)
             .join(PROVIDER);
         if final_dir.join("box.img").is_file() && !force {
-            if let Some(b) = self.installed(
-                name,
-                version,
-                final_dir.parent().unwrap().parent().unwrap(),
-            ) {
+            if let Some(b) =
+                self.installed(name, version, final_dir.parent().unwrap().parent().unwrap())
+            {
                 return Ok(b);
             }
         }

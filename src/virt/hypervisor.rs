@@ -219,7 +219,7 @@ impl Hypervisor {
         let Some(dom) = self.domain(name)? else {
             return Ok(());
         };
-        match dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM) {
+        match dom.undefine() {
             Ok(()) => Ok(()),
             Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(call(format!("undefine domain {name}"))(e)),

@@ -1,0 +1,247 @@
+//! Tier 2: the lifecycle against libvirt's `test:///default` driver (no
+//! daemon, no guest). Checks what `up`, `halt` and `destroy` do to libvirt's
+//! objects: domains, overlay volumes, the network and its DHCP reservations.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use kvmdrive::boxes::BoxStore;
+use kvmdrive::config::Config;
+use kvmdrive::machine::lifecycle::{self, Env};
+use kvmdrive::machine::netplan;
+use kvmdrive::machine::plan;
+use kvmdrive::machine::project::Project;
+use kvmdrive::output::Reporter;
+use kvmdrive::virt::hypervisor::DomainState;
+use kvmdrive::virt::storage::POOL_NAME;
+use kvmdrive::virt::Hypervisor;
+
+/// The test driver's state is shared by every connection of the process.
+static LIBVIRT: Mutex<()> = Mutex::new(());
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    pool_dir: std::path::PathBuf,
+    hv: Hypervisor,
+    store: BoxStore,
+    out: Reporter,
+}
+
+fn fixture(machines: &[&str]) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    let the_box = common::tiny_box(tmp.path());
+    let mut yml = format!(
+        "defaults:\n  box: {}\n  accel: tcg\nmachines:\n",
+        the_box.display()
+    );
+    for m in machines {
+        yml.push_str(&format!("  - name: {m}\n"));
+    }
+    std::fs::write(dir.join("kvmdrive.yml"), yml).unwrap();
+    std::env::set_var("KVMDRIVE_HOME", tmp.path().join("home"));
+    Fixture {
+        pool_dir: tmp.path().join("pool"),
+        hv: Hypervisor::connect("test:///default").unwrap(),
+        store: BoxStore::from_env(),
+        out: Reporter::new(false, 0),
+        dir,
+        _tmp: tmp,
+    }
+}
+
+impl Fixture {
+    fn project(&self) -> Project {
+        Project::new(&self.dir, None).unwrap()
+    }
+
+    fn config(&self) -> Config {
+        Config::load(&self.dir).unwrap()
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&Env, &Config) -> T) -> T {
+        let project = self.project();
+        let env = Env {
+            hv: &self.hv,
+            project: &project,
+            out: &self.out,
+            store: &self.store,
+            pool_dir: self.pool_dir.clone(),
+        };
+        f(&env, &self.config())
+    }
+
+    fn state(&self, machine: &str) -> Option<DomainState> {
+        self.hv
+            .domain_state(&plan::domain_name(&self.project(), machine))
+            .unwrap()
+    }
+
+    fn overlay_exists(&self, machine: &str) -> bool {
+        let domain = plan::domain_name(&self.project(), machine);
+        self.hv
+            .volume_names(POOL_NAME)
+            .unwrap()
+            .contains(&plan::overlay_name(&domain))
+    }
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn up_makes_running_linked_clones_with_reserved_addresses() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["web", "db"]);
+    let records = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(fx.state("web"), Some(DomainState::Running));
+    assert_eq!(fx.state("db"), Some(DomainState::Running));
+    assert!(fx.overlay_exists("web") && fx.overlay_exists("db"));
+
+    // The domain is TCG, its disk an overlay in kvmdrive's pool.
+    let project = fx.project();
+    let xml = fx
+        .hv
+        .domain_xml(&plan::domain_name(&project, "web"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        xml.contains("type='qemu'") || xml.contains("type=\"qemu\""),
+        "{xml}"
+    );
+    assert!(xml.contains(&fx.pool_dir.display().to_string()), "{xml}");
+
+    // Addresses were reserved before boot, one per MAC, and recorded.
+    let net = fx
+        .hv
+        .network_xml(&plan::network_name(&project))
+        .unwrap()
+        .unwrap();
+    let hosts = netplan::read_network(&net).hosts;
+    assert_eq!(hosts.len(), 2);
+    for r in &records {
+        assert!(
+            hosts
+                .iter()
+                .any(|h| h.mac == r.mac && h.ip.to_string() == r.address),
+            "{r:?}"
+        );
+        assert_eq!(project.record(&r.name).unwrap().as_ref(), Some(r));
+    }
+    assert_ne!(records[0].address, records[1].address);
+
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+}
+
+#[test]
+fn up_is_idempotent_and_restarts_stopped_machines() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a"]);
+    let first = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    let again = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    assert_eq!(first, again, "a second up changes nothing");
+
+    fx.run(|env, c| lifecycle::halt(env, c, &[])).unwrap();
+    assert_eq!(fx.state("a"), Some(DomainState::Shutoff));
+    let status = lifecycle::status(Some(&fx.hv), &fx.project(), &fx.config()).unwrap();
+    assert_eq!(status[0].state, "shutoff");
+
+    let restarted = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    assert_eq!(fx.state("a"), Some(DomainState::Running));
+    assert_eq!(
+        restarted[0].address, first[0].address,
+        "the address is kept"
+    );
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+}
+
+#[test]
+fn destroy_removes_everything_and_then_has_nothing_to_do() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a", "b"]);
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    let project = fx.project();
+    let network = plan::network_name(&project);
+
+    // Destroying one machine keeps the network for the other.
+    fx.run(|env, c| lifecycle::destroy(env, c, &names(&["a"])))
+        .unwrap();
+    assert_eq!(fx.state("a"), None);
+    assert!(!fx.overlay_exists("a"));
+    assert_eq!(fx.state("b"), Some(DomainState::Running));
+    let hosts = netplan::read_network(&fx.hv.network_xml(&network).unwrap().unwrap()).hosts;
+    assert_eq!(hosts.len(), 1, "a's reservation is gone");
+    assert!(project.record("a").unwrap().is_none());
+
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+    assert_eq!(fx.state("b"), None);
+    assert!(!fx.overlay_exists("b"));
+    assert!(!fx.hv.network_exists(&network).unwrap());
+    assert!(!project.state_dir.exists(), ".kvmdrive is removed");
+
+    // Nothing left: destroy still succeeds.
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+}
+
+#[test]
+fn destroy_finds_machines_removed_from_the_config() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a", "gone"]);
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    let yml = std::fs::read_to_string(fx.dir.join("kvmdrive.yml")).unwrap();
+    std::fs::write(
+        fx.dir.join("kvmdrive.yml"),
+        yml.replace("  - name: gone\n", ""),
+    )
+    .unwrap();
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+    assert_eq!(fx.state("gone"), None);
+    assert!(!fx
+        .hv
+        .network_exists(&plan::network_name(&fx.project()))
+        .unwrap());
+}
+
+#[test]
+fn a_failed_up_leaves_nothing_behind() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a"]);
+    // A box that does not exist: the run fails before any machine is made.
+    let yml = std::fs::read_to_string(fx.dir.join("kvmdrive.yml")).unwrap();
+    let broken = yml.replace("  box: ", "  box: /nonexistent/");
+    std::fs::write(fx.dir.join("kvmdrive.yml"), broken).unwrap();
+    let err = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap_err();
+    assert!(err.to_string().contains("nonexistent"), "{err}");
+    assert_eq!(fx.state("a"), None);
+    assert!(!fx.project().state_dir.exists());
+    assert!(!fx
+        .hv
+        .network_exists(&plan::network_name(&fx.project()))
+        .unwrap());
+}
+
+#[test]
+fn unknown_machine_names_are_refused_before_anything_happens() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a"]);
+    let err = fx
+        .run(|env, c| lifecycle::up(env, c, &names(&["nope"])))
+        .unwrap_err();
+    assert!(err.to_string().contains("no machine named `nope`"), "{err}");
+    assert!(!fx.project().state_dir.exists());
+}
+
+#[test]
+fn status_without_state_does_not_need_libvirt() {
+    let fx = fixture(&["a"]);
+    let list = lifecycle::status(None, &fx.project(), &fx.config()).unwrap();
+    assert_eq!(list[0].state, "not_created");
+    assert!(list[0].address.is_none());
+    let _ = Path::new("");
+}
