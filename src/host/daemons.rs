@@ -2,7 +2,7 @@
 //! virtlogd (qemu's logs) and libvirtd. Where systemd runs, `systemctl`
 //! starts them; in a CI container without systemd kvmdrive starts them
 //! itself, detached (own session, stdin from /dev/null, output appended to
-//! a log file under [`LOG_DIR`]), and writes what it started to a state
+//! a log file under [`log_dir`]), and writes what it started to a state
 //! file under the run directory, so `host down` stops exactly those, by pid
 //! (checked against the process start time, so a reused pid is never hit).
 
@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-/// Where the daemons' output goes.
-pub const LOG_DIR: &str = "/var/log/kvmdrive";
+/// Where the daemons' output goes (`KVMDRIVE_LOG_DIR` overrides it).
+pub fn log_dir() -> PathBuf {
+    std::env::var_os("KVMDRIVE_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/log/kvmdrive"))
+}
 
 /// Directory of the state file (`KVMDRIVE_RUN_DIR` overrides it).
 pub fn run_dir() -> PathBuf {
@@ -91,7 +95,7 @@ impl Daemon {
     }
 
     pub fn log_file(self) -> PathBuf {
-        Path::new(LOG_DIR).join(format!("{}.log", self.name()))
+        log_dir().join(format!("{}.log", self.name()))
     }
 }
 
@@ -211,7 +215,7 @@ pub fn record(s: Started) -> anyhow::Result<()> {
 pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
     let program = super::facts::find_program(d.program())
         .with_context(|| format!("{} is not installed", d.program()))?;
-    std::fs::create_dir_all(LOG_DIR).with_context(|| format!("create {LOG_DIR}"))?;
+    std::fs::create_dir_all(log_dir()).with_context(|| format!("create {}", log_dir().display()))?;
     if d == Daemon::Dbus {
         // dbus-daemon refuses to start over a stale pid file, and needs its
         // directory.
