@@ -215,7 +215,8 @@ pub fn record(s: Started) -> anyhow::Result<()> {
 pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
     let program = super::facts::find_program(d.program())
         .with_context(|| format!("{} is not installed", d.program()))?;
-    std::fs::create_dir_all(log_dir()).with_context(|| format!("create {}", log_dir().display()))?;
+    std::fs::create_dir_all(log_dir())
+        .with_context(|| format!("create {}", log_dir().display()))?;
     if d == Daemon::Dbus {
         // dbus-daemon refuses to start over a stale pid file, and needs its
         // directory.
