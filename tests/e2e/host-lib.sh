@@ -15,6 +15,7 @@ check() {   # check DESCRIPTION COMMAND...: passes when COMMAND exits 0
     local what=$1; shift
     if "$@"; then ok "$what"; else fail "$what"; fi
 }
+not() { ! "$@"; }
 finish() {
     echo "$PASSED passed, $FAILED failed"
     [[ $FAILED -eq 0 ]]
