@@ -139,7 +139,11 @@ impl HostFacts {
                 let with_kvm = f.kvm.dev_kvm_exists && f.kvm.dev_kvm_openable;
                 match probe::run(qemu, with_kvm, Duration::from_secs(5)) {
                     Ok(r) => {
-                        let _ = probe::store(&r);
+                        // A probe where not even TCG ran says more about the
+                        // probe than about the host: do not keep it.
+                        if r.tcg_runs() {
+                            let _ = probe::store(&r);
+                        }
                         f.probe = Some(r);
                     }
                     Err(e) => f.probe_error = Some(e.to_string()),

@@ -131,7 +131,7 @@ pub fn run_trial(qemu: &Path, image: &Path, trial: Trial, timeout: Duration) -> 
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-drive")
         .arg(format!(
-            "file={},format=raw,if=ide,readonly=on",
+            "file={},format=raw,if=ide,snapshot=on",
             image.display()
         ))
         .stdin(Stdio::null())
