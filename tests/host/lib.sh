@@ -1,4 +1,4 @@
-# Helpers for the `kvmdrive host` scenario scripts (sourced). Each scenario
+# Helpers for the `kvmdrive host` scenario scripts in tests/host (sourced). Each scenario
 # re-runs itself inside tests/sandbox/run with the sandbox options it needs,
 # records the real host's state first and checks afterwards that the sandbox
 # left it untouched, and prints "N passed, N failed".

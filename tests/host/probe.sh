@@ -4,7 +4,7 @@
 # here (kvm_pvm) KVM creates the VM but the guest never runs, so "use TCG".
 # The result is cached: a plain `host check` reuses it and stays fast.
 set -uo pipefail
-source "$(dirname "$0")/host-lib.sh"
+source "$(dirname "$0")/lib.sh"
 in_sandbox -- "$@"
 sandbox_env
 

@@ -5,7 +5,7 @@
 # `host up --fix` makes /dev/kvm root:kvm 0660 as udev would, define is fast
 # again, a VM boots, and a second `host up --fix` changes nothing.
 set -uo pipefail
-source "$(dirname "$0")/host-lib.sh"
+source "$(dirname "$0")/lib.sh"
 in_sandbox --kvm-owner root:root --kvm-mode 0600 -- "$@"
 sandbox_env
 

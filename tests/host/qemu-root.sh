@@ -4,7 +4,7 @@
 # --fix` sets user/group "root" in qemu.conf instead and restarts libvirtd
 # (which someone else started: `host down` leaves it running).
 set -uo pipefail
-source "$(dirname "$0")/host-lib.sh"
+source "$(dirname "$0")/lib.sh"
 in_sandbox --kvm-owner root:root --kvm-mode 0600 --qemu-user nobody:nogroup -- "$@"
 sandbox_env
 

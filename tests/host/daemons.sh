@@ -4,7 +4,7 @@
 # (detached, pid and log files), a VM boots, a second `host up` changes
 # nothing, `host down` stops exactly those three.
 set -uo pipefail
-source "$(dirname "$0")/host-lib.sh"
+source "$(dirname "$0")/lib.sh"
 in_sandbox --no-daemons -- "$@"
 sandbox_env
 

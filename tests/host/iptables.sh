@@ -14,7 +14,7 @@
 # The upstream host is another namespace behind a veth. All of it exists
 # only inside the sandbox's network namespace.
 set -uo pipefail
-source "$(dirname "$0")/host-lib.sh"
+source "$(dirname "$0")/lib.sh"
 in_sandbox -- "$@"
 sandbox_env
 
