@@ -11,7 +11,6 @@
 //! Parsing (`iptables-save`, `iptables --version`) and the verdict are pure;
 //! [`FirewallFacts::gather`] runs the tools.
 
-use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
@@ -272,11 +271,6 @@ pub fn mismatch(facts: &FirewallFacts, lv: LibvirtFirewall) -> Option<Mismatch> 
         }
     };
     (host != libvirt).then_some(Mismatch { host, libvirt })
-}
-
-/// True when `path` exists (for checking that a backend's binary is there).
-pub fn backend_installed(b: Backend) -> bool {
-    Path::new(b.iptables_path()).exists()
 }
 
 #[cfg(test)]
