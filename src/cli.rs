@@ -58,6 +58,9 @@ pub enum Command {
     Halt(MachineSelection),
     /// Remove machines, their disks, and the project's network once unused.
     Destroy(DestroyArgs),
+    /// Check and prepare this machine: /dev/kvm, daemons without systemd, iptables.
+    #[command(subcommand)]
+    Host(kvmdrive::host::cli::HostCommand),
 }
 
 #[derive(Debug, Args)]

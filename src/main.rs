@@ -94,6 +94,11 @@ fn run(cli: Cli) -> Result<(), UserError> {
     let out = Reporter::new(g.json, g.verbose);
     match cli.command {
         Command::Init(a) => init(&dir, a.force, &out),
+        Command::Host(cmd) => match kvmdrive::host::cli::run(cmd, &out, g.json) {
+            Ok(0) => Ok(()),
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(UserError::new(format!("{e:#}"), None)),
+        },
         Command::Status => {
             let project = Project::new(&dir, None)?;
             let config = Config::load(&dir)?;

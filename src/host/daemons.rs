@@ -1,0 +1,360 @@
+//! The three daemons a libvirt host needs: dbus-daemon (system bus),
+//! virtlogd (qemu's logs) and libvirtd. Where systemd runs, `systemctl`
+//! starts them; in a CI container without systemd kvmdrive starts them
+//! itself, detached (own session, stdin from /dev/null, output appended to
+//! a log file under [`log_dir`]), and writes what it started to a state
+//! file under the run directory, so `host down` stops exactly those, by pid
+//! (checked against the process start time, so a reused pid is never hit).
+
+use std::fs::OpenOptions;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Where the daemons' output goes (`KVMDRIVE_LOG_DIR` overrides it).
+pub fn log_dir() -> PathBuf {
+    std::env::var_os("KVMDRIVE_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/log/kvmdrive"))
+}
+
+/// Directory of the state file (`KVMDRIVE_RUN_DIR` overrides it).
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("KVMDRIVE_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/kvmdrive"))
+}
+
+/// One of the daemons, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Daemon {
+    Dbus,
+    Virtlogd,
+    Libvirtd,
+}
+
+pub const ALL: [Daemon; 3] = [Daemon::Dbus, Daemon::Virtlogd, Daemon::Libvirtd];
+
+impl Daemon {
+    /// The check name, which is also the program's usual name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::Dbus => "dbus",
+            Daemon::Virtlogd => "virtlogd",
+            Daemon::Libvirtd => "libvirtd",
+        }
+    }
+
+    fn program(self) -> &'static str {
+        match self {
+            Daemon::Dbus => "dbus-daemon",
+            Daemon::Virtlogd => "virtlogd",
+            Daemon::Libvirtd => "libvirtd",
+        }
+    }
+
+    /// Arguments to run it in the foreground (we detach it ourselves).
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Daemon::Dbus => &["--system", "--nofork"],
+            Daemon::Virtlogd | Daemon::Libvirtd => &[],
+        }
+    }
+
+    /// The pid file the daemon itself writes.
+    pub fn pid_file(self) -> &'static str {
+        match self {
+            Daemon::Dbus => "/run/dbus/pid",
+            Daemon::Virtlogd => "/run/virtlogd.pid",
+            Daemon::Libvirtd => "/run/libvirtd.pid",
+        }
+    }
+
+    /// The socket that answers once it is ready.
+    pub fn socket(self) -> &'static str {
+        match self {
+            Daemon::Dbus => "/run/dbus/system_bus_socket",
+            Daemon::Virtlogd => "/run/libvirt/virtlogd-sock",
+            Daemon::Libvirtd => "/run/libvirt/libvirt-sock",
+        }
+    }
+
+    /// The systemd unit.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Daemon::Dbus => "dbus.service",
+            Daemon::Virtlogd => "virtlogd.service",
+            Daemon::Libvirtd => "libvirtd.service",
+        }
+    }
+
+    pub fn log_file(self) -> PathBuf {
+        log_dir().join(format!("{}.log", self.name()))
+    }
+}
+
+/// Is it running, and does it answer on its socket?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DaemonStatus {
+    pub daemon: Daemon,
+    pub pid: Option<u32>,
+    pub answering: bool,
+}
+
+/// True when systemd is the init (sd_booted(3)'s test).
+pub fn has_systemd() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+pub fn status(d: Daemon) -> DaemonStatus {
+    DaemonStatus {
+        daemon: d,
+        pid: running_pid(d),
+        answering: UnixStream::connect(d.socket()).is_ok(),
+    }
+}
+
+/// The daemon's pid: from its pid file when that process is alive and is
+/// that program, else the first process with that name.
+pub fn running_pid(d: Daemon) -> Option<u32> {
+    let from_file = std::fs::read_to_string(d.pid_file())
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|&pid| comm_is(pid, d.program()));
+    from_file.or_else(|| find_by_comm(d.program()))
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// /proc/PID/comm holds at most 15 bytes of the name.
+fn comm_is(pid: u32, program: &str) -> bool {
+    let want = &program[..program.len().min(15)];
+    comm(pid).is_some_and(|c| c == want)
+}
+
+fn find_by_comm(program: &str) -> Option<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(|&pid| comm_is(pid, program))
+}
+
+/// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) may hold spaces and parentheses: skip past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// A daemon `host up` started (or restarted), as recorded in the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub daemon: Daemon,
+    /// `None` for a unit started with systemctl.
+    pub pid: Option<u32>,
+    pub start_time: Option<u64>,
+    /// It was running before and `host up --fix` restarted it: `host down`
+    /// leaves it running, as it found it.
+    #[serde(default)]
+    pub restarted: bool,
+    pub log: Option<PathBuf>,
+}
+
+fn state_file() -> PathBuf {
+    run_dir().join("host-up.json")
+}
+
+pub fn load_state() -> Vec<Started> {
+    std::fs::read(state_file())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn save_state(started: &[Started]) -> anyhow::Result<()> {
+    let path = state_file();
+    if started.is_empty() {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("remove {}", path.display()))
+            }
+            _ => return Ok(()),
+        }
+    }
+    std::fs::create_dir_all(run_dir())
+        .with_context(|| format!("create {}", run_dir().display()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(started)?)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Adds or replaces the record of `s.daemon`.
+pub fn record(s: Started) -> anyhow::Result<()> {
+    let mut all = load_state();
+    all.retain(|o| o.daemon != s.daemon);
+    all.push(s);
+    save_state(&all)
+}
+
+/// Starts `d` detached and waits until its socket answers.
+pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
+    let program = super::facts::find_program(d.program())
+        .with_context(|| format!("{} is not installed", d.program()))?;
+    std::fs::create_dir_all(log_dir())
+        .with_context(|| format!("create {}", log_dir().display()))?;
+    if d == Daemon::Dbus {
+        // dbus-daemon refuses to start over a stale pid file, and needs its
+        // directory.
+        std::fs::create_dir_all("/run/dbus").context("create /run/dbus")?;
+        if running_pid(d).is_none() {
+            let _ = std::fs::remove_file(d.pid_file());
+        }
+    }
+    let log_path = d.log_file();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let mut cmd = Command::new(&program);
+    cmd.args(d.args())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("start {}", program.display()))?;
+    let pid = child.id();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if UnixStream::connect(d.socket()).is_ok() {
+            break;
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!(
+                "{} exited ({st}) before it answered on {}; see {}",
+                d.program(),
+                d.socket(),
+                log_path.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} (pid {pid}) did not answer on {} within {} s; see {}",
+                d.program(),
+                d.socket(),
+                timeout.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The child outlives us; dropping `child` does not kill it.
+    Ok(Started {
+        daemon: d,
+        pid: Some(pid),
+        start_time: start_time(pid),
+        restarted: false,
+        log: Some(log_path),
+    })
+}
+
+/// Sends SIGTERM to `pid` and waits for it to go (SIGKILL after `grace`).
+/// Only if it is still the process recorded (same start time).
+pub fn terminate(pid: u32, recorded_start: Option<u64>, grace: Duration) -> anyhow::Result<bool> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let alive =
+        || start_time(pid).is_some() && recorded_start.is_none_or(|t| start_time(pid) == Some(t));
+    if !alive() {
+        return Ok(false);
+    }
+    let target = Pid::from_raw(pid as i32);
+    kill(target, Signal::SIGTERM).with_context(|| format!("kill -TERM {pid}"))?;
+    let deadline = Instant::now() + grace;
+    while alive() && !is_zombie(pid) {
+        if Instant::now() > deadline {
+            let _ = kill(target, Signal::SIGKILL);
+            std::thread::sleep(Duration::from_millis(100));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Our own child (a restart in this process) must be reaped.
+    let _ = nix::sys::wait::waitpid(target, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    Ok(true)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// `systemctl ACTION UNIT`.
+pub fn systemctl(action: &str, unit: &str) -> anyhow::Result<()> {
+    let out = Command::new("systemctl")
+        .args([action, unit])
+        .output()
+        .context("run systemctl")?;
+    if !out.status.success() {
+        bail!(
+            "systemctl {action} {unit} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_this_process_is_readable() {
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        assert!(comm(me).is_some());
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let s = Started {
+            daemon: Daemon::Libvirtd,
+            pid: Some(42),
+            start_time: Some(7),
+            restarted: false,
+            log: Some("/var/log/kvmdrive/libvirtd.log".into()),
+        };
+        let json = serde_json::to_string(&[&s]).unwrap();
+        let back: Vec<Started> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vec![s]);
+    }
+}
