@@ -206,6 +206,12 @@ pub fn up(
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
     let machines = select(config, names)?;
     let _lock = env.project.lock()?;
+    if env.hv.uri().starts_with("qemu:///system") {
+        // Cheap host checks (a few ms) that explain slow or failing starts.
+        for finding in crate::host::quick_preflight() {
+            env.out.warn(None, finding.one_line());
+        }
+    }
     let mut network_created = false;
     let outcome = up_locked(env, config, &machines, &mut network_created);
     if outcome.is_err() && remaining_domains(env)?.is_empty() {

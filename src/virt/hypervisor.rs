@@ -23,7 +23,12 @@ pub enum VirtError {
 }
 
 impl VirtError {
+    /// What to do about it: a finding of `kvmdrive host check` when the
+    /// message matches one, else general advice.
     pub fn hint(&self) -> Option<String> {
+        if let Some(finding) = crate::host::diagnose_start_failure(&self.to_string()) {
+            return Some(finding);
+        }
         match self {
             VirtError::Connect { .. } => Some(
                 "is libvirtd running? Without systemd start dbus-daemon, virtlogd and libvirtd by hand, \
