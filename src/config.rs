@@ -145,9 +145,8 @@ impl<'de> Deserialize<'de> for MachineName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         let name = MachineName::parse(&s).map_err(de::Error::custom)?;
-        let fresh = SEEN_NAMES.with_borrow_mut(|seen| {
-            seen.as_mut().is_none_or(|seen| seen.insert(s.clone()))
-        });
+        let fresh = SEEN_NAMES
+            .with_borrow_mut(|seen| seen.as_mut().is_none_or(|seen| seen.insert(s.clone())));
         if !fresh {
             return Err(de::Error::custom(format!("duplicate machine name `{s}`")));
         }

@@ -73,9 +73,9 @@ pub fn choose(setting: config::Accel, facts: &KvmFacts) -> AccelChoice {
         config::Accel::Auto if !facts.dev_kvm_openable => {
             tcg("/dev/kvm cannot be opened: using TCG (software emulation, slower)")
         }
-        config::Accel::Auto if facts.kvm_pvm && !facts.cpu_virt_flags => tcg(
-            "/dev/kvm is kvm_pvm without vmx/svm, which cannot run ordinary guests: using TCG",
-        ),
+        config::Accel::Auto if facts.kvm_pvm && !facts.cpu_virt_flags => {
+            tcg("/dev/kvm is kvm_pvm without vmx/svm, which cannot run ordinary guests: using TCG")
+        }
         config::Accel::Auto => AccelChoice {
             accel: Accel::Kvm,
             reason: "KVM available".into(),
@@ -117,8 +117,14 @@ mod tests {
 
     #[test]
     fn missing_or_closed_dev_kvm_falls_back_to_tcg() {
-        assert_eq!(choose(config::Accel::Auto, &facts(false, false, true, false)).accel, Accel::Tcg);
-        assert_eq!(choose(config::Accel::Auto, &facts(true, false, true, false)).accel, Accel::Tcg);
+        assert_eq!(
+            choose(config::Accel::Auto, &facts(false, false, true, false)).accel,
+            Accel::Tcg
+        );
+        assert_eq!(
+            choose(config::Accel::Auto, &facts(true, false, true, false)).accel,
+            Accel::Tcg
+        );
     }
 
     #[test]
@@ -138,7 +144,9 @@ mod tests {
 
     #[test]
     fn kvm_failure_is_recognised_in_the_qemu_log() {
-        assert!(kvm_failed_in_log("KVM internal error. Suberror: 1\nemulation failure\n"));
+        assert!(kvm_failed_in_log(
+            "KVM internal error. Suberror: 1\nemulation failure\n"
+        ));
         assert!(!kvm_failed_in_log("char device redirected to /dev/pts/3\n"));
     }
 }

@@ -426,6 +426,9 @@ pub(crate) mod tests {
         let mut s = sample(Accel::Kvm, CpuSpec::HostModel);
         s.project = "/tmp/a&b<c>\"".into();
         let xml = s.to_xml();
-        assert!(xml.contains("project=\"/tmp/a&amp;b&lt;c&gt;&quot;\""), "{xml}");
+        assert!(
+            xml.contains("project=\"/tmp/a&amp;b&lt;c&gt;&quot;\""),
+            "{xml}"
+        );
     }
 }

@@ -148,7 +148,9 @@ impl Hypervisor {
     }
 
     pub fn lib_version(&self) -> Result<u32, VirtError> {
-        self.conn.lib_version().map_err(call("query libvirt's version"))
+        self.conn
+            .lib_version()
+            .map_err(call("query libvirt's version"))
     }
 
     // ---- domains -------------------------------------------------------
@@ -171,7 +173,8 @@ impl Hypervisor {
     }
 
     pub fn define_domain(&self, xml: &str) -> Result<(), VirtError> {
-        self.conn.define_domain_xml(xml)
+        self.conn
+            .define_domain_xml(xml)
             .map(drop)
             .map_err(call("define the domain"))
     }
@@ -297,10 +300,15 @@ impl Hypervisor {
     pub fn ensure_network(&self, name: &str, xml: &str) -> Result<(), VirtError> {
         let net = match self.network(name)? {
             Some(n) => n,
-            None => self.conn.define_network_xml(xml)
+            None => self
+                .conn
+                .define_network_xml(xml)
                 .map_err(call(format!("define network {name}")))?,
         };
-        if !net.is_active().map_err(call(format!("query network {name}")))? {
+        if !net
+            .is_active()
+            .map_err(call(format!("query network {name}")))?
+        {
             net.create()
                 .map_err(call(format!("start network {name}")))?;
         }
@@ -365,7 +373,9 @@ impl Hypervisor {
         )? {
             Some(p) => p,
             None => {
-                let p = self.conn.define_storage_pool_xml(&spec.to_xml(), 0)
+                let p = self
+                    .conn
+                    .define_storage_pool_xml(&spec.to_xml(), 0)
                     .map_err(call(format!("define storage pool {}", spec.name)))?;
                 p.build(sys::VIR_STORAGE_POOL_BUILD_NO_OVERWRITE)
                     .map_err(call(format!("build storage pool {}", spec.name)))?;
@@ -377,9 +387,7 @@ impl Hypervisor {
             pool.create(0)
                 .map_err(call(format!("start storage pool {}", spec.name)))?;
         }
-        let xml = pool
-            .xml_desc(0)
-            .map_err(call("read the storage pool"))?;
+        let xml = pool.xml_desc(0).map_err(call("read the storage pool"))?;
         #[derive(serde::Deserialize)]
         struct PoolDoc {
             target: PoolTarget,
@@ -396,7 +404,8 @@ impl Hypervisor {
     }
 
     fn pool(&self, pool: &str) -> Result<StoragePool, VirtError> {
-        self.conn.lookup_storage_pool_by_name(pool)
+        self.conn
+            .lookup_storage_pool_by_name(pool)
             .map_err(call(format!("look up storage pool {pool}")))
     }
 
@@ -427,8 +436,7 @@ impl Hypervisor {
 
     pub fn create_volume(&self, pool: &str, xml: &str) -> Result<PathBuf, VirtError> {
         let p = self.pool(pool)?;
-        let vol =
-            StorageVol::create_xml(&p, xml, 0).map_err(call("create a volume"))?;
+        let vol = StorageVol::create_xml(&p, xml, 0).map_err(call("create a volume"))?;
         Ok(PathBuf::from(
             vol.path().map_err(call("read a new volume's path"))?,
         ))
@@ -437,9 +445,7 @@ impl Hypervisor {
     /// Deletes a volume. Missing is fine.
     pub fn delete_volume(&self, pool: &str, name: &str) -> Result<(), VirtError> {
         match self.volume(pool, name)? {
-            Some(v) => v
-                .delete(0)
-                .map_err(call(format!("delete volume {name}"))),
+            Some(v) => v.delete(0).map_err(call(format!("delete volume {name}"))),
             None => Ok(()),
         }
     }

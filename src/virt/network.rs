@@ -142,7 +142,9 @@ pub(crate) mod tests {
                 .map(|i| DhcpHost {
                     mac: format!("52:54:00:00:00:{:02x}", i + 1),
                     name: format!("m{i}"),
-                    ip: Subnet::parse("192.168.121.0/24").unwrap().host(10 + i as u32),
+                    ip: Subnet::parse("192.168.121.0/24")
+                        .unwrap()
+                        .host(10 + i as u32),
                 })
                 .collect(),
         }
