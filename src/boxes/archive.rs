@@ -172,7 +172,7 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<(), String> {
         .map_err(|e| format!("not a tar archive: {e}"))?;
     let mut count = 0usize;
     for entry in entries {
-        let mut entry = entry.map_err(|e| format!("damaged archive: {e}"))?;
+        let mut entry = entry.map_err(|e| format!("damaged archive: {}", error_chain(&e)))?;
         let entry_path = entry
             .path()
             .map_err(|e| format!("entry with an unreadable name: {e}"))?
@@ -209,9 +209,13 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<(), String> {
                 ))
             }
         }
-        let unpacked = entry
-            .unpack_in(dest)
-            .map_err(|e| format!("cannot unpack `{}`: {e}", entry_path.display()))?;
+        let unpacked = entry.unpack_in(dest).map_err(|e| {
+            format!(
+                "cannot unpack `{}`: {} (is the archive truncated or damaged?)",
+                entry_path.display(),
+                error_chain(&e)
+            )
+        })?;
         if !unpacked {
             return Err(format!(
                 "entry `{}` escapes the box directory",
@@ -224,6 +228,18 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<(), String> {
         return Err("the archive is empty".into());
     }
     Ok(())
+}
+
+/// An error with its causes (tar's own messages hide the interesting part).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Reads `metadata.json` straight out of a box archive (for indexing),
