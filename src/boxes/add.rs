@@ -250,6 +250,13 @@ pub fn ensure(
 }
 
 impl Session<'_> {
+    fn partial_path(&self, name: &str, url: &Url) -> PathBuf {
+        self.store
+            .tmp_dir()
+            .join("downloads")
+            .join(format!("{}.part", partial_key(name, url)))
+    }
+
     fn fetcher(&mut self) -> Result<&Fetcher, BoxError> {
         if self.fetcher.is_none() {
             self.fetcher = Some(Fetcher::new(&self.store.net)?);
@@ -280,6 +287,18 @@ impl Session<'_> {
             }
             Source::Url(url) => {
                 let auth = self.store.net.auth_for_catalog(&url);
+                // A partial download of this box from this URL means an
+                // earlier run found a box there: resume it without probing.
+                if let Some(name) = req.name.as_deref().filter(|_| !wanted.force) {
+                    if fetch::has_partial(&self.partial_path(name, &url), &url) {
+                        let fetch = Fetch::Remote {
+                            url,
+                            opened: None,
+                            auth,
+                        };
+                        return self.add_direct(req, wanted, fetch);
+                    }
+                }
                 match self.fetcher()?.probe(&url, auth.as_ref())? {
                     Probe::Catalog {
                         catalog,

@@ -462,7 +462,11 @@ impl Fetcher {
                     validator = state.validator().map(str::to_owned);
                     let _ = fs::write(&state_path, serde_json::to_vec(&state).unwrap_or_default());
                 }
-                let total = resp.content_length().map(|l| l + offset);
+                // From the header: reqwest's content_length() shrinks as the
+                // body is read, and a probed response was read from already.
+                let total = header_str(resp.headers(), header::CONTENT_LENGTH)
+                    .and_then(|l| l.trim().parse::<u64>().ok())
+                    .map(|l| l + offset);
                 progress.start(offset, total);
                 let mut progressed = false;
                 let mut pending = (!head.is_empty()).then(|| Bytes::from(head));
@@ -576,6 +580,15 @@ fn restart(file: &mut fs::File, hasher: &HashWorker, offset: &mut u64) -> std::i
     hasher.reset();
     *offset = 0;
     Ok(())
+}
+
+/// Whether `part` is a partial download of `url` that can be resumed.
+pub fn has_partial(part: &Path, url: &Url) -> bool {
+    let state: Option<PartialState> = fs::read(state_path(part))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    state.is_some_and(|s| s.url == url.as_str() && s.validator().is_some())
+        && fs::metadata(part).is_ok_and(|m| m.len() > 0)
 }
 
 /// The sidecar file of a partial download.

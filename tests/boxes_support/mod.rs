@@ -34,6 +34,8 @@ pub struct Route {
     pub redirect: Option<String>,
     /// Pause after every 64 KiB of body.
     pub throttle: Option<Duration>,
+    /// Once the cuts are used up, answer with this status instead.
+    pub then_status: Option<u16>,
 }
 
 impl Route {
@@ -48,6 +50,7 @@ impl Route {
             cuts: 0,
             redirect: None,
             throttle: None,
+            then_status: None,
         }
     }
 
@@ -86,6 +89,12 @@ impl Route {
     pub fn cut(mut self, after: usize, times: usize) -> Route {
         self.cut_after = Some(after);
         self.cuts = times;
+        self
+    }
+
+    /// After the cuts, fail with `status` (a server that went away).
+    pub fn then_fail(mut self, status: u16) -> Route {
+        self.then_status = Some(status);
         self
     }
 
@@ -224,7 +233,14 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     };
     let route = {
         let mut st = state.lock().unwrap();
-        let r = st.routes.get_mut(&path).cloned();
+        let mut r = st.routes.get_mut(&path).cloned();
+        if let Some(route) = &mut r {
+            if route.cuts == 0 {
+                if let Some(code) = route.then_status {
+                    *route = Route::status(code);
+                }
+            }
+        }
         if let Some(r) = &r {
             if r.cuts > 0 {
                 st.routes.get_mut(&path).unwrap().cuts -= 1;
