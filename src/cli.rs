@@ -58,6 +58,9 @@ pub enum Command {
     Halt(MachineSelection),
     /// Remove machines, their disks, and the project's network once unused.
     Destroy(DestroyArgs),
+    /// Manage the box cache: add, list, remove, prune, outdated, index.
+    #[command(subcommand)]
+    Box(kvmdrive::boxes::cli::BoxCommand),
     /// Check and prepare this machine: /dev/kvm, daemons without systemd, iptables.
     #[command(subcommand)]
     Host(kvmdrive::host::cli::HostCommand),

@@ -94,6 +94,18 @@ fn run(cli: Cli) -> Result<(), UserError> {
     let out = Reporter::new(g.json, g.verbose);
     match cli.command {
         Command::Init(a) => init(&dir, a.force, &out),
+        Command::Box(cmd) => {
+            match kvmdrive::boxes::commands::run_in(cmd, &out, g.json, Some(&dir)) {
+                Ok(0) => Ok(()),
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    let hint = e
+                        .downcast_ref::<kvmdrive::boxes::BoxError>()
+                        .and_then(|b| b.hint());
+                    Err(UserError::new(format!("{e:#}"), hint))
+                }
+            }
+        }
         Command::Host(cmd) => match kvmdrive::host::cli::run(cmd, &out, g.json) {
             Ok(0) => Ok(()),
             Ok(code) => std::process::exit(code),

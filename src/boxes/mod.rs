@@ -1,14 +1,40 @@
 //! The box cache and everything that fills it. The rest of kvmdrive only asks
-//! [`ensure`] for an installed box and gets back where its image lives.
+//! [`ensure`] for an installed box and gets back where its image lives;
+//! `kvmdrive box ...` ([`cli`], [`commands`]) manages the cache by hand.
+//!
+//! Map: [`version`] (RubyGems constraints) and [`catalog`] (Vagrant catalog
+//! JSON, version/provider/architecture choice) decide *what*; [`fetch`]
+//! (HTTP, resume, retries) and [`checksum`] get the bytes; [`archive`]
+//! (tar/gzip/zstd, path safety, metadata.json) and [`image`] (qemu-img
+//! checks) vet them; [`store`] (Vagrant's cache layout, locks, atomic
+//! renames) keeps them; [`add`] ties these together the way `vagrant box add`
+//! does; [`index`] writes catalogs for self-hosting.
 
-mod store;
+pub mod add;
+pub mod archive;
+pub mod catalog;
+pub mod checksum;
+pub mod cli;
+pub mod commands;
+mod error;
+pub mod fetch;
+pub mod image;
+pub mod index;
+pub mod progress;
+pub mod store;
+pub mod version;
 
+pub use add::{add, ensure, AddOutcome, AddRequest};
+pub(crate) use error::io_err;
+pub use error::BoxError;
 pub use store::{BoxStore, InstalledBox};
 
-use std::path::PathBuf;
-
-/// What a machine asks for: `name` is a cached box name (`owner/name`), a
-/// path to a `.box` file or a URL.
+/// What a machine asks for (kvmdrive.yml's `box`, `box_version`, `box_url`,
+/// `box_architecture`, `box_download_checksum(_type)`): `name` is a box
+/// name (`owner/name` resolves at `$VAGRANT_SERVER_URL` when not cached), a
+/// path to a `.box` file or a URL; `version` is a constraint like
+/// `>= 1.2, < 2`; `url` is a box or catalog URL used when the cache has no
+/// satisfying version.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BoxSpec {
     pub name: String,
@@ -17,56 +43,4 @@ pub struct BoxSpec {
     pub architecture: Option<String>,
     pub checksum: Option<String>,
     pub checksum_type: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BoxError {
-    #[error("box `{name}` is not in the cache ({searched})")]
-    NotFound { name: String, searched: String },
-    #[error("box file {path}: {message}")]
-    BadArchive { path: PathBuf, message: String },
-    #[error("box `{name}`: {message}")]
-    BadBox { name: String, message: String },
-    #[error("box `{name}` version {version} is already in the cache")]
-    AlreadyExists { name: String, version: String },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
-}
-
-impl BoxError {
-    pub fn hint(&self) -> Option<String> {
-        match self {
-            BoxError::NotFound { name, .. } if name == crate::config::BUNDLED_BOX => Some(
-                "build the bundled box and add it: `kvmdrive box add --name kvmdrive/debian-12 \"$(boxes/debian-12/build)\"`"
-                    .into(),
-            ),
-            BoxError::NotFound { .. } => {
-                Some("add it with `kvmdrive box add SOURCE --name NAME`, or set `box` to a .box path".into())
-            }
-            BoxError::AlreadyExists { .. } => Some("use --force to replace it".into()),
-            _ => None,
-        }
-    }
-}
-
-pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BoxError {
-    let context = context.into();
-    move |source| BoxError::Io { context, source }
-}
-
-/// Finds the box a machine needs, adding it to the cache first when `spec`
-/// names a local `.box` file.
-pub fn ensure(store: &BoxStore, spec: &BoxSpec) -> Result<InstalledBox, BoxError> {
-    let path = std::path::Path::new(&spec.name);
-    if spec.name.ends_with(".box") || path.is_file() {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| spec.name.clone());
-        return store.add_file(path, &name, "0", false);
-    }
-    store.find(&spec.name, spec.version.as_deref())
 }

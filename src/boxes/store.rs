@@ -1,204 +1,809 @@
-//! Cache layout, Vagrant style:
-//! `$KVMDRIVE_HOME/boxes/NAME(/ as -VAGRANTSLASH-)/VERSION/ARCH/libvirt/`
-//! holding `metadata.json` and `box.img`. Boxes in `~/.vagrant.d/boxes`
-//! (or `$VAGRANT_HOME/boxes`) are found too and used in place.
+//! The box cache, in Vagrant's layout under kvmdrive's home
+//! (`$KVMDRIVE_HOME`, default `~/.local/share/kvmdrive`):
+//!
+//! ```text
+//! boxes/NAME(/ as -VAGRANTSLASH-)/metadata_url          catalog the box came from
+//! boxes/NAME/VERSION/ARCH/libvirt/metadata.json, box.img, kvmdrive-source.json
+//! tmp/        unpacking and downloads in progress (renamed into boxes/ when checked)
+//! locks/      one lock file per box name
+//! ```
+//!
+//! Boxes in Vagrant's own cache (`$VAGRANT_HOME/boxes`, default
+//! `~/.vagrant.d/boxes`, with or without the ARCH level) are found and used
+//! in place, read-only. A box only ever appears in `boxes/` by a rename of a
+//! directory that passed every check, so the cache is never half-written.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{io_err, BoxError};
+use super::archive::{BoxDisk, BoxMetadata};
+use super::catalog::{host_arch, libvirt_arch, ArchRequest, PROVIDER};
+use super::fetch::NetConfig;
+use super::version::{Constraint, Version};
+use super::{image, io_err, BoxError};
 
-const PROVIDER: &str = "libvirt";
+/// kvmdrive's record of where a cached box came from, beside its image.
+pub const RECORD_FILE: &str = "kvmdrive-source.json";
 
 /// A box in the cache, ready to back machine disks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstalledBox {
     pub name: String,
     pub version: String,
+    /// Vagrant's architecture name (`amd64`, `arm64`); see [`InstalledBox::libvirt_arch`].
     pub architecture: String,
     /// `.../libvirt/` directory of this box version.
     pub dir: PathBuf,
-    /// The qcow2 image machines are linked clones of.
+    /// The (first) qcow2 image machines are linked clones of.
     pub image: PathBuf,
-    /// Virtual size of the image in bytes.
+    /// Virtual size of that image in bytes.
     pub virtual_size: u64,
 }
 
-#[derive(Debug, Clone)]
-pub struct BoxStore {
-    /// kvmdrive's own cache (written to).
-    pub root: PathBuf,
-    /// Vagrant's cache (read only).
-    pub vagrant_root: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Metadata {
-    provider: Option<String>,
-    format: Option<String>,
-    virtual_size: Option<u64>,
-}
-
-impl BoxStore {
-    /// The store at `$KVMDRIVE_HOME` (default `~/.local/share/kvmdrive`).
-    pub fn from_env() -> BoxStore {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/root".into());
-        let root = std::env::var_os("KVMDRIVE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".local/share/kvmdrive"));
-        let vagrant = std::env::var_os("VAGRANT_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".vagrant.d"));
-        BoxStore {
-            root: root.join("boxes"),
-            vagrant_root: Some(vagrant.join("boxes")),
-        }
+impl InstalledBox {
+    /// The architecture as libvirt names it (`x86_64`, `aarch64`).
+    pub fn libvirt_arch(&self) -> &str {
+        libvirt_arch(&self.architecture)
     }
 
-    fn dir_name(name: &str) -> String {
-        name.replace('/', "-VAGRANTSLASH-")
-    }
-
-    /// Newest installed version of `name` (or exactly `version`).
-    pub fn find(&self, name: &str, version: Option<&str>) -> Result<InstalledBox, BoxError> {
-        let roots: Vec<&PathBuf> = std::iter::once(&self.root)
-            .chain(self.vagrant_root.as_ref())
-            .collect();
-        for root in &roots {
-            let box_dir = root.join(Self::dir_name(name));
-            let Ok(entries) = fs::read_dir(&box_dir) else {
-                continue;
-            };
-            let mut versions: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|v| version.is_none_or(|want| want.trim_start_matches('=').trim() == v))
-                .collect();
-            versions.sort_by(|a, b| compare_versions(b, a));
-            for v in versions {
-                if let Some(b) = self.installed(name, &v, &box_dir.join(&v)) {
-                    return Ok(b);
-                }
-            }
-        }
-        Err(BoxError::NotFound {
-            name: name.to_owned(),
-            searched: roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-    }
-
-    fn installed(&self, name: &str, version: &str, version_dir: &Path) -> Option<InstalledBox> {
-        let arch = std::env::consts::ARCH;
-        for candidate in [
-            version_dir.join(arch).join(PROVIDER),
-            version_dir.join(PROVIDER),
-        ] {
-            if candidate.join("box.img").is_file() {
-                let meta = read_metadata(&candidate).ok()?;
-                return Some(InstalledBox {
-                    name: name.to_owned(),
-                    version: version.to_owned(),
-                    architecture: arch.to_owned(),
-                    image: candidate.join("box.img"),
-                    virtual_size: meta.virtual_size.unwrap_or(0) << 30,
-                    dir: candidate,
-                });
-            }
-        }
-        None
-    }
-
-    /// Unpacks a local `.box` file into the cache as `name`/`version`.
-    /// Unpacking happens in a temporary directory that is renamed into place
-    /// only when the box passed its checks.
-    pub fn add_file(
-        &self,
-        file: &Path,
-        name: &str,
-        version: &str,
-        force: bool,
-    ) -> Result<InstalledBox, BoxError> {
-        let arch = std::env::consts::ARCH;
-        let final_dir = self
-            .root
-            .join(Self::dir_name(name))
-            .join(version)
-            .join(arch)
-            .join(PROVIDER);
-        if final_dir.join("box.img").is_file() && !force {
-            if let Some(b) =
-                self.installed(name, version, final_dir.parent().unwrap().parent().unwrap())
-            {
-                return Ok(b);
-            }
-        }
-        fs::create_dir_all(&self.root)
-            .map_err(io_err(format!("cannot create {}", self.root.display())))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".add-")
-            .tempdir_in(&self.root)
-            .map_err(io_err(
-                "cannot create a temporary directory in the box cache",
-            ))?;
-        let f = fs::File::open(file).map_err(io_err(format!("cannot open {}", file.display())))?;
-        let bad = |message: String| BoxError::BadArchive {
-            path: file.to_owned(),
-            message,
-        };
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
-        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-            let ok = entry
-                .unpack_in(tmp.path())
-                .map_err(|e| bad(e.to_string()))?;
-            if !ok {
-                return Err(bad("entry escapes the box directory".into()));
-            }
-        }
-        let meta = read_metadata(tmp.path()).map_err(bad)?;
-        if meta.provider.as_deref() != Some(PROVIDER) {
-            return Err(bad(format!("provider is {:?}, not libvirt", meta.provider)));
-        }
-        if meta.format.as_deref() != Some("qcow2") || !tmp.path().join("box.img").is_file() {
-            return Err(bad("needs a qcow2 box.img".into()));
-        }
-        if final_dir.exists() {
-            fs::remove_dir_all(&final_dir)
-                .map_err(io_err(format!("cannot remove {}", final_dir.display())))?;
-        }
-        fs::create_dir_all(final_dir.parent().unwrap())
-            .map_err(io_err("cannot create the box directory"))?;
-        fs::rename(tmp.keep(), &final_dir).map_err(io_err("cannot move the box into the cache"))?;
-        let version_dir = final_dir.parent().unwrap().parent().unwrap().to_path_buf();
-        self.installed(name, version, &version_dir)
-            .ok_or_else(|| BoxError::BadBox {
-                name: name.into(),
-                message: "incomplete after unpacking".into(),
+    /// All disks of the box (v2 metadata may list several), first one first.
+    pub fn disks(&self) -> Result<Vec<BoxDisk>, BoxError> {
+        BoxMetadata::read(&self.dir)
+            .map(|m| m.disks)
+            .map_err(|message| BoxError::BadBox {
+                name: self.name.clone(),
+                message,
             })
     }
 }
 
-fn read_metadata(dir: &Path) -> Result<Metadata, String> {
-    let text =
-        fs::read_to_string(dir.join("metadata.json")).map_err(|e| format!("metadata.json: {e}"))?;
-    serde_json::from_str(&text).map_err(|e| format!("metadata.json: {e}"))
+/// Which cache a box lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Kvmdrive,
+    Vagrant,
 }
 
-/// Orders dotted versions numerically where possible.
-fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| {
-        s.split('.')
-            .map(|p| p.parse::<u64>().unwrap_or(0))
-            .collect::<Vec<_>>()
+/// A cache entry as found on disk, before its image is looked at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedBox {
+    pub name: String,
+    pub version: Version,
+    /// `None` for Vagrant's layout before architectures (`VERSION/libvirt`).
+    pub architecture: Option<String>,
+    pub dir: PathBuf,
+    pub origin: Origin,
+}
+
+impl CachedBox {
+    /// Whether this box is for `arch`; boxes from before architectures count
+    /// as the host's.
+    pub fn matches_arch(&self, arch: &ArchRequest) -> bool {
+        let wanted = arch.wanted();
+        match &self.architecture {
+            Some(a) => *a == wanted,
+            None => wanted == host_arch(),
+        }
+    }
+
+    pub fn arch_or_host(&self) -> String {
+        self.architecture
+            .clone()
+            .unwrap_or_else(|| host_arch().to_owned())
+    }
+
+    pub fn record(&self) -> Option<SourceRecord> {
+        let text = fs::read(self.dir.join(RECORD_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Bytes used on disk.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.dir)
+    }
+}
+
+/// What kvmdrive remembers about a box it added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// The file path or URL the `.box` came from.
+    pub source: String,
+    /// SHA-256 of the `.box` file.
+    pub sha256: String,
+    /// Size of the `.box` file.
+    pub size: u64,
+    /// Virtual size of the first image, from qemu-img.
+    pub virtual_size: u64,
+    /// Catalog the box was resolved from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<String>,
+    /// Seconds since the epoch.
+    pub added: u64,
+}
+
+impl SourceRecord {
+    pub fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+/// Where boxes are cached and where they come from.
+#[derive(Debug, Clone)]
+pub struct BoxStore {
+    /// kvmdrive's home (`$KVMDRIVE_HOME`); boxes live in its `boxes/`.
+    pub home: PathBuf,
+    /// Vagrant's home (`$VAGRANT_HOME`), read only.
+    pub vagrant_home: Option<PathBuf>,
+    /// Catalog server, tokens, retries.
+    pub net: NetConfig,
+}
+
+/// Held while a box is being added or removed; released on drop.
+pub struct BoxLock {
+    _file: fs::File,
+    /// Whether another process or thread held it first.
+    pub waited: bool,
+}
+
+impl BoxStore {
+    /// The store at `$KVMDRIVE_HOME` (default `~/.local/share/kvmdrive`),
+    /// also reading `$VAGRANT_HOME` (default `~/.vagrant.d`), with network
+    /// settings from the environment.
+    pub fn from_env() -> BoxStore {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "/root".into());
+        let kvmdrive_home = std::env::var_os("KVMDRIVE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".local/share/kvmdrive"));
+        let vagrant_home = std::env::var_os("VAGRANT_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".vagrant.d"));
+        BoxStore {
+            home: kvmdrive_home,
+            vagrant_home: Some(vagrant_home),
+            net: NetConfig::from_env(),
+        }
+    }
+
+    /// A store at `home` alone, with default network settings (tests, tools).
+    pub fn new(home: impl Into<PathBuf>) -> BoxStore {
+        BoxStore {
+            home: home.into(),
+            vagrant_home: None,
+            net: NetConfig::default(),
+        }
+    }
+
+    pub fn with_vagrant_home(mut self, dir: impl Into<PathBuf>) -> BoxStore {
+        self.vagrant_home = Some(dir.into());
+        self
+    }
+
+    pub fn with_net(mut self, net: NetConfig) -> BoxStore {
+        self.net = net;
+        self
+    }
+
+    pub fn boxes_dir(&self) -> PathBuf {
+        self.home.join("boxes")
+    }
+
+    pub fn vagrant_boxes_dir(&self) -> Option<PathBuf> {
+        self.vagrant_home.as_ref().map(|h| h.join("boxes"))
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.home.join("tmp")
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.home.join("locks")
+    }
+
+    /// `owner/name` -> `owner-VAGRANTSLASH-name`, as Vagrant names the directory.
+    pub fn dir_name(name: &str) -> String {
+        name.replace('/', "-VAGRANTSLASH-")
+    }
+
+    fn box_name(dir_name: &str) -> String {
+        dir_name.replace("-VAGRANTSLASH-", "/")
+    }
+
+    /// Directory a box version goes to in kvmdrive's cache.
+    pub fn provider_dir(&self, name: &str, version: &str, arch: &str) -> PathBuf {
+        self.boxes_dir()
+            .join(Self::dir_name(name))
+            .join(version)
+            .join(arch)
+            .join(PROVIDER)
+    }
+
+    /// Takes the per-box lock, waiting for whoever holds it.
+    pub fn lock(&self, name: &str) -> Result<BoxLock, BoxError> {
+        let dir = self.locks_dir();
+        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let path = dir.join(format!("{}.lock", Self::dir_name(name)));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(format!("cannot open {}", path.display())))?;
+        let waited = match file.try_lock() {
+            Ok(()) => false,
+            Err(fs::TryLockError::WouldBlock) => {
+                file.lock()
+                    .map_err(io_err(format!("cannot lock {}", path.display())))?;
+                true
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(io_err(format!("cannot lock {}", path.display()))(e))
+            }
+        };
+        Ok(BoxLock {
+            _file: file,
+            waited,
+        })
+    }
+
+    /// Every box in both caches (kvmdrive's first), unsorted.
+    pub fn list(&self) -> Vec<CachedBox> {
+        let mut out = Vec::new();
+        scan(&self.boxes_dir(), Origin::Kvmdrive, None, &mut out);
+        if let Some(v) = self.vagrant_boxes_dir() {
+            scan(&v, Origin::Vagrant, None, &mut out);
+        }
+        out
+    }
+
+    /// The versions of `name` in both caches.
+    pub fn versions_of(&self, name: &str) -> Vec<CachedBox> {
+        let mut out = Vec::new();
+        scan(&self.boxes_dir(), Origin::Kvmdrive, Some(name), &mut out);
+        if let Some(v) = self.vagrant_boxes_dir() {
+            scan(&v, Origin::Vagrant, Some(name), &mut out);
+        }
+        out
+    }
+
+    /// The newest cached version of `name` that satisfies `constraint` and
+    /// is for `arch`, checked and ready (kvmdrive's copy first on a tie).
+    pub fn find_matching(
+        &self,
+        name: &str,
+        constraint: &Constraint,
+        arch: &ArchRequest,
+    ) -> Result<Option<InstalledBox>, BoxError> {
+        let mut candidates: Vec<CachedBox> = self
+            .versions_of(name)
+            .into_iter()
+            .filter(|c| c.matches_arch(arch) && constraint.is_satisfied_by(&c.version))
+            .collect();
+        // stable sort: kvmdrive's entries (listed first) stay first among equals
+        candidates.sort_by(|a, b| b.version.cmp(&a.version));
+        match candidates.first() {
+            Some(c) => self.installed(c).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Newest cached version of `name` satisfying `constraint` (any constraint
+    /// when `None`), for the host's architecture.
+    pub fn find(&self, name: &str, constraint: Option<&str>) -> Result<InstalledBox, BoxError> {
+        let constraint = Constraint::parse(constraint.unwrap_or("")).map_err(|message| {
+            BoxError::BadConstraint {
+                constraint: constraint.unwrap_or("").to_owned(),
+                message,
+            }
+        })?;
+        self.find_matching(name, &constraint, &ArchRequest::Auto)?
+            .ok_or_else(|| self.not_found(name, &constraint))
+    }
+
+    /// The error for a box that is not cached (in a satisfying version).
+    pub fn not_found(&self, name: &str, constraint: &Constraint) -> BoxError {
+        let cached = self.versions_of(name);
+        if cached.is_empty() {
+            let mut searched = vec![self.boxes_dir().display().to_string()];
+            if let Some(v) = self.vagrant_boxes_dir() {
+                searched.push(v.display().to_string());
+            }
+            BoxError::NotFound {
+                name: name.to_owned(),
+                searched: searched.join(", "),
+            }
+        } else {
+            let mut versions: Vec<String> = cached
+                .iter()
+                .map(|c| format!("{} ({})", c.version, c.arch_or_host()))
+                .collect();
+            versions.sort();
+            versions.dedup();
+            BoxError::NoCachedVersion {
+                name: name.to_owned(),
+                constraint: constraint.to_string(),
+                cached: versions.join(", "),
+            }
+        }
+    }
+
+    /// Reads and checks a cached box. kvmdrive's own boxes were checked when
+    /// added and carry their image size in their record; boxes from
+    /// Vagrant's cache are checked with qemu-img now.
+    pub fn installed(&self, c: &CachedBox) -> Result<InstalledBox, BoxError> {
+        let bad = |message: String| BoxError::BadBox {
+            name: c.name.clone(),
+            message: format!("{} ({})", message, c.dir.display()),
+        };
+        let meta = BoxMetadata::read(&c.dir).map_err(bad)?;
+        let image = c.dir.join(&meta.disks[0].path);
+        let recorded = match c.origin {
+            Origin::Kvmdrive => c.record().map(|r| r.virtual_size).filter(|s| *s > 0),
+            Origin::Vagrant => None,
+        };
+        let virtual_size = match recorded {
+            Some(size) if image.is_file() => size,
+            _ => check_image(&c.name, &image)?,
+        };
+        Ok(InstalledBox {
+            name: c.name.clone(),
+            version: c.version.to_string(),
+            architecture: c.arch_or_host(),
+            dir: c.dir.clone(),
+            image,
+            virtual_size,
+        })
+    }
+
+    /// Renames the checked box in `staged` into place, replacing what is
+    /// there only with `force`. The caller holds the box's lock.
+    pub fn install(
+        &self,
+        staged: &Path,
+        name: &str,
+        version: &str,
+        arch: &str,
+        force: bool,
+    ) -> Result<PathBuf, BoxError> {
+        let dest = self.provider_dir(name, version, arch);
+        let exists = dest.exists();
+        if exists && !force {
+            return Err(BoxError::AlreadyExists {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                architecture: arch.to_owned(),
+            });
+        }
+        let parent = dest.parent().expect("provider dir has a parent");
+        fs::create_dir_all(parent)
+            .map_err(io_err(format!("cannot create {}", parent.display())))?;
+        let old = if exists {
+            let trash = self.trash_path()?;
+            fs::rename(&dest, &trash)
+                .map_err(io_err(format!("cannot move {} aside", dest.display())))?;
+            Some(trash)
+        } else {
+            None
+        };
+        if let Err(e) = fs::rename(staged, &dest) {
+            if let Some(old) = &old {
+                let _ = fs::rename(old, &dest);
+            } else {
+                self.prune_empty_parents(&dest);
+            }
+            return Err(io_err(format!(
+                "cannot move the box into {}",
+                dest.display()
+            ))(e));
+        }
+        if let Some(old) = old {
+            let _ = fs::remove_dir_all(old);
+        }
+        Ok(dest)
+    }
+
+    /// Removes a box of kvmdrive's cache: it vanishes at once (renamed
+    /// aside), then its files are deleted. The caller holds the box's lock.
+    pub fn remove(&self, c: &CachedBox) -> Result<(), BoxError> {
+        if c.origin != Origin::Kvmdrive {
+            return Err(BoxError::BadBox {
+                name: c.name.clone(),
+                message: format!(
+                    "{} is in Vagrant's cache; remove it with `vagrant box remove`",
+                    c.dir.display()
+                ),
+            });
+        }
+        let trash = self.trash_path()?;
+        fs::rename(&c.dir, &trash).map_err(io_err(format!("cannot remove {}", c.dir.display())))?;
+        fs::remove_dir_all(&trash).map_err(io_err(format!("cannot delete {}", trash.display())))?;
+        self.prune_empty_parents(&c.dir);
+        Ok(())
+    }
+
+    /// The catalog URL a box was added from (Vagrant's `metadata_url` file).
+    pub fn metadata_url(&self, name: &str, origin: Origin) -> Option<String> {
+        let root = match origin {
+            Origin::Kvmdrive => self.boxes_dir(),
+            Origin::Vagrant => self.vagrant_boxes_dir()?,
+        };
+        let text = fs::read_to_string(root.join(Self::dir_name(name)).join("metadata_url")).ok()?;
+        Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+    }
+
+    pub fn write_metadata_url(&self, name: &str, url: &str) -> Result<(), BoxError> {
+        let path = self
+            .boxes_dir()
+            .join(Self::dir_name(name))
+            .join("metadata_url");
+        fs::write(&path, url).map_err(io_err(format!("cannot write {}", path.display())))
+    }
+
+    /// A fresh directory for unpacking, on the same file system as the cache.
+    pub fn staging_dir(&self) -> Result<tempfile::TempDir, BoxError> {
+        let tmp = self.tmp_dir();
+        fs::create_dir_all(&tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
+        tempfile::Builder::new()
+            .prefix("unpack-")
+            .tempdir_in(&tmp)
+            .map_err(io_err(format!(
+                "cannot create a directory in {}",
+                tmp.display()
+            )))
+    }
+
+    fn trash_path(&self) -> Result<PathBuf, BoxError> {
+        let tmp = self.tmp_dir();
+        fs::create_dir_all(&tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
+        // An empty directory: renaming a directory onto it replaces it.
+        let dir = tempfile::Builder::new()
+            .prefix("trash-")
+            .tempdir_in(&tmp)
+            .map_err(io_err("cannot create a directory for removal"))?;
+        Ok(dir.keep())
+    }
+
+    /// Removes now-empty ARCH, VERSION and NAME directories above `provider_dir`
+    /// (and the name's `metadata_url` once no version is left).
+    fn prune_empty_parents(&self, provider_dir: &Path) {
+        let boxes = self.boxes_dir();
+        let mut dir = provider_dir.parent();
+        while let Some(d) = dir {
+            if d == boxes || !d.starts_with(&boxes) {
+                break;
+            }
+            if d.parent() == Some(boxes.as_path()) {
+                // the NAME directory: only metadata_url left means no versions left
+                let only_metadata = fs::read_dir(d)
+                    .map(|it| {
+                        it.filter_map(|e| e.ok())
+                            .all(|e| e.file_name() == "metadata_url")
+                    })
+                    .unwrap_or(false);
+                if only_metadata {
+                    let _ = fs::remove_file(d.join("metadata_url"));
+                }
+            }
+            if fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
+    /// Deletes what interrupted runs left in `tmp/` (unpack and trash
+    /// directories, partial downloads) untouched for `older_than`.
+    pub fn clean_tmp(&self, older_than: std::time::Duration) -> usize {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return 0;
+        };
+        let mut removed = 0;
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.file_name() == "downloads" {
+                if let Ok(it) = fs::read_dir(e.path()) {
+                    paths.extend(it.filter_map(|e| e.ok()).map(|e| e.path()));
+                }
+            } else {
+                paths.push(e.path());
+            }
+        }
+        for p in paths {
+            let old = fs::symlink_metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= older_than);
+            if old {
+                let gone = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                if gone.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// Checks an image with qemu-img, mapping failures to box errors.
+pub(crate) fn check_image(name: &str, image: &Path) -> Result<u64, BoxError> {
+    match image::check(image) {
+        Ok(info) => Ok(info.virtual_size),
+        Err(image::ImageError::Tool(message)) => Err(BoxError::QemuImg { message }),
+        Err(image::ImageError::Refused(message)) => Err(BoxError::BadBox {
+            name: name.to_owned(),
+            message,
+        }),
+    }
+}
+
+fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
     };
-    parts(a).cmp(&parts(b))
+    let mut out: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with('.'))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Collects `root/NAME/VERSION/[ARCH/]libvirt` entries that have a metadata.json.
+fn scan(root: &Path, origin: Origin, only: Option<&str>, out: &mut Vec<CachedBox>) {
+    let names = match only {
+        Some(name) => {
+            let d = root.join(BoxStore::dir_name(name));
+            if d.is_dir() {
+                vec![(BoxStore::dir_name(name), d)]
+            } else {
+                vec![]
+            }
+        }
+        None => subdirs(root),
+    };
+    for (dir_name, name_dir) in names {
+        let name = BoxStore::box_name(&dir_name);
+        for (version_text, version_dir) in subdirs(&name_dir) {
+            let Ok(version) = Version::parse(&version_text) else {
+                continue;
+            };
+            let mut push = |architecture: Option<String>, dir: PathBuf| {
+                if dir.join("metadata.json").is_file() {
+                    out.push(CachedBox {
+                        name: name.clone(),
+                        version: version.clone(),
+                        architecture,
+                        dir,
+                        origin,
+                    });
+                }
+            };
+            for (arch, arch_dir) in subdirs(&version_dir) {
+                if arch == PROVIDER {
+                    push(None, arch_dir);
+                } else {
+                    push(Some(arch), arch_dir.join(PROVIDER));
+                }
+            }
+        }
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => {
+                use std::os::unix::fs::MetadataExt;
+                m.blocks() * 512
+            }
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_box(root: &Path, rel: &str) -> PathBuf {
+        let dir = root.join(rel);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("metadata.json"),
+            r#"{"provider":"libvirt","format":"qcow2","virtual_size":1}"#,
+        )
+        .unwrap();
+        fs::write(dir.join("box.img"), b"not really qcow2").unwrap();
+        dir
+    }
+
+    fn record(dir: &Path, virtual_size: u64) {
+        let r = SourceRecord {
+            source: "/x.box".into(),
+            sha256: "00".into(),
+            size: 1,
+            virtual_size,
+            catalog: None,
+            added: 0,
+        };
+        fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn layout_and_listing() {
+        let home = tempfile::tempdir().unwrap();
+        let vagrant = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path()).with_vagrant_home(vagrant.path());
+        let host = host_arch();
+        fake_box(
+            &store.boxes_dir(),
+            &format!("acme-VAGRANTSLASH-web/1.2.0/{host}/libvirt"),
+        );
+        fake_box(
+            &store.boxes_dir(),
+            "acme-VAGRANTSLASH-web/1.10.0/arm64/libvirt",
+        );
+        fake_box(
+            &store.boxes_dir(),
+            &format!("acme-VAGRANTSLASH-web/not-a-version/{host}/libvirt"),
+        );
+        fs::create_dir_all(
+            store
+                .boxes_dir()
+                .join("acme-VAGRANTSLASH-web/2.0/amd64/virtualbox"),
+        )
+        .unwrap();
+        fake_box(
+            &vagrant.path().join("boxes"),
+            "acme-VAGRANTSLASH-web/1.5/libvirt",
+        );
+        fake_box(&vagrant.path().join("boxes"), "other/0/libvirt");
+
+        let all = store.list();
+        assert_eq!(all.len(), 4, "{all:#?}");
+        let web = store.versions_of("acme/web");
+        let mut versions: Vec<String> = web
+            .iter()
+            .map(|c| format!("{} {:?}", c.version, c.origin))
+            .collect();
+        versions.sort();
+        assert_eq!(
+            versions,
+            ["1.10.0 Kvmdrive", "1.2.0 Kvmdrive", "1.5 Vagrant"]
+        );
+        assert_eq!(
+            store.provider_dir("acme/web", "1", "amd64"),
+            home.path()
+                .join("boxes/acme-VAGRANTSLASH-web/1/amd64/libvirt")
+        );
+        let legacy = web.iter().find(|c| c.origin == Origin::Vagrant).unwrap();
+        assert!(legacy.matches_arch(&ArchRequest::Auto));
+        assert_eq!(legacy.architecture, None);
+        let arm = web.iter().find(|c| c.version.as_str() == "1.10.0").unwrap();
+        assert!(arm.matches_arch(&ArchRequest::Explicit("arm64".into())));
+        assert_eq!(arm.matches_arch(&ArchRequest::Auto), host == "arm64");
+    }
+
+    #[test]
+    fn find_prefers_newest_satisfying_version_and_uses_the_record() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path());
+        let host = host_arch();
+        for v in ["1.0", "1.5", "2.0"] {
+            let d = fake_box(&store.boxes_dir(), &format!("b/{v}/{host}/libvirt"));
+            record(&d, 7 << 30);
+        }
+        let found = store.find("b", None).unwrap();
+        assert_eq!(found.version, "2.0");
+        assert_eq!(found.virtual_size, 7 << 30);
+        assert_eq!(found.architecture, host);
+        assert_eq!(found.image, found.dir.join("box.img"));
+        assert_eq!(store.find("b", Some("< 2")).unwrap().version, "1.5");
+        assert_eq!(store.find("b", Some("~> 1.0.0")).unwrap().version, "1.0");
+        match store.find("b", Some("> 3")) {
+            Err(BoxError::NoCachedVersion { cached, .. }) => assert!(cached.contains("1.5")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.find("nope", None),
+            Err(BoxError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.find("b", Some(">>")),
+            Err(BoxError::BadConstraint { .. })
+        ));
+    }
+
+    #[test]
+    fn vagrant_boxes_are_checked_with_qemu_img() {
+        let home = tempfile::tempdir().unwrap();
+        let vagrant = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path()).with_vagrant_home(vagrant.path());
+        fake_box(&vagrant.path().join("boxes"), "v/1/libvirt");
+        // box.img is not a qcow2 image: refused (or qemu-img is missing)
+        assert!(matches!(
+            store.find("v", None),
+            Err(BoxError::BadBox { .. }) | Err(BoxError::QemuImg { .. })
+        ));
+    }
+
+    #[test]
+    fn install_and_remove_leave_no_debris() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path());
+        let staged = store.staging_dir().unwrap();
+        fs::write(staged.path().join("metadata.json"), "{}").unwrap();
+        let dest = store
+            .install(staged.path(), "a/b", "1", "amd64", false)
+            .unwrap();
+        assert!(dest.join("metadata.json").is_file());
+        store.write_metadata_url("a/b", "https://x/a/b").unwrap();
+        assert_eq!(
+            store.metadata_url("a/b", Origin::Kvmdrive).as_deref(),
+            Some("https://x/a/b")
+        );
+
+        let again = store.staging_dir().unwrap();
+        assert!(matches!(
+            store.install(again.path(), "a/b", "1", "amd64", false),
+            Err(BoxError::AlreadyExists { .. })
+        ));
+        fs::write(again.path().join("new"), "").unwrap();
+        store
+            .install(again.path(), "a/b", "1", "amd64", true)
+            .unwrap();
+        assert!(dest.join("new").is_file(), "replaced with --force");
+
+        let c = CachedBox {
+            name: "a/b".into(),
+            version: Version::parse("1").unwrap(),
+            architecture: Some("amd64".into()),
+            dir: dest.clone(),
+            origin: Origin::Kvmdrive,
+        };
+        store.remove(&c).unwrap();
+        assert!(
+            !store.boxes_dir().join("a-VAGRANTSLASH-b").exists(),
+            "empty parents removed"
+        );
+        let leftovers: Vec<_> = fs::read_dir(store.tmp_dir()).unwrap().collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn locks_exclude_each_other() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path());
+        let first = store.lock("a/b").unwrap();
+        assert!(!first.waited);
+        let store2 = store.clone();
+        let t = std::thread::spawn(move || store2.lock("a/b").unwrap().waited);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(first);
+        assert!(t.join().unwrap(), "the second locker had to wait");
+        // another box is independent
+        let _a = store.lock("a/b").unwrap();
+        assert!(!store.lock("c/d").unwrap().waited);
+    }
 }

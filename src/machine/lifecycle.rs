@@ -245,7 +245,7 @@ fn up_locked(
         if bases.contains_key(&key) {
             continue;
         }
-        let installed = boxes::ensure(env.store, &spec)?;
+        let installed = boxes::ensure(env.store, &spec, env.out)?;
         env.out.detail(
             None,
             format!(
