@@ -634,7 +634,7 @@ impl Session<'_> {
                 reporter.step(
                     None,
                     format!(
-                        "{label}: downloaded {} in {:.1}s ({}/s)",
+                        "{label}: downloaded {} in {:.2}s ({}/s)",
                         human_bytes(done.digests.bytes),
                         done.seconds,
                         human_bytes((done.transferred as f64 / done.seconds.max(1e-6)) as u64)
