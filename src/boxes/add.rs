@@ -604,8 +604,10 @@ impl Session<'_> {
         // Fetch.
         let mut download_stats = None;
         let mut part_file: Option<PathBuf> = None;
+        let mut local_source: Option<PathBuf> = None;
         let (archive_path, digests): (PathBuf, Digests) = match fetch {
             Fetch::Local(path) => {
+                local_source = Some(path.to_owned());
                 reporter.step(None, format!("{label}: reading {}", path.display()));
                 let digests = match local_digests {
                     Some(d) if d.requested.is_some() || checksum.is_none() => d,
@@ -680,6 +682,10 @@ impl Session<'_> {
                 size: digests.bytes,
                 virtual_size: first_size.unwrap_or(0),
                 catalog: catalog_url.map(|u| u.to_string()),
+                source_mtime_ns: local_source
+                    .as_deref()
+                    .and_then(|p| fs::metadata(p).ok())
+                    .and_then(|m| SourceRecord::mtime_ns(&m)),
                 added: SourceRecord::now(),
             };
             let record_path = staging.path().join(RECORD_FILE);
@@ -727,11 +733,15 @@ fn same_local_file(
     also: Option<checksum::ChecksumType>,
     digests: &mut Option<Digests>,
 ) -> Result<bool, BoxError> {
-    let size = fs::metadata(path)
-        .map_err(io_err(format!("cannot read {}", path.display())))?
-        .len();
-    if size != record.size {
+    let meta = fs::metadata(path).map_err(io_err(format!("cannot read {}", path.display())))?;
+    if meta.len() != record.size {
         return Ok(false);
+    }
+    let unchanged = record.source == absolute(path).display().to_string()
+        && record.source_mtime_ns.is_some()
+        && record.source_mtime_ns == SourceRecord::mtime_ns(&meta);
+    if unchanged {
+        return Ok(true);
     }
     let d = checksum::hash_file(path, also)
         .map_err(io_err(format!("cannot read {}", path.display())))?;

@@ -121,6 +121,10 @@ pub struct SourceRecord {
     /// Catalog the box was resolved from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
+    /// Modification time of a local source file (ns since the epoch): the same
+    /// path, size and time mean the same file without hashing it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mtime_ns: Option<u128>,
     /// Seconds since the epoch.
     pub added: u64,
 }
@@ -130,6 +134,14 @@ impl SourceRecord {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
+    }
+
+    /// A file's modification time in ns since the epoch.
+    pub fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
     }
 }
 
@@ -645,6 +657,7 @@ mod tests {
             size: 1,
             virtual_size,
             catalog: None,
+            source_mtime_ns: None,
             added: 0,
         };
         fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
