@@ -590,7 +590,7 @@ struct HashWorker {
     handle: Option<thread::JoinHandle<StreamHasher>>,
 }
 
-const HASH_BATCH: usize = 4 << 20;
+const HASH_BATCH: usize = 1 << 20;
 
 impl HashWorker {
     fn start(also: Option<ChecksumType>) -> HashWorker {
