@@ -623,3 +623,41 @@ fn ensure_with_box_url_and_with_a_url_as_box() {
     assert!(matches!(err, BoxError::NotFound { .. }), "{err}");
     assert!(err.hint().is_some());
 }
+
+#[test]
+fn a_catalog_cannot_name_its_box_out_of_the_cache() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let store = store_for(home.path(), &server);
+    let bytes = good_box(Pack::Gzip, "32M", 0);
+    server.route("/evil.box", Route::bytes(bytes));
+    let cat = serde_json::json!({"name": "../../escaped", "versions": [{"version": "1", "providers": [
+        {"name": "libvirt", "url": server.url("/evil.box")}]}]});
+    server.route("/evil.json", Route::json(cat.to_string()));
+    let err = add_source(&store, &server.url("/evil.json"), None, None).unwrap_err();
+    assert!(matches!(err, BoxError::InvalidName { .. }), "{err}");
+    assert!(
+        !home.path().join("escaped").exists()
+            && !home.path().parent().unwrap().join("escaped").exists()
+    );
+    assert!(
+        server.seen_for("/evil.box").is_empty(),
+        "refused before downloading"
+    );
+    assert!(!home.path().join("boxes").exists());
+}
+
+#[test]
+fn the_bundled_box_is_never_looked_up_on_a_server() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let store = store_for(home.path(), &server);
+    let spec = BoxSpec {
+        name: kvmdrive::config::BUNDLED_BOX.into(),
+        ..Default::default()
+    };
+    let err = ensure(&store, &spec, &reporter()).unwrap_err();
+    assert!(matches!(err, BoxError::NotFound { .. }), "{err}");
+    assert!(err.hint().unwrap().contains("boxes/debian-12/build"));
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+}

@@ -238,6 +238,10 @@ pub fn ensure(
     }
     let source = match spec.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         Some(url) => url.to_owned(),
+        // the bundled box is built here, never looked up on a server
+        None if spec.name == crate::config::BUNDLED_BOX => {
+            return Err(store.not_found(&spec.name, &constraint))
+        }
         None if is_shorthand(&spec.name) => spec.name.clone(),
         None => return Err(store.not_found(&spec.name, &constraint)),
     };
@@ -532,6 +536,14 @@ impl Session<'_> {
     ) -> Result<AddOutcome, BoxError> {
         let store = self.store;
         let reporter = self.reporter;
+        // name, version and architecture become directory names
+        let invalid = |reason: String| BoxError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        };
+        super::store::check_name(name).map_err(invalid)?;
+        super::store::check_component("version", version).map_err(invalid)?;
+        super::store::check_component("architecture", arch).map_err(invalid)?;
         let label = format!("box {name} {version} ({arch})");
         let lock = store.lock(name)?;
         if lock.waited {
