@@ -593,7 +593,7 @@ impl Session<'_> {
                         architecture: arch.to_owned(),
                     });
                 }
-                reporter.step(None, format!("{label}: already in the cache"));
+                reporter.detail(None, format!("{label}: already in the cache"));
                 return Ok(AddOutcome {
                     installed: store.installed(c)?,
                     added: false,
