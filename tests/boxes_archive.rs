@@ -480,3 +480,24 @@ fn vagrant_boxes_are_used_in_place() {
     assert!(!out.added);
     assert_eq!(out.installed.dir, dir);
 }
+
+#[test]
+fn a_file_changed_in_place_is_noticed_even_at_the_same_size() {
+    let home = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let store = BoxStore::new(home.path());
+    let mut bytes = good_box(Pack::Tar, "64M", 4096);
+    let path = write(files.path(), "same.box", &bytes);
+    assert!(add_file(&store, &path, "in/place").unwrap().added);
+    assert!(
+        !add_file(&store, &path, "in/place").unwrap().added,
+        "unchanged: no-op"
+    );
+    // flip a byte of the padding file (the last file in the tar): same size, other content
+    let n = bytes.len();
+    bytes[n - 1024 - 100] ^= 0xff;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&path, &bytes).unwrap();
+    let err = add_file(&store, &path, "in/place").unwrap_err();
+    assert!(matches!(err, BoxError::AlreadyExists { .. }), "{err}");
+}

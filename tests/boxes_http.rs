@@ -254,7 +254,7 @@ fn no_range_server_cut_mid_download_restarts_cleanly() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
-    let bytes = good_box(Pack::Gzip, "32M", 2 << 20);
+    let bytes = good_box(Pack::Tar, "32M", 2 << 20);
     server.route("/cut.box", Route::bytes(bytes.clone()).cut(700_000, 2));
     let out = add_source(&store, &server.url("/cut.box"), Some("cut/box"), None).unwrap();
     assert!(out.added);
@@ -292,7 +292,7 @@ fn range_server_cut_mid_download_resumes() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
-    let bytes = good_box(Pack::Gzip, "32M", 2 << 20);
+    let bytes = good_box(Pack::Tar, "32M", 2 << 20);
     server.route(
         "/resume.box",
         Route::bytes(bytes.clone()).with_ranges().cut(900_000, 1),
@@ -327,7 +327,7 @@ fn an_interrupted_download_resumes_in_the_next_run() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
-    let bytes = good_box(Pack::Gzip, "32M", 3 << 20);
+    let bytes = good_box(Pack::Tar, "32M", 3 << 20);
     // first run: one response cut after 1 MB, then the server answers 503 until retries give up
     server.route(
         "/flaky.box",
@@ -380,7 +380,7 @@ fn a_changed_file_is_not_resumed_onto_an_old_partial() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
-    let old = good_box(Pack::Gzip, "32M", 2 << 20);
+    let old = good_box(Pack::Tar, "32M", 2 << 20);
     server.route(
         "/moving.box",
         Route::bytes(old.clone())
@@ -390,7 +390,7 @@ fn a_changed_file_is_not_resumed_onto_an_old_partial() {
     );
     assert!(add_source(&store, &server.url("/moving.box"), Some("m/box"), None).is_err());
     // the file changes (new ETag): If-Range fails, the server sends it whole
-    let new = good_box(Pack::Gzip, "48M", (2 << 20) + 1);
+    let new = good_box(Pack::Tar, "48M", (2 << 20) + 1);
     assert_ne!(old.len(), new.len());
     server.clear_seen();
     server.route("/moving.box", Route::bytes(new.clone()).with_ranges());
@@ -497,7 +497,7 @@ fn two_concurrent_adds_download_once() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
-    let bytes = good_box(Pack::Gzip, "32M", 2 << 20);
+    let bytes = good_box(Pack::Tar, "32M", 2 << 20);
     server.route(
         "/c.json",
         Route::json(catalog(&server, "con/current", &[("1.0", &bytes)])),
@@ -538,7 +538,7 @@ fn ensure_in_parallel_threads_downloads_once_and_then_uses_the_cache() {
     let server = TestServer::start();
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
-    let bytes = good_box(Pack::Gzip, "32M", 1 << 20);
+    let bytes = good_box(Pack::Tar, "32M", 1 << 20);
     server.route(
         "/api/v2/vagrant/par/box",
         Route::json(catalog(
@@ -622,4 +622,42 @@ fn ensure_with_box_url_and_with_a_url_as_box() {
     .unwrap_err();
     assert!(matches!(err, BoxError::NotFound { .. }), "{err}");
     assert!(err.hint().is_some());
+}
+
+#[test]
+fn a_catalog_cannot_name_its_box_out_of_the_cache() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let store = store_for(home.path(), &server);
+    let bytes = good_box(Pack::Gzip, "32M", 0);
+    server.route("/evil.box", Route::bytes(bytes));
+    let cat = serde_json::json!({"name": "../../escaped", "versions": [{"version": "1", "providers": [
+        {"name": "libvirt", "url": server.url("/evil.box")}]}]});
+    server.route("/evil.json", Route::json(cat.to_string()));
+    let err = add_source(&store, &server.url("/evil.json"), None, None).unwrap_err();
+    assert!(matches!(err, BoxError::InvalidName { .. }), "{err}");
+    assert!(
+        !home.path().join("escaped").exists()
+            && !home.path().parent().unwrap().join("escaped").exists()
+    );
+    assert!(
+        server.seen_for("/evil.box").is_empty(),
+        "refused before downloading"
+    );
+    assert!(!home.path().join("boxes").exists());
+}
+
+#[test]
+fn the_bundled_box_is_never_looked_up_on_a_server() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let store = store_for(home.path(), &server);
+    let spec = BoxSpec {
+        name: kvmdrive::config::BUNDLED_BOX.into(),
+        ..Default::default()
+    };
+    let err = ensure(&store, &spec, &reporter()).unwrap_err();
+    assert!(matches!(err, BoxError::NotFound { .. }), "{err}");
+    assert!(err.hint().unwrap().contains("boxes/debian-12/build"));
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
 }

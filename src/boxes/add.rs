@@ -238,6 +238,10 @@ pub fn ensure(
     }
     let source = match spec.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         Some(url) => url.to_owned(),
+        // the bundled box is built here, never looked up on a server
+        None if spec.name == crate::config::BUNDLED_BOX => {
+            return Err(store.not_found(&spec.name, &constraint))
+        }
         None if is_shorthand(&spec.name) => spec.name.clone(),
         None => return Err(store.not_found(&spec.name, &constraint)),
     };
@@ -532,6 +536,14 @@ impl Session<'_> {
     ) -> Result<AddOutcome, BoxError> {
         let store = self.store;
         let reporter = self.reporter;
+        // name, version and architecture become directory names
+        let invalid = |reason: String| BoxError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        };
+        super::store::check_name(name).map_err(invalid)?;
+        super::store::check_component("version", version).map_err(invalid)?;
+        super::store::check_component("architecture", arch).map_err(invalid)?;
         let label = format!("box {name} {version} ({arch})");
         let lock = store.lock(name)?;
         if lock.waited {
@@ -581,7 +593,7 @@ impl Session<'_> {
                         architecture: arch.to_owned(),
                     });
                 }
-                reporter.step(None, format!("{label}: already in the cache"));
+                reporter.detail(None, format!("{label}: already in the cache"));
                 return Ok(AddOutcome {
                     installed: store.installed(c)?,
                     added: false,
@@ -604,8 +616,10 @@ impl Session<'_> {
         // Fetch.
         let mut download_stats = None;
         let mut part_file: Option<PathBuf> = None;
+        let mut local_source: Option<PathBuf> = None;
         let (archive_path, digests): (PathBuf, Digests) = match fetch {
             Fetch::Local(path) => {
+                local_source = Some(path.to_owned());
                 reporter.step(None, format!("{label}: reading {}", path.display()));
                 let digests = match local_digests {
                     Some(d) if d.requested.is_some() || checksum.is_none() => d,
@@ -634,7 +648,7 @@ impl Session<'_> {
                 reporter.step(
                     None,
                     format!(
-                        "{label}: downloaded {} in {:.1}s ({}/s)",
+                        "{label}: downloaded {} in {:.2}s ({}/s)",
                         human_bytes(done.digests.bytes),
                         done.seconds,
                         human_bytes((done.transferred as f64 / done.seconds.max(1e-6)) as u64)
@@ -680,6 +694,10 @@ impl Session<'_> {
                 size: digests.bytes,
                 virtual_size: first_size.unwrap_or(0),
                 catalog: catalog_url.map(|u| u.to_string()),
+                source_mtime_ns: local_source
+                    .as_deref()
+                    .and_then(|p| fs::metadata(p).ok())
+                    .and_then(|m| SourceRecord::mtime_ns(&m)),
                 added: SourceRecord::now(),
             };
             let record_path = staging.path().join(RECORD_FILE);
@@ -727,11 +745,15 @@ fn same_local_file(
     also: Option<checksum::ChecksumType>,
     digests: &mut Option<Digests>,
 ) -> Result<bool, BoxError> {
-    let size = fs::metadata(path)
-        .map_err(io_err(format!("cannot read {}", path.display())))?
-        .len();
-    if size != record.size {
+    let meta = fs::metadata(path).map_err(io_err(format!("cannot read {}", path.display())))?;
+    if meta.len() != record.size {
         return Ok(false);
+    }
+    let unchanged = record.source == absolute(path).display().to_string()
+        && record.source_mtime_ns.is_some()
+        && record.source_mtime_ns == SourceRecord::mtime_ns(&meta);
+    if unchanged {
+        return Ok(true);
     }
     let d = checksum::hash_file(path, also)
         .map_err(io_err(format!("cannot read {}", path.display())))?;

@@ -28,6 +28,8 @@ pub enum BoxError {
         version: String,
         architecture: String,
     },
+    #[error("{reason}")]
+    InvalidName { name: String, reason: String },
     #[error("{what} needs a box name")]
     NeedName { what: String },
     #[error("the catalog names its box `{catalog}`, not `{requested}`")]
@@ -102,6 +104,7 @@ impl BoxError {
             BoxError::UnknownSource { .. } => s("give a path to a .box file, a catalog .json, a URL, or `owner/name`"),
             BoxError::AlreadyExists { .. } => s("use --force to replace it"),
             BoxError::NeedName { .. } => s("give it one with --name NAME"),
+            BoxError::InvalidName { .. } => s("box names look like `owner/name` or `name`"),
             BoxError::NameMismatch { catalog, .. } => Some(format!("leave out --name, or use --name {catalog}")),
             BoxError::BadConstraint { .. } => s("write constraints like `>= 1.2, < 2` or `~> 1.2` (comma-separated)"),
             BoxError::DirectVersion { .. } => s(

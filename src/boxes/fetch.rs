@@ -10,7 +10,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -162,6 +161,8 @@ pub enum Probe {
 pub struct Opened {
     response: Box<reqwest::Response>,
     head: Vec<u8>,
+    /// When the request was sent: the download's clock starts there.
+    started: Instant,
 }
 
 /// A finished download.
@@ -302,6 +303,7 @@ impl Fetcher {
     /// bytes. A box response stays open for [`Fetcher::download`].
     pub fn probe(&self, url: &Url, auth: Option<&Auth>) -> Result<Probe, BoxError> {
         self.with_retries(url, || {
+            let started = Instant::now();
             self.rt.block_on(async {
                 let resp = self
                     .request(url, auth)
@@ -325,6 +327,7 @@ impl Fetcher {
                     return Ok(Probe::Box(Opened {
                         response: Box::new(resp),
                         head,
+                        started,
                     }));
                 }
                 let first = head.iter().find(|b| !b.is_ascii_whitespace()).copied();
@@ -374,7 +377,7 @@ impl Fetcher {
         progress: &mut DownloadProgress<'_>,
     ) -> Result<Downloaded, BoxError> {
         let state_path = state_path(part);
-        let started = Instant::now();
+        let started = opened.as_ref().map_or_else(Instant::now, |o| o.started);
         let previous: Option<PartialState> = fs::read(&state_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -398,10 +401,10 @@ impl Fetcher {
             .append(true)
             .open(part)
             .map_err(io("cannot open"))?;
-        let hasher = HashWorker::start(also);
+        let mut hasher = HashWorker::start(also);
         let mut offset = 0u64;
         if validator.is_some() {
-            offset = hash_prefix(part, &hasher).map_err(io("cannot read"))?;
+            offset = hash_prefix(part, &mut hasher).map_err(io("cannot read"))?;
             progress.note(format!(
                 "resuming at {}",
                 super::progress::human_bytes(offset)
@@ -427,7 +430,7 @@ impl Fetcher {
                         }
                         let resp = req.send().await.map_err(|e| classify(url, e, false))?;
                         if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
-                            restart(&mut file, &hasher, &mut offset)
+                            restart(&mut file, &mut hasher, &mut offset)
                                 .map_err(|e| Failure::Fatal(io("cannot truncate")(e)))?;
                             validator = None;
                             return Err(Failure::Transient {
@@ -440,7 +443,7 @@ impl Fetcher {
                 };
                 if resp.status() == StatusCode::PARTIAL_CONTENT {
                     if content_range_start(resp.headers()) != Some(offset) {
-                        restart(&mut file, &hasher, &mut offset)
+                        restart(&mut file, &mut hasher, &mut offset)
                             .map_err(|e| Failure::Fatal(io("cannot truncate")(e)))?;
                         validator = None;
                         return Err(Failure::Transient {
@@ -451,7 +454,7 @@ impl Fetcher {
                 } else {
                     if offset > 0 {
                         progress.note("the server cannot resume this download; restarting");
-                        restart(&mut file, &hasher, &mut offset)
+                        restart(&mut file, &mut hasher, &mut offset)
                             .map_err(|e| Failure::Fatal(io("cannot truncate")(e)))?;
                     }
                     let state = PartialState {
@@ -574,8 +577,86 @@ impl<'p> Retrier<'p> {
     }
 }
 
+/// Hashes on a thread of its own, so hashing overlaps receiving and
+/// writing. Chunks are handed over in batches of a few MiB: one wake-up per
+/// batch, not per chunk. (Measured on an otherwise idle 2-core host against
+/// a 127.0.0.1 server: as fast as `curl -o`; hashing inline on the receiving
+/// thread was about 1.5x slower, per-chunk hand-over slower still.)
+struct HashWorker {
+    also: Option<ChecksumType>,
+    batch: Vec<Bytes>,
+    batched: usize,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Bytes>>>,
+    handle: Option<thread::JoinHandle<StreamHasher>>,
+}
+
+const HASH_BATCH: usize = 1 << 20;
+
+impl HashWorker {
+    fn start(also: Option<ChecksumType>) -> HashWorker {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(8);
+        let handle = thread::Builder::new()
+            .name("kvmdrive-hash".into())
+            .spawn(move || {
+                let mut h = StreamHasher::new(also);
+                for batch in rx {
+                    for b in batch {
+                        h.update(&b);
+                    }
+                }
+                h
+            })
+            .expect("cannot start the hashing thread");
+        HashWorker {
+            also,
+            batch: Vec::new(),
+            batched: 0,
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    fn update(&mut self, data: Bytes) {
+        self.batched += data.len();
+        self.batch.push(data);
+        if self.batched >= HASH_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(batch);
+        }
+    }
+
+    /// Starts over (a restarted download).
+    fn reset(&mut self) {
+        let also = self.also;
+        let old = std::mem::replace(self, HashWorker::start(also));
+        drop(old.finish_hasher());
+    }
+
+    fn finish_hasher(mut self) -> StreamHasher {
+        self.flush();
+        drop(self.tx.take());
+        self.handle
+            .take()
+            .expect("finished once")
+            .join()
+            .expect("the hashing thread does not panic")
+    }
+
+    fn finish(self) -> Digests {
+        let also = self.also;
+        self.finish_hasher().finish(also)
+    }
+}
+
 /// Throws away a partial download to start from the first byte.
-fn restart(file: &mut fs::File, hasher: &HashWorker, offset: &mut u64) -> std::io::Result<()> {
+fn restart(file: &mut fs::File, hasher: &mut HashWorker, offset: &mut u64) -> std::io::Result<()> {
     file.set_len(0)?;
     hasher.reset();
     *offset = 0;
@@ -598,71 +679,7 @@ pub fn state_path(part: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Hashes on its own thread so hashing overlaps with receiving and writing.
-struct HashWorker {
-    tx: Option<mpsc::SyncSender<Msg>>,
-    handle: Option<thread::JoinHandle<Digests>>,
-}
-
-enum Msg {
-    Data(Bytes),
-    Reset,
-}
-
-impl HashWorker {
-    fn start(also: Option<ChecksumType>) -> HashWorker {
-        let (tx, rx) = mpsc::sync_channel::<Msg>(256);
-        let handle = thread::Builder::new()
-            .name("kvmdrive-hash".into())
-            .spawn(move || {
-                let mut h = StreamHasher::new(also);
-                for msg in rx {
-                    match msg {
-                        Msg::Data(b) => h.update(&b),
-                        Msg::Reset => h = StreamHasher::new(also),
-                    }
-                }
-                h.finish(also)
-            })
-            .expect("spawn the hashing thread");
-        HashWorker {
-            tx: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    fn update(&self, data: Bytes) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Data(data));
-        }
-    }
-
-    fn reset(&self) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::Reset);
-        }
-    }
-
-    fn finish(mut self) -> Digests {
-        drop(self.tx.take());
-        self.handle
-            .take()
-            .expect("joined once")
-            .join()
-            .expect("hashing thread")
-    }
-}
-
-impl Drop for HashWorker {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-fn hash_prefix(part: &Path, hasher: &HashWorker) -> std::io::Result<u64> {
+fn hash_prefix(part: &Path, hasher: &mut HashWorker) -> std::io::Result<u64> {
     let mut f = fs::File::open(part)?;
     let mut total = 0u64;
     loop {

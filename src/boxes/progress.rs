@@ -35,7 +35,8 @@ impl<'a> DownloadProgress<'a> {
         let mode = if reporter.json() {
             Mode::Silent
         } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            // hidden until the size is known (see `start`)
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -89,6 +90,9 @@ impl<'a> DownloadProgress<'a> {
             }
             bar.set_position(pos);
             bar.reset_eta();
+            if bar.is_hidden() {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
         }
     }
 

@@ -121,6 +121,10 @@ pub struct SourceRecord {
     /// Catalog the box was resolved from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<String>,
+    /// Modification time of a local source file (ns since the epoch): the same
+    /// path, size and time mean the same file without hashing it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mtime_ns: Option<u128>,
     /// Seconds since the epoch.
     pub added: u64,
 }
@@ -130,6 +134,14 @@ impl SourceRecord {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
+    }
+
+    /// A file's modification time in ns since the epoch.
+    pub fn mtime_ns(meta: &fs::Metadata) -> Option<u128> {
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
     }
 }
 
@@ -229,6 +241,10 @@ impl BoxStore {
 
     /// Takes the per-box lock, waiting for whoever holds it.
     pub fn lock(&self, name: &str) -> Result<BoxLock, BoxError> {
+        check_name(name).map_err(|reason| BoxError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
         let dir = self.locks_dir();
         fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let path = dir.join(format!("{}.lock", Self::dir_name(name)));
@@ -265,9 +281,12 @@ impl BoxStore {
         out
     }
 
-    /// The versions of `name` in both caches.
+    /// The versions of `name` in both caches (none for an invalid name).
     pub fn versions_of(&self, name: &str) -> Vec<CachedBox> {
         let mut out = Vec::new();
+        if check_name(name).is_err() {
+            return out;
+        }
         scan(&self.boxes_dir(), Origin::Kvmdrive, Some(name), &mut out);
         if let Some(v) = self.vagrant_boxes_dir() {
             scan(&v, Origin::Vagrant, Some(name), &mut out);
@@ -538,6 +557,41 @@ impl BoxStore {
     }
 }
 
+/// Box names become directory names: letters, digits, `.`, `_`, `-` in
+/// `/`-separated parts, none of them empty, `.` or `..` (Vagrant's names).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p != "."
+            && p != ".."
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if name.len() <= 200 && name.split('/').all(part_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid box name (use letters, digits, `.`, `_`, `-`, and `/` between parts)"
+        ))
+    }
+}
+
+/// A version or architecture used as one directory name.
+pub fn check_component(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value != "."
+        && value != ".."
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{value}` is not a valid {what}"))
+    }
+}
+
 /// Checks an image with qemu-img, mapping failures to box errors.
 pub(crate) fn check_image(name: &str, image: &Path) -> Result<u64, BoxError> {
     match image::check(image) {
@@ -645,6 +699,7 @@ mod tests {
             size: 1,
             virtual_size,
             catalog: None,
+            source_mtime_ns: None,
             added: 0,
         };
         fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
@@ -789,6 +844,29 @@ mod tests {
         );
         let leftovers: Vec<_> = fs::read_dir(store.tmp_dir()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn names_and_components_that_would_leave_the_cache_are_refused() {
+        for ok in ["acme/web", "debian-12", "a.b_c/d-e", "generic/ubuntu2204"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "../x", "a/../b", "/abs", "a//b", "a/", ".", "a b", "a\\b", "x/..",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_component("version", "1.2.3-rc1").is_ok());
+        assert!(check_component("architecture", "../x").is_err());
+        assert!(check_component("architecture", "..").is_err());
+        assert!(check_component("architecture", "").is_err());
+        let home = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path());
+        assert!(matches!(
+            store.lock("../evil"),
+            Err(BoxError::InvalidName { .. })
+        ));
+        assert!(store.versions_of("../..").is_empty());
     }
 
     #[test]

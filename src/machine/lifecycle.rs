@@ -131,9 +131,18 @@ pub fn select(config: &Config, names: &[String]) -> Result<Vec<Machine>, Lifecyc
         .collect())
 }
 
-fn box_spec(m: &Machine) -> BoxSpec {
+/// What a machine asks of the box cache; a relative `.box` path is taken
+/// relative to the project directory, not to wherever kvmdrive runs.
+fn box_spec(project: &Project, m: &Machine) -> BoxSpec {
+    let is_relative_path = m.box_name.ends_with(".box")
+        && !Path::new(&m.box_name).is_absolute()
+        && !m.box_name.contains("://");
     BoxSpec {
-        name: m.box_name.clone(),
+        name: if is_relative_path {
+            project.dir.join(&m.box_name).display().to_string()
+        } else {
+            m.box_name.clone()
+        },
         version: m.box_version.clone(),
         url: m.box_url.clone(),
         architecture: m.box_architecture.clone(),
@@ -240,7 +249,7 @@ fn up_locked(
     // Boxes and their base volumes, once per distinct box, before any machine.
     let mut bases: HashMap<String, (PathBuf, u64)> = HashMap::new();
     for m in machines {
-        let spec = box_spec(m);
+        let spec = box_spec(env.project, m);
         let key = format!("{spec:?}");
         if bases.contains_key(&key) {
             continue;
@@ -264,7 +273,7 @@ fn up_locked(
     let mut plans = Vec::new();
     for m in machines {
         let choice = accel::choose(m.accel, &facts);
-        let (base, size) = &bases[&format!("{:?}", box_spec(m))];
+        let (base, size) = &bases[&format!("{:?}", box_spec(env.project, m))];
         let plan = MachinePlan::new(env.project, m, base, *size, choice);
         let ip = netplan::assign_ip(&net.subnet, &net.hosts, &plan.mac)
             .ok_or(LifecycleError::NoSubnet)?;
