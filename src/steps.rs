@@ -238,7 +238,7 @@ fn ansible_env(sc: &Scenario) -> Result<Vec<(String, OsString)>, StepError> {
         ("ANSIBLE_HOST_KEY_CHECKING", "False"),
         ("ANSIBLE_RETRY_FILES_ENABLED", "False"),
         ("ANSIBLE_NOCOWS", "1"),
-        ("ANSIBLE_INTERPRETER_PYTHON", "auto_silent"),
+        ("ANSIBLE_PYTHON_INTERPRETER", "auto_silent"),
         ("ANSIBLE_PIPELINING", "True"),
     ] {
         if std::env::var_os(k).is_none() {

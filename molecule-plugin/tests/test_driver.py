@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
@@ -14,7 +15,9 @@ import pytest
 import yaml
 
 from jsonschema import Draft7Validator
+from molecule import util
 from molecule.api import drivers
+from molecule.constants import DEFAULT_CONFIG
 from molecule.model import schema_v3
 
 from molecule_kvmdrive.driver import BIN_ENV, DRIVER_NAME, KvmDrive
@@ -61,9 +64,8 @@ platforms:
 
 
 def molecule_config(data: dict[str, Any]) -> dict[str, Any]:
-    """A config as Molecule validates it (its defaults merged in, roughly)."""
-    data.setdefault("driver", {}).setdefault("options", {"managed": True})
-    return data
+    """A config as Molecule validates it: its defaults with the scenario merged in."""
+    return util.merge_dicts(copy.deepcopy(dict(DEFAULT_CONFIG)), data)
 
 
 def make_driver(tmp_path: Path, ssh_options: list[str] | None = None) -> KvmDrive:
@@ -142,6 +144,7 @@ def test_contract_basics(tmp_path: Path) -> None:
         assert playbook is not None
         text = Path(playbook).read_text(encoding="utf-8")
         assert "ansible.builtin.command" in text
+        assert isinstance(yaml.safe_load(text), list), f"{step}.yml is a playbook"
 
 
 def test_connection_options_come_from_instance_config(tmp_path: Path) -> None:
