@@ -58,13 +58,15 @@ for step in create converge idempotence verify; do
 done
 check "idempotence held" bash -c "! grep -q 'Idempotence test failed' '$work/test.log'"
 
-list=$(molecule list 2>&1)
-check "molecule list shows both instances created" bash -c \
-    "grep -E '^ *web .*molecule-kvmdrive.*true' <<<\"\$0\" >/dev/null && grep -E '^ *db .*molecule-kvmdrive.*true' <<<\"\$0\" >/dev/null" "$list"
+list=$(molecule list -f plain 2>&1)
+check "molecule list shows both instances, created and converged" bash -c \
+    "grep -Eq '^web\s+molecule-kvmdrive\s+ansible\s+default\s+true\s+true' <<<\"\$0\" && grep -Eq '^db\s+molecule-kvmdrive\s+ansible\s+default\s+true\s+true' <<<\"\$0\"" "$list"
 [ $? = 0 ] || echo "$list"
 
-out=$(printf 'hostname; exit\n' | script -qec "molecule login --host web" /dev/null 2>&1 | tr -d '\r')
-check "molecule login opens a shell on web" grep -qx web <<<"$out"
+# login needs a terminal (it asks `stty size`): script(1) gives it one.
+out=$(printf 'echo "on=$(hostname)"; exit\n' | script -qec "molecule login --host web" /dev/null 2>&1 | tr -d '\r')
+check "molecule login opens a shell on web" grep -q "on=web" <<<"$out"
+[ $? = 0 ] || echo "$out"
 
 t0=$(now)
 check "molecule destroy" molecule destroy
