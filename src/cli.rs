@@ -181,4 +181,42 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
     }
+
+    #[test]
+    fn role_testing_commands_take_the_machine_interface_options() {
+        let cli = Cli::try_parse_from([
+            "kvmdrive",
+            "--json",
+            "--state-dir",
+            "/eph/kvmdrive",
+            "--platforms",
+            "-",
+            "create",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Create));
+        assert_eq!(
+            cli.global.platforms.as_deref(),
+            Some(std::path::Path::new("-"))
+        );
+        let cli =
+            Cli::try_parse_from(["kvmdrive", "converge", "site.yml", "--", "-e", "x=1"]).unwrap();
+        match cli.command {
+            Command::Converge(a) => {
+                assert_eq!(
+                    a.playbook.as_deref(),
+                    Some(std::path::Path::new("site.yml"))
+                );
+                assert_eq!(a.ansible_args, vec!["-e", "x=1"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["kvmdrive", "test", "--destroy", "never"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Test(TestArgs {
+                destroy: DestroyPolicy::Never
+            })
+        ));
+    }
 }
