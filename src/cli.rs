@@ -40,6 +40,17 @@ pub struct GlobalArgs {
     /// Say more about what is happening (repeat for more).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Keep state in DIR instead of PROJECT/.kvmdrive (kvmdrive's own
+    /// directory: it is removed with the last machine).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Take the machines from a Molecule platforms list (JSON or YAML: a list,
+    /// or a document with `platforms:` such as molecule.yml; `-` for stdin)
+    /// instead of kvmdrive.yml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub platforms: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +75,53 @@ pub enum Command {
     /// Check and prepare this machine: /dev/kvm, daemons without systemd, iptables.
     #[command(subcommand)]
     Host(kvmdrive::host::cli::HostCommand),
+
+    // ---- Ansible role testing: the Molecule-like lifecycle ----
+    /// Create and start every machine; prints one record per instance (with --json: instance, address, user, port, identity_file).
+    Create,
+    /// Create the machines if needed, then run a playbook against them (default converge.yml).
+    Converge(PlaybookArgs),
+    /// Run the converge playbook again; fail when any task changed something.
+    Idempotence(PlaybookArgs),
+    /// Run the verify playbook (default verify.yml; skipped when there is none).
+    Verify(PlaybookArgs),
+    /// destroy, create, prepare, converge, idempotence, verify, destroy (always destroys at the end unless --destroy never).
+    Test(TestArgs),
+    /// Print an Ansible YAML inventory of the machines that are up.
+    Inventory(InventoryArgs),
+}
+
+/// A playbook to run instead of the step's default one.
+#[derive(Debug, Args)]
+pub struct PlaybookArgs {
+    /// Playbook (default: the step's playbook in the project directory).
+    #[arg(value_name = "PLAYBOOK")]
+    pub playbook: Option<PathBuf>,
+
+    /// Extra arguments for ansible-playbook.
+    #[arg(last = true, value_name = "ANSIBLE_ARGS")]
+    pub ansible_args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Destroy the machines at the start and the end (`always`) or keep them (`never`).
+    #[arg(long, value_enum, default_value = "always")]
+    pub destroy: DestroyPolicy,
+}
+
+/// As Molecule's `molecule test --destroy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DestroyPolicy {
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Write the inventory to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -128,5 +186,43 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn role_testing_commands_take_the_machine_interface_options() {
+        let cli = Cli::try_parse_from([
+            "kvmdrive",
+            "--json",
+            "--state-dir",
+            "/eph/kvmdrive",
+            "--platforms",
+            "-",
+            "create",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Create));
+        assert_eq!(
+            cli.global.platforms.as_deref(),
+            Some(std::path::Path::new("-"))
+        );
+        let cli =
+            Cli::try_parse_from(["kvmdrive", "converge", "site.yml", "--", "-e", "x=1"]).unwrap();
+        match cli.command {
+            Command::Converge(a) => {
+                assert_eq!(
+                    a.playbook.as_deref(),
+                    Some(std::path::Path::new("site.yml"))
+                );
+                assert_eq!(a.ansible_args, vec!["-e", "x=1"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["kvmdrive", "test", "--destroy", "never"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Test(TestArgs {
+                destroy: DestroyPolicy::Never
+            })
+        ));
     }
 }

@@ -10,5 +10,12 @@ pub mod machine;
 pub mod output;
 pub mod virt;
 
+// Ansible role testing (Molecule driver and the lifecycle without Molecule).
+pub mod ansible;
+pub mod interpolate;
+pub mod platforms;
+pub mod scenario;
+pub mod steps;
+
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -15,6 +15,8 @@ use kvmdrive::machine::lifecycle::{self, Env, LifecycleError};
 use kvmdrive::machine::project::{Project, ProjectError};
 use kvmdrive::machine::{cancel, ssh};
 use kvmdrive::output::Reporter;
+use kvmdrive::scenario::{Scenario, ScenarioError};
+use kvmdrive::steps::{self, PlaybookStep, StepError};
 use kvmdrive::virt::Hypervisor;
 
 mod cli;
@@ -70,6 +72,22 @@ impl From<kvmdrive::virt::VirtError> for UserError {
     }
 }
 
+impl From<ScenarioError> for UserError {
+    fn from(e: ScenarioError) -> Self {
+        UserError::new(e.to_string(), e.hint())
+    }
+}
+
+impl From<StepError> for UserError {
+    fn from(e: StepError) -> Self {
+        UserError {
+            code: e.exit_code(),
+            hint: e.hint(),
+            message: e.to_string(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -112,14 +130,14 @@ fn run(cli: Cli) -> Result<(), UserError> {
             Err(e) => Err(UserError::new(format!("{e:#}"), None)),
         },
         Command::Status => {
-            let project = Project::new(&dir, None)?;
-            let config = Config::load(&dir)?;
+            let sc = open(g, &dir)?;
+            let (project, config) = (&sc.project, &sc.config);
             let hv = if project.has_state() {
                 Some(Hypervisor::connect(&g.connect)?)
             } else {
                 None
             };
-            let list = lifecycle::status(hv.as_ref(), &project, &config)?;
+            let list = lifecycle::status(hv.as_ref(), project, config)?;
             if g.json {
                 print_json(&list);
             } else {
@@ -134,39 +152,48 @@ fn run(cli: Cli) -> Result<(), UserError> {
             }
             Ok(())
         }
-        Command::Up(sel) => with_env(g, &dir, &out, |env, config| {
+        Command::Up(sel) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
-            let records = lifecycle::up(env, config, &sel.names)?;
+            sc.save()?;
+            let records = lifecycle::up(env, &sc.config, &sel.names)?;
             if g.json {
                 print_json(&records);
             }
             Ok(())
         }),
-        Command::Halt(sel) => with_env(g, &dir, &out, |env, config| {
+        Command::Halt(sel) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
-            Ok(lifecycle::halt(env, config, &sel.names)?)
+            Ok(lifecycle::halt(env, &sc.config, &sel.names)?)
         }),
         Command::Destroy(a) => {
-            let config = match Config::load(&dir) {
-                Err(ConfigError::Missing { .. }) => Config::default(),
-                other => other?,
-            };
-            let project = Project::new(&dir, None)?;
+            let sc =
+                Scenario::open_or_default(&dir, g.state_dir.as_deref(), g.platforms.as_deref())?;
             let hv = Hypervisor::connect(&g.connect)?;
             let store = BoxStore::from_env();
             let env = Env {
                 hv: &hv,
-                project: &project,
+                project: &sc.project,
                 out: &out,
                 store: &store,
                 pool_dir: lifecycle::default_pool_dir(),
             };
-            Ok(lifecycle::destroy(&env, &config, &a.selection.names)?)
+            lifecycle::destroy(&env, &sc.config, &a.selection.names)?;
+            if g.json {
+                let gone: Vec<serde_json::Value> = sc
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        a.selection.names.is_empty() || a.selection.names.contains(&i.machine)
+                    })
+                    .map(|i| serde_json::json!({"instance": i.name, "state": "not_created"}))
+                    .collect();
+                print_json(&gone);
+            }
+            Ok(())
         }
         Command::Ssh(a) => {
-            let project = Project::new(&dir, None)?;
-            let config = Config::load(&dir)?;
-            let record = running_record(&project, &config, a.name.as_deref())?;
+            let sc = open(g, &dir)?;
+            let record = running_record(&sc.project, &sc.config, a.name.as_deref())?;
             let mut cmd = ssh::SshTarget::from_record(&record).command();
             if a.command.is_empty() {
                 cmd.arg("-t");
@@ -180,15 +207,15 @@ fn run(cli: Cli) -> Result<(), UserError> {
             ))
         }
         Command::SshConfig(a) => {
-            let project = Project::new(&dir, None)?;
-            let config = Config::load(&dir)?;
+            let sc = open(g, &dir)?;
+            let (project, config) = (&sc.project, &sc.config);
             let names: Vec<String> = match a.name {
                 Some(n) => vec![n],
                 None => config.machines().into_iter().map(|m| m.name.0).collect(),
             };
             let mut text = String::new();
             for n in &names {
-                lifecycle::select(&config, std::slice::from_ref(n))?;
+                lifecycle::select(config, std::slice::from_ref(n))?;
                 if let Some(r) = project.record(n)? {
                     text.push_str(&ssh::ssh_config_entry(&r));
                     text.push('\n');
@@ -199,7 +226,88 @@ fn run(cli: Cli) -> Result<(), UserError> {
             print!("{text}");
             Ok(())
         }
+
+        // ---- Ansible role testing: the Molecule-like lifecycle ----
+        Command::Create => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            let records = steps::create(env, sc)?;
+            if g.json {
+                print_json(&records);
+            }
+            Ok(())
+        }),
+        Command::Converge(a) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            Ok(steps::converge(
+                env,
+                sc,
+                a.playbook.as_deref(),
+                &a.ansible_args,
+            )?)
+        }),
+        Command::Idempotence(a) => {
+            let sc = open(g, &dir)?;
+            steps::run_step(
+                &out,
+                &sc,
+                PlaybookStep::Idempotence,
+                a.playbook.as_deref(),
+                &a.ansible_args,
+            )?;
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let sc = open(g, &dir)?;
+            steps::run_step(
+                &out,
+                &sc,
+                PlaybookStep::Verify,
+                a.playbook.as_deref(),
+                &a.ansible_args,
+            )?;
+            Ok(())
+        }
+        Command::Test(a) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            Ok(steps::test(
+                env,
+                sc,
+                a.destroy == cli::DestroyPolicy::Always,
+            )?)
+        }),
+        Command::Inventory(a) => {
+            let sc = open(g, &dir)?;
+            let (hosts, down) = sc.inventory_hosts()?;
+            if hosts.is_empty() {
+                return Err(UserError::new(
+                    "no machine is up",
+                    Some("run `kvmdrive create` first".into()),
+                ));
+            }
+            for name in down {
+                out.warn(Some(&name), "not up: left out of the inventory");
+            }
+            let text = kvmdrive::ansible::inventory_yaml(&hosts);
+            match a.output {
+                Some(path) => std::fs::write(&path, text).map_err(|e| {
+                    UserError::new(format!("cannot write {}: {e}", path.display()), None)
+                }),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        }
     }
+}
+
+/// The project's machines, from --platforms, the state dir, kvmdrive.yml or molecule.yml.
+fn open(g: &cli::GlobalArgs, dir: &std::path::Path) -> Result<Scenario, UserError> {
+    Ok(Scenario::open(
+        dir,
+        g.state_dir.as_deref(),
+        g.platforms.as_deref(),
+    )?)
 }
 
 fn a_single(names: &[String]) -> bool {
@@ -245,20 +353,19 @@ fn with_env(
     g: &cli::GlobalArgs,
     dir: &std::path::Path,
     out: &Reporter,
-    f: impl FnOnce(&Env, &Config) -> Result<(), UserError>,
+    f: impl FnOnce(&Env, &Scenario) -> Result<(), UserError>,
 ) -> Result<(), UserError> {
-    let config = Config::load(dir)?;
-    let project = Project::new(dir, None)?;
+    let sc = open(g, dir)?;
     let hv = Hypervisor::connect(&g.connect)?;
     let store = BoxStore::from_env();
     let env = Env {
         hv: &hv,
-        project: &project,
+        project: &sc.project,
         out,
         store: &store,
         pool_dir: lifecycle::default_pool_dir(),
     };
-    f(&env, &config)
+    f(&env, &sc)
 }
 
 fn init(dir: &std::path::Path, force: bool, out: &Reporter) -> Result<(), UserError> {

@@ -1,0 +1,133 @@
+"""The Molecule driver: Molecule's side of the contract, kvmdrive does the work.
+
+``create.yml`` and ``destroy.yml`` (beside this file) call the ``kvmdrive``
+binary; this class tells Molecule how to reach the instances from the
+``instance_config.yml`` that ``create.yml`` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from molecule import util
+from molecule.api import Driver
+
+
+if TYPE_CHECKING:
+    from molecule.config import Config
+
+#: The driver's name in molecule.yml (Molecule's schema wants ``molecule-*``).
+DRIVER_NAME = "molecule-kvmdrive"
+#: Environment variable naming the kvmdrive binary (default: ``kvmdrive`` on PATH).
+BIN_ENV = "KVMDRIVE_BIN"
+
+
+def find_binary() -> str | None:
+    """Return the kvmdrive binary: ``$KVMDRIVE_BIN`` if set, else ``kvmdrive`` on PATH."""
+    explicit = os.environ.get(BIN_ENV)
+    if explicit:
+        path = Path(explicit)
+        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+    return shutil.which("kvmdrive")
+
+
+class KvmDrive(Driver):
+    """libvirt machines from Vagrant boxes, made by the kvmdrive binary.
+
+    ```yaml
+    driver:
+      name: molecule-kvmdrive
+    platforms:
+      - name: instance
+        box: kvmdrive/debian-12
+        memory: 512
+    ```
+    """
+
+    title = "libvirt/KVM machines from Vagrant boxes, made by kvmdrive"
+
+    def __init__(self, config: Config | None = None) -> None:
+        """Construct the driver (Molecule also does so without a config)."""
+        super().__init__(config)  # type: ignore[arg-type]
+        self._name = DRIVER_NAME
+
+    @property
+    def name(self) -> str:
+        """Name of the driver."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def login_cmd_template(self) -> str:
+        """`molecule login`'s command, filled in from :meth:`login_options`."""
+        options = " ".join(self.ssh_connection_options)
+        return f"ssh {{address}} -l {{user}} -p {{port}} -i {{identity_file}} {options}"
+
+    @property
+    def default_ssh_connection_options(self) -> list[str]:
+        """SSH options: a fresh guest has a new host key every time."""
+        return self._get_ssh_connection_options()
+
+    @property
+    def default_safe_files(self) -> list[str]:
+        """Nothing of ours needs to survive `molecule destroy`."""
+        return []
+
+    def login_options(self, instance_name: str) -> dict[str, str]:
+        """Address, user, port and key of an instance, for the login command."""
+        return util.merge_dicts({"instance": instance_name}, self._instance(instance_name) or {})
+
+    def ansible_connection_options(self, instance_name: str) -> dict[str, Any]:
+        """Inventory variables of an instance ({} until it is created)."""
+        conf = self._instance(instance_name)
+        if not conf:
+            return {}
+        return {
+            "ansible_connection": "ssh",
+            "ansible_host": conf["address"],
+            "ansible_port": conf["port"],
+            "ansible_user": conf["user"],
+            "ansible_private_key_file": conf["identity_file"],
+            "ansible_ssh_common_args": " ".join(self.ssh_connection_options),
+        }
+
+    def sanity_checks(self) -> None:
+        """Find the kvmdrive binary (cheap: Molecule runs this before every playbook)."""
+        if find_binary() is None:
+            where = os.environ.get(BIN_ENV)
+            msg = (
+                f"{BIN_ENV}={where} is not an executable file"
+                if where
+                else "kvmdrive was not found on PATH"
+            )
+            util.sysexit_with_message(
+                f"{msg}: install kvmdrive (`cargo install --path .` in its repository) "
+                f"or set {BIN_ENV} to the binary",
+            )
+
+    def schema_file(self) -> str:
+        """JSON schema of the driver and platform keys."""
+        return str(Path(__file__).with_name("driver.json"))
+
+    @property
+    def required_collections(self) -> dict[str, str]:
+        """None: the playbooks use ansible.builtin only, so nothing is fetched."""
+        return {}
+
+    def _instance(self, instance_name: str) -> dict[str, Any] | None:
+        """The instance's entry in instance_config.yml, or None."""
+        try:
+            entries = util.safe_load_file(self.instance_config)
+        except OSError:
+            return None
+        for entry in entries or []:
+            if isinstance(entry, dict) and entry.get("instance") == instance_name:
+                return entry
+        return None

@@ -1,0 +1,203 @@
+"""Unit tests of the molecule-kvmdrive driver (no VM, no libvirt)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from jsonschema import Draft7Validator
+from molecule import util
+from molecule.api import drivers
+from molecule.constants import DEFAULT_CONFIG
+from molecule.model import schema_v3
+
+from molecule_kvmdrive.driver import BIN_ENV, DRIVER_NAME, KvmDrive
+
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads(
+    (REPO / "molecule-plugin/src/molecule_kvmdrive/driver.json").read_text(encoding="utf-8")
+)
+
+#: molecule-vagrant's documented platform example (libvirt provider), driver renamed.
+VAGRANT_SCENARIO = """
+driver:
+  name: molecule-kvmdrive
+  provider:
+    name: libvirt
+platforms:
+  - name: instance-1
+    hostname: web1
+    instance_raw_config_args:
+      - "vm.network 'forwarded_port', guest: 80, host: 8080"
+    interfaces:
+      - auto_config: true
+        network_name: private_network
+        type: dhcp
+    config_options:
+      synced_folder: false
+    box: debian/bookworm64
+    box_version: "12.1"
+    box_url: http://repo.example.com/debian.json
+    box_architecture: amd64
+    box_download_checksum: 6d016aa287990152548f0a414048c2edeea7f84b48293cab21506f86649f79b8
+    box_download_checksum_type: sha256
+    memory: 1024
+    cpus: 2
+    provider_options:
+      cpu_mode: host-passthrough
+      nested: true
+    provider_raw_config_args:
+      - "cpuset = '1-4,^3,6'"
+    groups: [web]
+    children: [frontend]
+"""
+
+
+def molecule_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A config as Molecule validates it: its defaults with the scenario merged in."""
+    return util.merge_dicts(copy.deepcopy(dict(DEFAULT_CONFIG)), data)
+
+
+def make_driver(tmp_path: Path, ssh_options: list[str] | None = None) -> KvmDrive:
+    """A driver whose scenario's ephemeral directory is tmp_path."""
+    config = SimpleNamespace(
+        scenario=SimpleNamespace(ephemeral_directory=str(tmp_path)),
+        config_data={"driver": {"ssh_connection_options": ssh_options or [], "safe_files": []}},
+    )
+    return KvmDrive(config)  # type: ignore[arg-type]
+
+
+INSTANCES = [
+    {
+        "instance": "web",
+        "address": "192.168.121.10",
+        "user": "vagrant",
+        "port": 22,
+        "identity_file": "/eph/kvmdrive/machines/web/id_ed25519",
+    },
+]
+
+
+def test_a_molecule_vagrant_scenario_passes_molecules_validation() -> None:
+    data = molecule_config(yaml.safe_load(VAGRANT_SCENARIO))
+    assert schema_v3.validate(data) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("image", "debian:12"), ("privileged", True), ("memroy", 512), ("dockerfile", "x")],
+)
+def test_unknown_platform_keys_are_refused(key: str, value: object) -> None:
+    data = molecule_config({"driver": {"name": DRIVER_NAME}, "platforms": [{"name": "a", key: value}]})
+    errors = schema_v3.validate(data)
+    assert errors, f"{key} was accepted"
+    assert key in errors[0]
+
+
+def test_bad_values_are_refused() -> None:
+    v = Draft7Validator(SCHEMA)
+    for platform in [{"box": "x"}, {"name": "a", "accel": "fast"}, {"name": "a", "groups": "web"}]:
+        doc = {"driver": {"name": DRIVER_NAME}, "platforms": [platform]}
+        assert list(v.iter_errors(doc)), platform
+
+
+def test_schema_keys_match_the_binarys() -> None:
+    """driver.json and src/platforms.rs must accept the same platform keys."""
+    rust = (REPO / "src/platforms.rs").read_text(encoding="utf-8")
+
+    def const(name: str) -> set[str]:
+        body = re.search(rf"{name}: &\[&str\] = &\[(.*?)\];", rust, re.S)
+        assert body, name
+        return set(re.findall(r'"([a-z_]+)"', body.group(1)))
+
+    schema_keys = set(SCHEMA["$defs"]["platform"]["properties"])
+    assert schema_keys == const("HONOURED_KEYS") | const("VAGRANT_ONLY_KEYS")
+
+
+def test_the_entry_point_registers_the_driver() -> None:
+    found = drivers()
+    assert DRIVER_NAME in found
+    assert isinstance(found[DRIVER_NAME], KvmDrive)
+
+
+def test_contract_basics(tmp_path: Path) -> None:
+    d = make_driver(tmp_path)
+    assert d.name == DRIVER_NAME
+    d.name = "other"
+    assert d.name == "other"
+    assert d.required_collections == {}
+    assert Path(d.schema_file()).is_file()
+    assert d.default_safe_files == []
+    assert d.modules_dir() is None, "Molecule 26 ignores bundled modules: ship none"
+    for step in ("create", "destroy"):
+        playbook = d.get_playbook(step)
+        assert playbook is not None
+        text = Path(playbook).read_text(encoding="utf-8")
+        assert "ansible.builtin.command" in text
+        assert isinstance(yaml.safe_load(text), list), f"{step}.yml is a playbook"
+
+
+def test_connection_options_come_from_instance_config(tmp_path: Path) -> None:
+    d = make_driver(tmp_path)
+    assert d.ansible_connection_options("web") == {}, "not created yet"
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")
+    opts = d.ansible_connection_options("web")
+    assert opts["ansible_host"] == "192.168.121.10"
+    assert opts["ansible_port"] == 22
+    assert opts["ansible_user"] == "vagrant"
+    assert opts["ansible_private_key_file"] == INSTANCES[0]["identity_file"]
+    assert opts["ansible_connection"] == "ssh"
+    assert "StrictHostKeyChecking=no" in opts["ansible_ssh_common_args"]
+    assert d.ansible_connection_options("db") == {}
+    (tmp_path / "instance_config.yml").write_text("[]\n", encoding="utf-8")
+    assert d.ansible_connection_options("web") == {}, "emptied by destroy"
+
+
+def test_login_command(tmp_path: Path) -> None:
+    d = make_driver(tmp_path, ssh_options=["-o UserKnownHostsFile=/dev/null", "-o LogLevel=ERROR"])
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")
+    options = d.login_options("web")
+    assert options["instance"] == "web"
+    cmd = shlex.split(d.login_cmd_template.format(**options))
+    assert cmd == [
+        "ssh",
+        "192.168.121.10",
+        "-l",
+        "vagrant",
+        "-p",
+        "22",
+        "-i",
+        INSTANCES[0]["identity_file"],
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ]
+
+
+def test_sanity_checks_find_the_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = make_driver(tmp_path)
+    fake = tmp_path / "kvmdrive"
+    fake.write_text("#!/bin/sh\n", encoding="utf-8")
+    fake.chmod(0o755)
+    monkeypatch.setenv(BIN_ENV, str(fake))
+    d.sanity_checks()
+    monkeypatch.setenv(BIN_ENV, str(tmp_path / "missing"))
+    with pytest.raises(SystemExit):
+        d.sanity_checks()
+    monkeypatch.delenv(BIN_ENV)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    d.sanity_checks()
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit):
+        d.sanity_checks()

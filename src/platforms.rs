@@ -1,0 +1,687 @@
+//! Molecule platforms -> [`Config`]: the machine list a Molecule scenario
+//! declares (molecule-vagrant's platform keys plus kvmdrive's own), checked
+//! and turned into the same typed config `kvmdrive.yml` gives.
+//!
+//! Every key is either honoured, warned about (it only means something to
+//! Vagrant, e.g. `provider_raw_config_args`), or refused with an error that
+//! names it: nothing is silently ignored. The Molecule plugin's JSON schema
+//! (molecule-plugin/src/molecule_kvmdrive/driver.json) accepts the same keys.
+
+use serde_json::Value;
+
+use crate::config::{
+    Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
+};
+
+/// Platform keys kvmdrive honours (molecule-vagrant's and its own).
+pub const HONOURED_KEYS: &[&str] = &[
+    "name",
+    "hostname",
+    "box",
+    "box_version",
+    "box_url",
+    "box_architecture",
+    "box_download_checksum",
+    "box_download_checksum_type",
+    "memory",
+    "cpus",
+    "interfaces",
+    "provider_options",
+    "config_options",
+    "groups",
+    "children",
+    "disk_size",
+    "cpu_mode",
+    "cpu_model",
+    "accel",
+    "boot_timeout",
+];
+
+/// Platform keys that only mean something to Vagrant: accepted with a warning.
+pub const VAGRANT_ONLY_KEYS: &[&str] = &[
+    "provider_raw_config_args",
+    "provider_override_args",
+    "instance_raw_config_args",
+    "provision",
+];
+
+/// vagrant-libvirt `provider_options` that change nothing a test can see
+/// (display, pool and management-network naming): accepted with a warning.
+const COSMETIC_PROVIDER_OPTIONS: &[&str] = &[
+    "graphics_type",
+    "graphics_port",
+    "graphics_ip",
+    "graphics_passwd",
+    "graphics_autoport",
+    "video_type",
+    "video_vram",
+    "keymap",
+    "sound_type",
+    "default_prefix",
+    "storage_pool_name",
+    "management_network_name",
+    "management_network_address",
+    "management_network_mode",
+    "volume_cache",
+    "random_hostname",
+    // VirtualBox's, seen in scenarios written for another provider
+    "gui",
+    "linked_clone",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("{source_name}: {message}")]
+    Syntax {
+        source_name: String,
+        message: String,
+    },
+    #[error("{source_name}: {at}: {message}")]
+    Invalid {
+        source_name: String,
+        at: String,
+        message: String,
+    },
+}
+
+impl PlatformError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlatformError::Syntax { .. } => Some(
+                "give a list of platforms, or a document with a `platforms:` list (molecule.yml)"
+                    .into(),
+            ),
+            PlatformError::Invalid { .. } => Some(format!(
+                "platform keys kvmdrive knows: {} (and, with a warning, {})",
+                HONOURED_KEYS.join(", "),
+                VAGRANT_ONLY_KEYS.join(", ")
+            )),
+        }
+    }
+}
+
+/// One Molecule instance and the kvmdrive machine behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// The platform's `name`: the Ansible host name.
+    pub name: String,
+    /// The machine (libvirt and guest host name).
+    pub machine: String,
+    /// Inventory groups (`groups`) and their child groups (`children`).
+    pub groups: Vec<String>,
+    pub children: Vec<String>,
+}
+
+/// A checked platform list.
+#[derive(Debug, Clone)]
+pub struct Platforms {
+    pub config: Config,
+    pub instances: Vec<Instance>,
+    /// Keys accepted but not honoured (Vagrant-only): tell the user.
+    pub warnings: Vec<String>,
+}
+
+/// Parses JSON or YAML: a list of platforms, or a mapping with `platforms`
+/// (and optionally `driver`), such as molecule.yml. `source_name` is only
+/// used in messages.
+pub fn parse(text: &str, source_name: &str) -> Result<Platforms, PlatformError> {
+    from_document(&read_document(text, source_name)?, source_name)
+}
+
+/// JSON or YAML text -> a document (not yet checked).
+pub fn read_document(text: &str, source_name: &str) -> Result<Value, PlatformError> {
+    let syntax = |message: String| PlatformError::Syntax {
+        source_name: source_name.to_owned(),
+        message,
+    };
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| syntax(e.to_string()))?;
+    serde_json::to_value(yaml).map_err(|e| syntax(e.to_string()))
+}
+
+/// Like [`parse`], from an already parsed document.
+pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, PlatformError> {
+    let mut ck = Checker {
+        source_name,
+        warnings: Vec::new(),
+    };
+    let (driver, list) = match doc {
+        Value::Array(list) => (None, list),
+        Value::Object(m) => match m.get("platforms") {
+            Some(Value::Array(list)) => (m.get("driver"), list),
+            Some(_) => return Err(ck.err("platforms", "expected a list")),
+            None => return Err(ck.err("document", "no `platforms` list")),
+        },
+        _ => return Err(ck.err("document", "expected a list of platforms")),
+    };
+    if list.is_empty() {
+        return Err(ck.err("platforms", "the list is empty: declare at least one"));
+    }
+    let mut config = Config::default();
+    if let Some(d) = driver {
+        config.defaults.box_name = ck.driver(d)?;
+    }
+    let mut instances: Vec<Instance> = Vec::new();
+    let mut machines = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let (settings, instance) = ck.platform(i, p)?;
+        if let Some(other) = instances
+            .iter()
+            .find(|o| o.name == instance.name || o.machine == instance.machine)
+        {
+            return Err(ck.err(
+                &format!("platforms[{i}]"),
+                &format!(
+                    "`{}` (machine `{}`) collides with `{}` (machine `{}`): names must differ",
+                    instance.name, instance.machine, other.name, other.machine
+                ),
+            ));
+        }
+        machines.push(settings);
+        instances.push(instance);
+    }
+    config.machines = Machines(machines);
+    Ok(Platforms {
+        config,
+        instances,
+        warnings: ck.warnings,
+    })
+}
+
+/// The machine name for an instance name: lowercase, with anything that
+/// cannot be in a host name turned into `-`.
+pub fn machine_name(instance: &str) -> Result<MachineName, String> {
+    let mut s: String = instance
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.truncate(40);
+    MachineName::parse(s.trim_matches('-'))
+        .map_err(|_| format!("cannot make a machine name out of `{instance}`"))
+}
+
+struct Checker<'a> {
+    source_name: &'a str,
+    warnings: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn err(&self, at: &str, message: &str) -> PlatformError {
+        PlatformError::Invalid {
+            source_name: self.source_name.to_owned(),
+            at: at.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn warn(&mut self, at: &str, message: String) {
+        self.warnings.push(format!("{at}: {message}"));
+    }
+
+    /// The `driver` section: returns `default_box`.
+    fn driver(&mut self, d: &Value) -> Result<Option<String>, PlatformError> {
+        let Value::Object(m) = d else {
+            return Err(self.err("driver", "expected a mapping"));
+        };
+        let mut default_box = None;
+        for (k, v) in m {
+            let at = format!("driver.{k}");
+            match k.as_str() {
+                // Molecule's own driver keys.
+                "name" | "options" | "ssh_connection_options" | "safe_files" => {}
+                "default_box" => {
+                    default_box = Some(string(v).ok_or_else(|| self.err(&at, "expected a string"))?)
+                }
+                "provider" => {
+                    let name = v.get("name").and_then(Value::as_str).unwrap_or("libvirt");
+                    if name != "libvirt" {
+                        self.warn(&at, format!("kvmdrive always uses libvirt (not `{name}`)"));
+                    }
+                }
+                "parallel" => {} // kvmdrive always brings machines up in parallel
+                "cachier" | "provision" => {
+                    self.warn(&at, "only means something to Vagrant: ignored".into())
+                }
+                _ => self.warn(&at, "unknown driver key: ignored".into()),
+            }
+        }
+        Ok(default_box)
+    }
+
+    fn platform(
+        &mut self,
+        i: usize,
+        p: &Value,
+    ) -> Result<(MachineSettings, Instance), PlatformError> {
+        let at0 = format!("platforms[{i}]");
+        let Value::Object(m) = p else {
+            return Err(self.err(&at0, "expected a mapping"));
+        };
+        let name = match m.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => return Err(self.err(&format!("{at0}.name"), "expected a non-empty string")),
+            None => return Err(self.err(&at0, "missing key `name`")),
+        };
+        let ctx = format!("platforms[{i}] ({name})");
+        let mut s = MachineSettings::default();
+        let mut instance = Instance {
+            machine: machine_name(&name).map_err(|e| self.err(&ctx, &e))?.0,
+            name,
+            groups: Vec::new(),
+            children: Vec::new(),
+        };
+        for (k, v) in m {
+            let at = format!("{ctx}.{k}");
+            let bad = |what: &str| self.err(&at, &format!("expected {what}"));
+            match k.as_str() {
+                "name" => {}
+                "hostname" => match v {
+                    Value::Bool(true) | Value::Null => {}
+                    Value::Bool(false) => self.warn(
+                        &at,
+                        format!(
+                            "kvmdrive always sets the host name (to `{}`)",
+                            instance.machine
+                        ),
+                    ),
+                    Value::String(h) => {
+                        instance.machine = MachineName::parse(h)
+                            .map_err(|e| {
+                                self.err(&at, &format!("{e}; kvmdrive names the machine after it"))
+                            })?
+                            .0
+                    }
+                    _ => return Err(bad("a host name or a boolean")),
+                },
+                "box" => s.box_name = Some(string(v).ok_or_else(|| bad("a string"))?),
+                "box_version" => s.box_version = Some(string(v).ok_or_else(|| bad("a string"))?),
+                "box_url" => s.box_url = Some(string(v).ok_or_else(|| bad("a string"))?),
+                "box_architecture" => {
+                    s.box_architecture = Some(string(v).ok_or_else(|| bad("a string"))?)
+                }
+                "box_download_checksum" => {
+                    s.box_download_checksum = Some(string(v).ok_or_else(|| bad("a string"))?)
+                }
+                "box_download_checksum_type" => {
+                    s.box_download_checksum_type = Some(string(v).ok_or_else(|| bad("a string"))?)
+                }
+                "memory" => s.memory = Some(positive(v).ok_or_else(|| bad("a number of MiB"))?),
+                "cpus" => s.cpus = Some(positive(v).ok_or_else(|| bad("a whole number"))?),
+                "disk_size" => s.disk_size = Some(size(v).map_err(|e| self.err(&at, &e))?),
+                "cpu_mode" => s.cpu_mode = Some(cpu_mode(v).map_err(|e| self.err(&at, &e))?),
+                "cpu_model" => s.cpu_model = Some(string(v).ok_or_else(|| bad("a string"))?),
+                "accel" => {
+                    s.accel = Some(
+                        serde_json::from_value::<Accel>(v.clone())
+                            .map_err(|_| bad("auto, kvm or tcg"))?,
+                    )
+                }
+                "boot_timeout" => {
+                    s.boot_timeout = Some(positive(v).ok_or_else(|| bad("a number of seconds"))?)
+                }
+                "groups" => instance.groups = strings(v).ok_or_else(|| bad("a list of strings"))?,
+                "children" => {
+                    instance.children = strings(v).ok_or_else(|| bad("a list of strings"))?
+                }
+                "interfaces" => self.interfaces(&at, v)?,
+                "provider_options" => self.provider_options(&at, v, &mut s)?,
+                "config_options" => self.config_options(&at, v, &mut s)?,
+                k if VAGRANT_ONLY_KEYS.contains(&k) => {
+                    self.warn(&at, "only means something to Vagrant: ignored".into())
+                }
+                _ => {
+                    return Err(self.err(
+                        &at,
+                        "unknown platform key (kvmdrive does not know what to do with it)",
+                    ))
+                }
+            }
+        }
+        if s.box_download_checksum.is_some() != s.box_download_checksum_type.is_some() {
+            return Err(self.err(
+                &ctx,
+                "box_download_checksum and box_download_checksum_type go together",
+            ));
+        }
+        let name = MachineName(instance.machine.clone());
+        s.name = Some(name);
+        Ok((s, instance))
+    }
+
+    /// Vagrant networks: a DHCP private network is what every kvmdrive
+    /// machine has (its NAT interface); anything else cannot be honoured.
+    fn interfaces(&mut self, at: &str, v: &Value) -> Result<(), PlatformError> {
+        let Value::Array(list) = v else {
+            return Err(self.err(at, "expected a list"));
+        };
+        for (j, iface) in list.iter().enumerate() {
+            let at = format!("{at}[{j}]");
+            let net = iface.get("network_name").and_then(Value::as_str);
+            let kind = iface.get("type").and_then(Value::as_str);
+            match (net, kind) {
+                (Some("private_network"), Some("dhcp")) if iface.get("ip").is_none() => {
+                    self.warn(
+                        &at,
+                        "a DHCP private network: served by the machine's NAT interface (no second interface)".into(),
+                    )
+                }
+                _ => {
+                    return Err(self.err(
+                        &at,
+                        "kvmdrive gives each machine one interface on the project's NAT network; \
+                         only `network_name: private_network` with `type: dhcp` is accepted",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// vagrant-libvirt provider options.
+    fn provider_options(
+        &mut self,
+        at: &str,
+        v: &Value,
+        s: &mut MachineSettings,
+    ) -> Result<(), PlatformError> {
+        let Value::Object(m) = v else {
+            return Err(self.err(at, "expected a mapping"));
+        };
+        let mut nested = false;
+        for (k, v) in m {
+            let at = format!("{at}.{k}");
+            let bad = |what: &str| self.err(&at, &format!("expected {what}"));
+            match k.as_str() {
+                "cpu_mode" => s.cpu_mode = Some(cpu_mode(v).map_err(|e| self.err(&at, &e))?),
+                "cpu_model" => s.cpu_model = Some(string(v).ok_or_else(|| bad("a string"))?),
+                "memory" => s.memory = Some(positive(v).ok_or_else(|| bad("a number of MiB"))?),
+                "cpus" => s.cpus = Some(positive(v).ok_or_else(|| bad("a whole number"))?),
+                "driver" => {
+                    s.accel = Some(match v.as_str() {
+                        Some("kvm") => Accel::Kvm,
+                        Some("qemu") => Accel::Tcg,
+                        _ => return Err(bad("`kvm` or `qemu`")),
+                    })
+                }
+                "nested" => nested = v.as_bool().ok_or_else(|| bad("a boolean"))?,
+                "machine_virtual_size" => {
+                    let gib = positive(v).ok_or_else(|| bad("a size in GiB"))?;
+                    s.disk_size = Some(Size(u64::from(gib.0) * Size::GIB));
+                }
+                "disk_bus" => {
+                    if v.as_str() != Some("virtio") {
+                        return Err(self.err(&at, "kvmdrive attaches disks with virtio only"));
+                    }
+                }
+                "machine_type" => {
+                    let t = v.as_str().ok_or_else(|| bad("a string"))?;
+                    if t != "pc" && !t.starts_with("pc-i440fx") {
+                        return Err(self.err(
+                            &at,
+                            &format!("kvmdrive uses libvirt's default machine type (pc), not `{t}`"),
+                        ));
+                    }
+                }
+                "machine_arch" => {
+                    if v.as_str() != Some("x86_64") {
+                        return Err(self.err(&at, "kvmdrive runs x86_64 guests only"));
+                    }
+                }
+                k if COSMETIC_PROVIDER_OPTIONS.contains(&k) => self.warn(
+                    &at,
+                    "changes nothing kvmdrive's machines can show: ignored".into(),
+                ),
+                "uri" | "host" | "connect_via_ssh" | "username" | "password" | "socket"
+                | "id_ssh_key_file" | "qemu_use_session" | "system_uri" => {
+                    return Err(self.err(
+                        &at,
+                        "choose the libvirt connection with `kvmdrive --connect URI` (or LIBVIRT_DEFAULT_URI)",
+                    ))
+                }
+                _ => {
+                    return Err(self.err(
+                        &at,
+                        "a provider option kvmdrive cannot honour (it knows cpu_mode, cpu_model, memory, cpus, \
+                         driver, nested, machine_virtual_size, disk_bus: virtio, machine_type: pc)",
+                    ))
+                }
+            }
+        }
+        if nested {
+            // The guest sees vmx/svm when the host CPU is passed through (and
+            // the host's KVM allows nesting); under TCG there is no nesting.
+            match s.cpu_mode {
+                None | Some(CpuMode::Auto) => s.cpu_mode = Some(CpuMode::HostPassthrough),
+                Some(CpuMode::HostPassthrough) => {}
+                Some(_) => {
+                    return Err(self.err(
+                        &format!("{at}.nested"),
+                        "nested virtualisation needs cpu_mode host-passthrough",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Vagrant `config.*` settings.
+    fn config_options(
+        &mut self,
+        at: &str,
+        v: &Value,
+        s: &mut MachineSettings,
+    ) -> Result<(), PlatformError> {
+        let Value::Object(m) = v else {
+            return Err(self.err(at, "expected a mapping"));
+        };
+        for (k, v) in m {
+            let at = format!("{at}.{k}");
+            match k.as_str() {
+                "vm.boot_timeout" => {
+                    s.boot_timeout = Some(
+                        positive(v).ok_or_else(|| self.err(&at, "expected a number of seconds"))?,
+                    )
+                }
+                "synced_folder" => {
+                    if v.as_bool() != Some(false) {
+                        return Err(self.err(
+                            &at,
+                            "kvmdrive has no synced folders: set it to false or remove it",
+                        ));
+                    }
+                }
+                "ssh.insert_key" => {} // kvmdrive always replaces the insecure key
+                _ => self.warn(&at, "a Vagrant setting: ignored".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string, or a number written without quotes (YAML's `box_version: 12.1`).
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array()?
+        .iter()
+        .map(|x| x.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A whole number > 0, also when written as a string (`memory: "1024"`).
+fn positive(v: &Value) -> Option<Positive> {
+    let n = match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f > 0.0)
+                .map(|f| f as u64)
+        })?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(n).ok().filter(|n| *n > 0).map(Positive)
+}
+
+fn size(v: &Value) -> Result<Size, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| "expected a size such as 20G".to_owned())
+            .and_then(|n| Size::parse(&n.to_string())),
+        Value::String(s) => Size::parse(s),
+        _ => Err("expected a size such as 20G".into()),
+    }
+}
+
+fn cpu_mode(v: &Value) -> Result<CpuMode, String> {
+    serde_json::from_value(v.clone())
+        .map_err(|_| "expected auto, host-passthrough, host-model or custom".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Platforms {
+        parse(text, "molecule.yml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text, "molecule.yml").unwrap_err().to_string()
+    }
+
+    /// The platform section of molecule-vagrant's documentation example,
+    /// with a libvirt provider.
+    const VAGRANT_SCENARIO: &str = r#"
+driver:
+  name: vagrant
+  provider:
+    name: libvirt
+  default_box: generic/debian12
+platforms:
+  - name: instance-1
+    hostname: web1
+    instance_raw_config_args:
+      - "vm.network 'forwarded_port', guest: 80, host: 8080"
+    interfaces:
+      - auto_config: true
+        network_name: private_network
+        type: dhcp
+    config_options:
+      synced_folder: false
+      ssh.insert_key: true
+      vm.boot_timeout: 600
+    box: debian/bookworm64
+    box_version: 12.1
+    box_url: http://repo.example.com/debian.json
+    box_download_checksum: 6d016aa287990152548f0a414048c2edeea7f84b48293cab21506f86649f79b8
+    box_download_checksum_type: sha256
+    memory: 1024
+    cpus: 2
+    provider_options:
+      cpu_mode: host-passthrough
+      nested: true
+      machine_type: pc
+      disk_bus: virtio
+      video_type: qxl
+    provider_raw_config_args:
+      - "cpuset = '1-4,^3,6'"
+    groups: [web]
+    children: [frontend]
+  - name: Instance_2
+"#;
+
+    #[test]
+    fn a_molecule_vagrant_scenario_is_accepted() {
+        let p = ok(VAGRANT_SCENARIO);
+        let m = p.config.machines();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].name.0, "web1");
+        assert_eq!(m[0].box_name, "debian/bookworm64");
+        assert_eq!(m[0].box_version.as_deref(), Some("12.1"));
+        assert_eq!((m[0].memory_mib, m[0].cpus), (1024, 2));
+        assert_eq!(m[0].boot_timeout_s, 600);
+        assert_eq!(m[0].cpu_mode, CpuMode::HostPassthrough);
+        assert_eq!(m[1].name.0, "instance-2");
+        assert_eq!(m[1].box_name, "generic/debian12", "driver.default_box");
+        assert_eq!(p.instances[0].name, "instance-1");
+        assert_eq!(p.instances[0].groups, vec!["web"]);
+        assert_eq!(p.instances[0].children, vec!["frontend"]);
+        assert_eq!(p.instances[1].name, "Instance_2");
+    }
+
+    #[test]
+    fn vagrant_only_keys_are_named_in_warnings() {
+        let w = ok(VAGRANT_SCENARIO).warnings.join("\n");
+        for key in [
+            "provider_raw_config_args",
+            "instance_raw_config_args",
+            "video_type",
+            "interfaces[0]",
+        ] {
+            assert!(w.contains(key), "no warning about {key}: {w}");
+        }
+        assert!(!w.contains("cpu_mode"), "{w}");
+    }
+
+    #[test]
+    fn a_plain_list_works_and_kvmdrive_keys_are_honoured() {
+        let p = ok(
+            r#"[{"name": "a", "box": "/b/x.box", "disk_size": "30G", "accel": "tcg", "memory": "768"}]"#,
+        );
+        let m = &p.config.machines()[0];
+        assert_eq!(m.disk_size, Some(30 * Size::GIB));
+        assert_eq!(m.accel, Accel::Tcg);
+        assert_eq!(m.memory_mib, 768);
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_and_unhonourable_keys_are_errors_naming_them() {
+        let e = err("platforms:\n  - name: a\n    image: debian:12\n");
+        assert!(
+            e.contains("platforms[0] (a).image") && e.contains("unknown"),
+            "{e}"
+        );
+        let e = err("- name: a\n  provider_options:\n    machine_type: q35\n");
+        assert!(e.contains("machine_type") && e.contains("q35"), "{e}");
+        let e = err("- name: a\n  provider_options:\n    frobnicate: 1\n");
+        assert!(e.contains("frobnicate"), "{e}");
+        let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n");
+        assert!(e.contains("interfaces[0]"), "{e}");
+        let e = err("- name: a\n  config_options:\n    synced_folder: true\n");
+        assert!(e.contains("synced folders"), "{e}");
+        let e = err("- name: a\n  box_download_checksum: abc\n");
+        assert!(e.contains("go together"), "{e}");
+        let e = err("- name: a\n  memory: lots\n");
+        assert!(e.contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn names_must_stay_distinct_as_machines() {
+        let e = err("- name: web_1\n- name: web-1\n");
+        assert!(e.contains("collides"), "{e}");
+        assert!(err("- {}\n").contains("missing key `name`"));
+        assert!(err("platforms: []\n").contains("empty"));
+        assert!(err("- name: a\n  hostname: Bad_Host\n").contains("hostname"));
+    }
+
+    #[test]
+    fn machine_names_from_instance_names() {
+        assert_eq!(machine_name("Ubuntu_22.04").unwrap().0, "ubuntu-22-04");
+        assert_eq!(machine_name("instance").unwrap().0, "instance");
+        assert!(machine_name("__").is_err());
+    }
+}

@@ -1,0 +1,446 @@
+//! Where a project's machines and playbooks come from: an explicit platforms
+//! list (`--platforms`, what the Molecule plugin passes), the list saved in
+//! the state directory when the machines were created, `kvmdrive.yml`, or a
+//! Molecule scenario's `molecule.yml` (so `kvmdrive test` runs a Molecule
+//! scenario without Molecule). Also the instances' records as Molecule and
+//! Ansible want them.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ansible::InventoryHost;
+use crate::config::{self, Config, ConfigError};
+use crate::interpolate::interpolate;
+use crate::machine::project::{MachineRecord, Project, ProjectError};
+use crate::platforms::{self, Instance, PlatformError};
+
+/// The platforms document saved in the state directory at create time.
+pub const SAVED_FILE: &str = "scenario.json";
+/// Molecule's scenario file.
+pub const MOLECULE_FILE: &str = "molecule.yml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Platforms(#[from] PlatformError),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no {} or {MOLECULE_FILE} in {dir}", config::CONFIG_FILE)]
+    Missing { dir: PathBuf },
+    #[error("{path}: {message}")]
+    Interpolation { path: PathBuf, message: String },
+    #[error("{path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("state directory {dir} holds files that are not kvmdrive's")]
+    ForeignStateDir { dir: PathBuf },
+}
+
+impl ScenarioError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ScenarioError::Config(e) => e.hint(),
+            ScenarioError::Platforms(e) => e.hint(),
+            ScenarioError::Project(e) => e.hint(),
+            ScenarioError::Missing { .. } => Some(
+                "run `kvmdrive init`, or give the machines with `--platforms FILE` (`-` for stdin)"
+                    .into(),
+            ),
+            ScenarioError::ForeignStateDir { dir } => Some(format!(
+                "kvmdrive removes its state directory with the last machine: give it one of its own, e.g. {}",
+                dir.join("kvmdrive").display()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Where the machines were declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `--platforms FILE` (or stdin).
+    Platforms,
+    /// The list saved in the state directory by `create`.
+    Saved,
+    /// `kvmdrive.yml`.
+    KvmdriveYml,
+    /// A Molecule scenario's `molecule.yml`.
+    MoleculeYml,
+    /// Nothing declared: one machine called `default` (for `destroy`).
+    Default,
+}
+
+/// What `scenario.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    /// The project directory of the `create` (it names the libvirt objects).
+    project_dir: PathBuf,
+    /// The platforms document as given.
+    document: Value,
+}
+
+/// A project with its machines, ready for the lifecycle.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub project: Project,
+    pub config: Config,
+    pub instances: Vec<Instance>,
+    /// Platform keys accepted but not honoured.
+    pub warnings: Vec<String>,
+    pub source: Source,
+    /// The platforms document, when the machines came from one.
+    document: Option<Value>,
+}
+
+/// One instance as Molecule's `instance_config.yml` holds it (and what
+/// `kvmdrive create --json` prints).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceRecord {
+    pub instance: String,
+    pub address: String,
+    pub user: String,
+    pub port: u16,
+    pub identity_file: PathBuf,
+}
+
+impl Scenario {
+    /// Finds the machines of the project at `dir` (see the module docs for
+    /// the order). `state_dir` defaults to `dir/.kvmdrive`.
+    pub fn open(
+        dir: &Path,
+        state_dir: Option<&Path>,
+        platforms_file: Option<&Path>,
+    ) -> Result<Scenario, ScenarioError> {
+        let default_state = dir.join(crate::machine::project::STATE_DIR);
+        let state = state_dir.unwrap_or(&default_state);
+        if state_dir.is_some() {
+            check_state_dir(state)?;
+        }
+        if let Some(file) = platforms_file {
+            let (text, name) = read_source(file)?;
+            let doc = platforms::read_document(&text, &name)?;
+            return Scenario::from_document(dir, state_dir, doc, &name, Source::Platforms);
+        }
+        let saved_path = state.join(SAVED_FILE);
+        match fs::read_to_string(&saved_path) {
+            Ok(text) => {
+                let saved: Saved =
+                    serde_json::from_str(&text).map_err(|e| ScenarioError::Corrupt {
+                        path: saved_path.clone(),
+                        message: e.to_string(),
+                    })?;
+                let name = saved_path.display().to_string();
+                return Scenario::from_document(
+                    &saved.project_dir,
+                    Some(state),
+                    saved.document,
+                    &name,
+                    Source::Saved,
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ScenarioError::Read {
+                    path: saved_path,
+                    source,
+                })
+            }
+        }
+        match Config::load(dir) {
+            Ok(config) => {
+                let instances = config
+                    .machines()
+                    .into_iter()
+                    .map(|m| Instance {
+                        name: m.name.0.clone(),
+                        machine: m.name.0,
+                        groups: Vec::new(),
+                        children: Vec::new(),
+                    })
+                    .collect();
+                Ok(Scenario {
+                    project: Project::new(dir, state_dir)?,
+                    config,
+                    instances,
+                    warnings: Vec::new(),
+                    source: Source::KvmdriveYml,
+                    document: None,
+                })
+            }
+            Err(ConfigError::Missing { .. }) => {
+                let path = dir.join(MOLECULE_FILE);
+                if !path.is_file() {
+                    return Err(ScenarioError::Missing {
+                        dir: dir.to_owned(),
+                    });
+                }
+                let text = read(&path)?;
+                let text = interpolate(&text, |v| std::env::var(v).ok()).map_err(|message| {
+                    ScenarioError::Interpolation {
+                        path: path.clone(),
+                        message,
+                    }
+                })?;
+                let name = path.display().to_string();
+                let doc = platforms::read_document(&text, &name)?;
+                Scenario::from_document(dir, state_dir, doc, &name, Source::MoleculeYml)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Like [`Scenario::open`], but a project that declares nothing has one
+    /// machine called `default` (what `destroy` needs to clean up anyway).
+    pub fn open_or_default(
+        dir: &Path,
+        state_dir: Option<&Path>,
+        platforms_file: Option<&Path>,
+    ) -> Result<Scenario, ScenarioError> {
+        match Scenario::open(dir, state_dir, platforms_file) {
+            Err(ScenarioError::Missing { .. }) => {
+                let config = Config::default();
+                let instances = config
+                    .machines()
+                    .into_iter()
+                    .map(|m| Instance {
+                        name: m.name.0.clone(),
+                        machine: m.name.0,
+                        groups: Vec::new(),
+                        children: Vec::new(),
+                    })
+                    .collect();
+                Ok(Scenario {
+                    project: Project::new(dir, state_dir)?,
+                    config,
+                    instances,
+                    warnings: Vec::new(),
+                    source: Source::Default,
+                    document: None,
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn from_document(
+        dir: &Path,
+        state_dir: Option<&Path>,
+        doc: Value,
+        name: &str,
+        source: Source,
+    ) -> Result<Scenario, ScenarioError> {
+        let p = platforms::from_document(&doc, name)?;
+        Ok(Scenario {
+            project: Project::new(dir, state_dir)?,
+            config: p.config,
+            instances: p.instances,
+            warnings: p.warnings,
+            source,
+            document: Some(doc),
+        })
+    }
+
+    /// The project directory (where playbooks are looked for).
+    pub fn dir(&self) -> &Path {
+        &self.project.dir
+    }
+
+    /// Saves the platforms document in the state directory, so that later
+    /// commands given only `--state-dir` find the machines.
+    pub fn save(&self) -> Result<(), ScenarioError> {
+        let Some(document) = &self.document else {
+            return Ok(());
+        };
+        let dir = &self.project.state_dir;
+        let write = |source| ScenarioError::Write {
+            path: dir.join(SAVED_FILE),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(write)?;
+        let saved = Saved {
+            project_dir: self.project.dir.clone(),
+            document: document.clone(),
+        };
+        let json = serde_json::to_string_pretty(&saved).expect("plain data serialises");
+        fs::write(dir.join(SAVED_FILE), json).map_err(write)
+    }
+
+    /// The molecule.yml document, when the machines came from one.
+    pub fn molecule_document(&self) -> Option<&Value> {
+        (self.source == Source::MoleculeYml)
+            .then_some(self.document.as_ref())
+            .flatten()
+    }
+
+    /// Each instance with its record (None when it is not up).
+    pub fn records(&self) -> Result<Vec<(&Instance, Option<MachineRecord>)>, ScenarioError> {
+        self.instances
+            .iter()
+            .map(|i| Ok((i, self.project.record(&i.machine)?)))
+            .collect()
+    }
+
+    /// The Molecule view of a machine record.
+    pub fn instance_record(&self, r: &MachineRecord) -> InstanceRecord {
+        let instance = self
+            .instances
+            .iter()
+            .find(|i| i.machine == r.name)
+            .map_or_else(|| r.name.clone(), |i| i.name.clone());
+        InstanceRecord {
+            instance,
+            address: r.address.clone(),
+            user: r.user.clone(),
+            port: r.port,
+            identity_file: r.identity_file.clone(),
+        }
+    }
+
+    /// Inventory hosts for the instances that are up, and the names of those
+    /// that are not.
+    pub fn inventory_hosts(&self) -> Result<(Vec<InventoryHost>, Vec<String>), ScenarioError> {
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for (i, r) in self.records()? {
+            match r {
+                Some(record) => up.push(InventoryHost {
+                    name: i.name.clone(),
+                    record,
+                    groups: i.groups.clone(),
+                    children: i.children.clone(),
+                }),
+                None => down.push(i.name.clone()),
+            }
+        }
+        Ok((up, down))
+    }
+}
+
+/// Refuses an explicit state directory that already holds someone else's
+/// files: kvmdrive removes its state directory with the last machine.
+fn check_state_dir(dir: &Path) -> Result<(), ScenarioError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let ours = ["lock", "machines", SAVED_FILE];
+    if names.is_empty() || names.iter().any(|n| ours.contains(&n.as_str())) {
+        Ok(())
+    } else {
+        Err(ScenarioError::ForeignStateDir {
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+/// Reads a file, or stdin for `-`; returns the text and a name for messages.
+fn read_source(file: &Path) -> Result<(String, String), ScenarioError> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| ScenarioError::Read {
+                path: "<stdin>".into(),
+                source,
+            })?;
+        Ok((text, "<stdin>".into()))
+    } else {
+        Ok((read(file)?, file.display().to_string()))
+    }
+}
+
+fn read(path: &Path) -> Result<String, ScenarioError> {
+    fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvmdrive_yml_comes_before_molecule_yml() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("molecule.yml"), "platforms:\n  - name: m\n").unwrap();
+        let s = Scenario::open(tmp.path(), None, None).unwrap();
+        assert_eq!(s.source, Source::MoleculeYml);
+        assert_eq!(s.instances[0].name, "m");
+        fs::write(tmp.path().join("kvmdrive.yml"), "machines:\n  - name: k\n").unwrap();
+        let s = Scenario::open(tmp.path(), None, None).unwrap();
+        assert_eq!(s.source, Source::KvmdriveYml);
+        assert_eq!(s.instances[0].machine, "k");
+    }
+
+    #[test]
+    fn molecule_yml_is_interpolated() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(
+            tmp.path().join("molecule.yml"),
+            "platforms:\n  - name: m\n    box: ${KVMDRIVE_TEST_SURELY_UNSET:-some/box}\n",
+        )
+        .unwrap();
+        let s = Scenario::open(tmp.path(), None, None).unwrap();
+        assert_eq!(s.config.machines()[0].box_name, "some/box");
+    }
+
+    #[test]
+    fn saved_platforms_are_found_through_the_state_dir_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let proj = tmp.path().join("role");
+        let state = tmp.path().join("eph/kvmdrive");
+        fs::create_dir_all(&proj).unwrap();
+        let list = tmp.path().join("platforms.json");
+        fs::write(&list, r#"[{"name": "Web_1", "groups": ["g"]}]"#).unwrap();
+        let s = Scenario::open(&proj, Some(&state), Some(&list)).unwrap();
+        assert_eq!(s.source, Source::Platforms);
+        s.save().unwrap();
+        // Another directory, same state dir: same project (same libvirt names).
+        let t = Scenario::open(tmp.path(), Some(&state), None).unwrap();
+        assert_eq!(t.source, Source::Saved);
+        assert_eq!(t.project.dir, s.project.dir);
+        assert_eq!(t.project.id, s.project.id);
+        assert_eq!(t.instances, s.instances);
+    }
+
+    #[test]
+    fn a_foreign_state_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("state.yml"), "x").unwrap();
+        fs::write(tmp.path().join("kvmdrive.yml"), "").unwrap();
+        let e = Scenario::open(tmp.path(), Some(tmp.path()), None).unwrap_err();
+        assert!(matches!(e, ScenarioError::ForeignStateDir { .. }), "{e}");
+        assert!(Scenario::open(tmp.path(), Some(&tmp.path().join("kvmdrive")), None).is_ok());
+    }
+
+    #[test]
+    fn nothing_declared_is_missing_or_default() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Scenario::open(tmp.path(), None, None),
+            Err(ScenarioError::Missing { .. })
+        ));
+        let s = Scenario::open_or_default(tmp.path(), None, None).unwrap();
+        assert_eq!(s.source, Source::Default);
+        assert_eq!(s.instances[0].machine, "default");
+    }
+}

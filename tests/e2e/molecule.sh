@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# End to end for role testing, inside the sandbox, on the sample role
+# (tests/fixtures/sample-role) with the bundled box:
+#   1. Molecule 26 + molecule-kvmdrive: `molecule test` on two platforms
+#      (create, converge, idempotence, verify; then `molecule list`,
+#      `molecule login`, and `molecule destroy`), nothing left behind;
+#   2. `kvmdrive test` on the same scenario without Molecule, then the
+#      machine interface on its machines (create --json, inventory with plain
+#      ansible, a failing idempotence, destroy), nothing left behind;
+#   3. a scenario written for molecule-vagrant, driver renamed only.
+# The venv (tests/molecule-venv) must exist: scripts/setup makes it, and
+# running this script directly outside the sandbox makes it too.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+if [ "${KVMDRIVE_SANDBOX:-}" != 1 ]; then
+    "$REPO/tests/molecule-venv" >/dev/null || { echo "cannot make the Molecule venv"; exit 1; }
+fi
+ensure_sandbox "$@"
+
+venv=$("$REPO/tests/molecule-venv") || { echo "no Molecule venv: run tests/molecule-venv outside the sandbox"; exit 1; }
+export PATH="$venv/bin:$PATH" KVMDRIVE_BIN="$KVMDRIVE"
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
+KVMDRIVE_BOX=$(bundled_box) || { echo "cannot build the bundled box"; exit 1; }
+export KVMDRIVE_BOX
+
+work=$(mktemp -d /tmp/kvmdrive-molecule-e2e.XXXXXX)
+# Molecule keeps its ephemeral directories under ~/.ansible: a HOME of our own
+# (the box cache stays where it was).
+export KVMDRIVE_HOME=${KVMDRIVE_HOME:-$HOME/.local/share/kvmdrive} HOME="$work/home"
+mkdir -p "$HOME"
+cp -r "$REPO/tests/fixtures/sample-role" "$work/sample-role"
+role="$work/sample-role"
+trap 'cd "$role" && for s in default single vagrant; do molecule destroy -s $s >/dev/null 2>&1; done;
+      "$KVMDRIVE" -C "$role/molecule/default" destroy >/dev/null 2>&1; rm -rf "$work"' EXIT
+cd "$role"
+
+now() { date +%s%N; }
+elapsed() { echo "$(( ($(now) - $1) / 1000000 )) ms"; }
+
+# Nothing of kvmdrive in libvirt, the pool holds only box base volumes, and no
+# kvmdrive state under DIR.
+nothing_left() {
+    test -z "$(virsh list --all --name | grep -v '^$')" &&
+        ! virsh net-list --all --name | grep -q kvmdrive- &&
+        ! virsh vol-list kvmdrive 2>/dev/null | awk 'NR>2 {print $1}' | grep -v '^box-' | grep -q . &&
+        test -z "$(find "$1" -name kvmdrive -path '*molecule*' -o -name .kvmdrive | head -n 1)"
+}
+
+# ---- 1. Molecule ----------------------------------------------------------------
+t0=$(now)
+molecule test --destroy never > "$work/test.log" 2>&1
+rc=$?
+echo "molecule test (two platforms, no destroy) took $(elapsed "$t0")"
+check "molecule test passes: create, converge, idempotence, verify (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 60 "$work/test.log"
+for step in create converge idempotence verify; do
+    check "molecule ran $step" grep -q "\[default > $step\] Executed: Successful" "$work/test.log"
+done
+check "idempotence held" bash -c "! grep -q 'Idempotence test failed' '$work/test.log'"
+
+list=$(molecule list -f plain 2>&1)
+check "molecule list shows both instances, created and converged" bash -c \
+    "grep -Eq '^web\s+molecule-kvmdrive\s+ansible\s+default\s+true\s+true' <<<\"\$0\" && grep -Eq '^db\s+molecule-kvmdrive\s+ansible\s+default\s+true\s+true' <<<\"\$0\"" "$list"
+[ $? = 0 ] || echo "$list"
+
+# login needs a terminal (it asks `stty size`): script(1) gives it one.
+out=$(printf 'echo "on=$(hostname)"; exit\n' | script -qec "molecule login --host web" /dev/null 2>&1 | tr -d '\r')
+check "molecule login opens a shell on web" grep -q "on=web" <<<"$out"
+[ $? = 0 ] || echo "$out"
+
+t0=$(now)
+check "molecule destroy" molecule destroy
+echo "molecule destroy took $(elapsed "$t0")"
+check "nothing left after molecule destroy" nothing_left "$work/home"
+check "instance_config.yml emptied or pruned" bash -c \
+    "! find '$work/home' -name instance_config.yml -exec grep -l address {} + | grep -q ."
+
+# ---- 2. Without Molecule --------------------------------------------------------
+scen="$role/molecule/default"
+t0=$(now)
+"$KVMDRIVE" -C "$scen" test --destroy never > "$work/kvmdrive-test.log" 2>&1
+rc=$?
+echo "kvmdrive test (two platforms, no destroy) took $(elapsed "$t0")"
+check "kvmdrive test passes (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 60 "$work/kvmdrive-test.log"
+check "kvmdrive test ran idempotence and verify" bash -c \
+    "grep -q 'idempotence: nothing changed' '$work/kvmdrive-test.log' && grep -q 'verify: .*verify.yml' '$work/kvmdrive-test.log'"
+
+# The machine interface, as the plugin and CI scripts use it, on those machines.
+state="$scen/.kvmdrive"
+json=$("$KVMDRIVE" --json -C "$scen" create 2>"$work/create.err")
+check "create --json (machines already up) prints one record per instance" python3 - "$json" <<'PY'
+import json, os, sys
+r = json.loads(sys.argv[1])
+assert [x["instance"] for x in r] == ["web", "db"], r
+for x in r:
+    assert sorted(x) == ["address", "identity_file", "instance", "port", "user"], x
+    assert x["user"] == "vagrant" and x["port"] == 22 and os.path.isfile(x["identity_file"]), x
+PY
+[ $? = 0 ] || { echo "$json"; cat "$work/create.err"; }
+cd "$work"
+"$KVMDRIVE" --state-dir "$state" inventory > "$work/inventory.yml"
+out=$(ansible -i "$work/inventory.yml" app -m ansible.builtin.command -a hostname 2>&1)
+check "kvmdrive inventory (state dir only) works with plain ansible, group app" grep -qx "web" <<<"$out"
+[ $? = 0 ] || echo "$out"
+printf -- '- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: "true"\n' > "$work/changes.yml"
+"$KVMDRIVE" --state-dir "$state" idempotence "$work/changes.yml" > "$work/idem.log" 2>&1
+rc=$?
+check "idempotence fails with status 1 when a task changes (rc $rc)" test "$rc" = 1
+check "idempotence names the task and host" grep -q "\[web\] => ansible.builtin.command" "$work/idem.log"
+check "destroy --state-dir alone finds the machines" "$KVMDRIVE" --state-dir "$state" destroy
+check "nothing left after destroy" nothing_left "$role"
+check "the state dir is gone" test ! -e "$state"
+cd "$role"
+
+# ---- 3. A molecule-vagrant scenario, driver renamed --------------------------------
+t0=$(now)
+molecule test -s vagrant > "$work/vagrant.log" 2>&1
+rc=$?
+echo "molecule test -s vagrant took $(elapsed "$t0")"
+check "the molecule-vagrant scenario passes unchanged (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 60 "$work/vagrant.log"
+check "its Vagrant-only keys are named in warnings" grep -q "provider_raw_config_args" "$work/vagrant.log"
+check "nothing left after molecule test -s vagrant" nothing_left "$work/home"
+
+finish
