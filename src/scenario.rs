@@ -162,26 +162,7 @@ impl Scenario {
             }
         }
         match Config::load(dir) {
-            Ok(config) => {
-                let instances = config
-                    .machines()
-                    .into_iter()
-                    .map(|m| Instance {
-                        name: m.name.0.clone(),
-                        machine: m.name.0,
-                        groups: Vec::new(),
-                        children: Vec::new(),
-                    })
-                    .collect();
-                Ok(Scenario {
-                    project: Project::new(dir, state_dir)?,
-                    config,
-                    instances,
-                    warnings: Vec::new(),
-                    source: Source::KvmdriveYml,
-                    document: None,
-                })
-            }
+            Ok(config) => Scenario::from_config(dir, state_dir, config, Source::KvmdriveYml),
             Err(ConfigError::Missing { .. }) => {
                 let path = dir.join(MOLECULE_FILE);
                 if !path.is_file() {
@@ -204,6 +185,33 @@ impl Scenario {
         }
     }
 
+    /// A scenario whose instances are exactly the config's machines.
+    fn from_config(
+        dir: &Path,
+        state_dir: Option<&Path>,
+        config: Config,
+        source: Source,
+    ) -> Result<Scenario, ScenarioError> {
+        let instances = config
+            .machines()
+            .into_iter()
+            .map(|m| Instance {
+                name: m.name.0.clone(),
+                machine: m.name.0,
+                groups: Vec::new(),
+                children: Vec::new(),
+            })
+            .collect();
+        Ok(Scenario {
+            project: Project::new(dir, state_dir)?,
+            config,
+            instances,
+            warnings: Vec::new(),
+            source,
+            document: None,
+        })
+    }
+
     /// Like [`Scenario::open`], but a project that declares nothing has one
     /// machine called `default` (what `destroy` needs to clean up anyway).
     pub fn open_or_default(
@@ -213,25 +221,7 @@ impl Scenario {
     ) -> Result<Scenario, ScenarioError> {
         match Scenario::open(dir, state_dir, platforms_file) {
             Err(ScenarioError::Missing { .. }) => {
-                let config = Config::default();
-                let instances = config
-                    .machines()
-                    .into_iter()
-                    .map(|m| Instance {
-                        name: m.name.0.clone(),
-                        machine: m.name.0,
-                        groups: Vec::new(),
-                        children: Vec::new(),
-                    })
-                    .collect();
-                Ok(Scenario {
-                    project: Project::new(dir, state_dir)?,
-                    config,
-                    instances,
-                    warnings: Vec::new(),
-                    source: Source::Default,
-                    document: None,
-                })
+                Scenario::from_config(dir, state_dir, Config::default(), Source::Default)
             }
             other => other,
         }
