@@ -191,18 +191,7 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
 /// The machine name for an instance name: lowercase, with anything that
 /// cannot be in a host name turned into `-`.
 pub fn machine_name(instance: &str) -> Result<MachineName, String> {
-    let mut s: String = instance
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s.truncate(40);
-    MachineName::parse(s.trim_matches('-'))
+    MachineName::parse(&crate::machine::project::hostname_safe(instance, 40))
         .map_err(|_| format!("cannot make a machine name out of `{instance}`"))
 }
 

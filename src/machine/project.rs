@@ -184,8 +184,9 @@ pub fn short_hash(bytes: &[u8]) -> String {
     d.iter().take(3).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Lowercase letters, digits and `-`, at most 20 characters.
-fn slug(s: &str) -> String {
+/// `s` in lowercase letters, digits and `-` (anything else becomes `-`),
+/// cut to `max` characters, without leading or trailing `-`.
+pub fn hostname_safe(s: &str, max: usize) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {
@@ -196,8 +197,13 @@ fn slug(s: &str) -> String {
             }
         })
         .collect();
-    out.truncate(20);
-    let out = out.trim_matches('-').to_owned();
+    out.truncate(max);
+    out.trim_matches('-').to_owned()
+}
+
+/// Lowercase letters, digits and `-`, at most 20 characters.
+fn slug(s: &str) -> String {
+    let out = hostname_safe(s, 20);
     if out.is_empty() {
         "project".into()
     } else {
