@@ -139,7 +139,6 @@ pub fn preflight_findings(f: &HostFacts) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::host::daemons::{Daemon, DaemonStatus};
-    use crate::host::kvm_access::{DevNode, Identity};
 
     #[test]
     fn libvirt_messages_map_to_checks() {
@@ -184,24 +183,12 @@ mod tests {
     #[test]
     fn preflight_warns_about_the_reprobe_trap_once() {
         let f = HostFacts {
-            dev_kvm: Some(DevNode {
-                uid: 0,
-                gid: 0,
-                mode: 0o600,
-            }),
-            qemu_user: "libvirt-qemu".into(),
-            qemu_identity: Some(Identity {
-                user: "libvirt-qemu".into(),
-                uid: 64055,
-                gid: 64055,
-                groups: vec![107, 64055],
-            }),
             daemons: vec![DaemonStatus {
                 daemon: Daemon::Libvirtd,
                 pid: None,
                 answering: true,
             }],
-            ..Default::default()
+            ..crate::host::facts::no_udev_host()
         };
         let out = preflight_findings(&f);
         assert_eq!(out.len(), 1, "{out:#?}");

@@ -614,19 +614,7 @@ mod tests {
                 cpu_virt_flags: false,
                 kvm_pvm: true,
             },
-            dev_kvm: Some(DevNode {
-                uid: 0,
-                gid: 0,
-                mode: 0o600,
-            }),
-            qemu_user: "libvirt-qemu".into(),
             qemu_group: "libvirt-qemu".into(),
-            qemu_identity: Some(Identity {
-                user: "libvirt-qemu".into(),
-                uid: 64055,
-                gid: 64055,
-                groups: vec![107, 64055],
-            }),
             kvm_gid: Some(107),
             cpu_flags: CpuFacts {
                 hypervisor: true,
@@ -653,7 +641,7 @@ mod tests {
             dnsmasq: Some("/usr/sbin/dnsmasq".into()),
             pool_dir: "/var/lib/libvirt/images".into(),
             pool_free_bytes: Some(80 << 30),
-            ..Default::default()
+            ..crate::host::facts::no_udev_host()
         }
     }
 

@@ -279,6 +279,27 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// A Debian host without udev, as tests start from it: /dev/kvm root:root
+/// 0600 and qemu running as `libvirt-qemu` (member of the kvm group, 107).
+#[cfg(test)]
+pub(crate) fn no_udev_host() -> HostFacts {
+    HostFacts {
+        dev_kvm: Some(DevNode {
+            uid: 0,
+            gid: 0,
+            mode: 0o600,
+        }),
+        qemu_user: "libvirt-qemu".into(),
+        qemu_identity: Some(Identity {
+            user: "libvirt-qemu".into(),
+            uid: 64055,
+            gid: 64055,
+            groups: vec![107, 64055],
+        }),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

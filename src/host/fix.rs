@@ -183,18 +183,6 @@ mod tests {
 
     fn facts() -> HostFacts {
         HostFacts {
-            dev_kvm: Some(DevNode {
-                uid: 0,
-                gid: 0,
-                mode: 0o600,
-            }),
-            qemu_user: "libvirt-qemu".into(),
-            qemu_identity: Some(Identity {
-                user: "libvirt-qemu".into(),
-                uid: 64055,
-                gid: 64055,
-                groups: vec![107, 64055],
-            }),
             kvm_gid: Some(107),
             firewall: FirewallFacts {
                 iptables_backend: Some(Backend::Nft),
@@ -205,7 +193,7 @@ mod tests {
             libvirt_version: Some((9, 0, 0)),
             ip_forward: Some(false),
             ip_forward_writable: true,
-            ..Default::default()
+            ..crate::host::facts::no_udev_host()
         }
     }
 
