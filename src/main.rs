@@ -219,7 +219,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
                 if let Some(r) = project.record(n)? {
                     text.push_str(&ssh::ssh_config_entry(&r));
                     text.push('\n');
-                } else if a_single(&names) {
+                } else if names.len() == 1 {
                     return Err(not_up(n));
                 }
             }
@@ -308,10 +308,6 @@ fn open(g: &cli::GlobalArgs, dir: &std::path::Path) -> Result<Scenario, UserErro
         g.state_dir.as_deref(),
         g.platforms.as_deref(),
     )?)
-}
-
-fn a_single(names: &[String]) -> bool {
-    names.len() == 1
 }
 
 fn not_up(name: &str) -> UserError {

@@ -35,7 +35,7 @@ pub use store::{BoxStore, InstalledBox};
 /// path to a `.box` file or a URL; `version` is a constraint like
 /// `>= 1.2, < 2`; `url` is a box or catalog URL used when the cache has no
 /// satisfying version.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct BoxSpec {
     pub name: String,
     pub version: Option<String>,

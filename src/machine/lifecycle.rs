@@ -247,14 +247,13 @@ fn up_locked(
     })?;
 
     // Boxes and their base volumes, once per distinct box, before any machine.
-    let mut bases: HashMap<String, (PathBuf, u64)> = HashMap::new();
-    for m in machines {
-        let spec = box_spec(env.project, m);
-        let key = format!("{spec:?}");
-        if bases.contains_key(&key) {
+    let specs: Vec<BoxSpec> = machines.iter().map(|m| box_spec(env.project, m)).collect();
+    let mut bases: HashMap<&BoxSpec, (PathBuf, u64)> = HashMap::new();
+    for spec in &specs {
+        if bases.contains_key(spec) {
             continue;
         }
-        let installed = boxes::ensure(env.store, &spec, env.out)?;
+        let installed = boxes::ensure(env.store, spec, env.out)?;
         env.out.detail(
             None,
             format!(
@@ -265,15 +264,15 @@ fn up_locked(
             ),
         );
         let base = ensure_base_volume(env, &pool_dir, &installed)?;
-        bases.insert(key, (base, installed.virtual_size));
+        bases.insert(spec, (base, installed.virtual_size));
     }
 
     let mut net = ensure_network(env, config)?;
     *network_created = net.created_now;
     let mut plans = Vec::new();
-    for m in machines {
+    for (m, spec) in machines.iter().zip(&specs) {
         let choice = accel::choose(m.accel, &facts);
-        let (base, size) = &bases[&format!("{:?}", box_spec(env.project, m))];
+        let (base, size) = &bases[spec];
         let plan = MachinePlan::new(env.project, m, base, *size, choice);
         let ip = netplan::assign_ip(&net.subnet, &net.hosts, &plan.mac)
             .ok_or(LifecycleError::NoSubnet)?;
