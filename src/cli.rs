@@ -89,6 +89,19 @@ pub enum Command {
     Test(TestArgs),
     /// Print an Ansible YAML inventory of the machines that are up.
     Inventory(InventoryArgs),
+
+    // ---- for packagers ----
+    /// Print a shell completion script (e.g. `kvmdrive completions bash > /etc/bash_completion.d/kvmdrive`).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `kvmdrive man > /usr/local/share/man/man1/kvmdrive.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// A playbook to run instead of the step's default one.

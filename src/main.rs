@@ -275,6 +275,21 @@ fn run(cli: Cli) -> Result<(), UserError> {
                 a.destroy == cli::DestroyPolicy::Always,
             )?)
         }),
+        Command::Completions(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(a.shell, &mut cmd, "kvmdrive", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(UserError::new(
+                    format!("cannot write the man page: {e}"),
+                    None,
+                )),
+                _ => Ok(()),
+            }
+        }
         Command::Inventory(a) => {
             let sc = open(g, &dir)?;
             let (hosts, down) = sc.inventory_hosts()?;
