@@ -13,7 +13,7 @@ use kvmdrive::boxes::BoxStore;
 use kvmdrive::config::{self, Config, ConfigError};
 use kvmdrive::machine::lifecycle::{self, Env, LifecycleError};
 use kvmdrive::machine::project::{Project, ProjectError};
-use kvmdrive::machine::{cancel, ssh};
+use kvmdrive::machine::{cancel, provision, ssh, sync};
 use kvmdrive::output::Reporter;
 use kvmdrive::scenario::{Scenario, ScenarioError};
 use kvmdrive::steps::{self, PlaybookStep, StepError};
@@ -90,12 +90,21 @@ impl From<StepError> for UserError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.global.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.message);
-            if let Some(h) = e.hint {
+            if let Some(h) = &e.hint {
                 eprintln!("hint: {h}");
+            }
+            if json {
+                // Programs reading stdout get the error as one JSON object.
+                print_json(&serde_json::json!({
+                    "error": e.message,
+                    "hint": e.hint,
+                    "exit_code": e.code,
+                }));
             }
             ExitCode::from(e.code)
         }
@@ -152,22 +161,65 @@ fn run(cli: Cli) -> Result<(), UserError> {
             }
             Ok(())
         }
-        Command::Up(sel) => with_env(g, &dir, &out, |env, sc| {
+        Command::Up(a) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             sc.save()?;
-            let records = lifecycle::up(env, &sc.config, &sel.names)?;
+            let records =
+                lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
                 print_json(&records);
             }
             Ok(())
+        }),
+        Command::Reload(a) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            lifecycle::halt(env, &sc.config, &a.selection.names)?;
+            let mut opts = up_options(&a);
+            if !a.provision && !a.no_provision {
+                // As `vagrant reload`: provisioners that ran stay done.
+                opts.provision = provision::ProvisionPolicy::Auto;
+            }
+            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, opts)?;
+            if g.json {
+                print_json(&records);
+            }
+            Ok(())
+        }),
+        Command::Provision(sel) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            let (runs, outcome) = provision::provision_machines(env, &sc.config, &sel.names)?;
+            if g.json {
+                // One JSON line per provisioner run, also when one failed.
+                for r in &runs {
+                    println!("{}", serde_json::to_string(r).expect("plain data serialises"));
+                }
+            }
+            Ok(outcome?)
+        }),
+        Command::Rsync(sel) => with_env(g, &dir, &out, |env, sc| {
+            Ok(sync::rsync_machines(env, &sc.config, &sel.names)?)
         }),
         Command::Halt(sel) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             Ok(lifecycle::halt(env, &sc.config, &sel.names)?)
         }),
         Command::Destroy(a) => {
-            let sc =
-                Scenario::open_or_default(&dir, g.state_dir.as_deref(), g.platforms.as_deref())?;
+            let sc = match Scenario::open_or_default(
+                &dir,
+                g.state_dir.as_deref(),
+                g.platforms.as_deref(),
+            ) {
+                Ok(sc) => sc,
+                // What exists must stay removable whatever the declaration says now.
+                Err(e) if Scenario::is_bad_declaration(&e) => {
+                    out.warn(
+                        None,
+                        format!("{e}: destroying the machines this project recorded instead"),
+                    );
+                    Scenario::recorded(&dir, g.state_dir.as_deref())?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let hv = Hypervisor::connect(&g.connect)?;
             let store = BoxStore::from_env();
             let env = Env {
@@ -313,6 +365,19 @@ fn run(cli: Cli) -> Result<(), UserError> {
                 }
             }
         }
+    }
+}
+
+/// `up --provision` / `--no-provision` as a policy.
+fn up_options(a: &cli::UpArgs) -> lifecycle::UpOptions {
+    lifecycle::UpOptions {
+        provision: if a.provision {
+            provision::ProvisionPolicy::Always
+        } else if a.no_provision {
+            provision::ProvisionPolicy::Never
+        } else {
+            provision::ProvisionPolicy::Auto
+        },
     }
 }
 

@@ -227,6 +227,56 @@ impl Scenario {
         }
     }
 
+    /// For `destroy` when the declared machines no longer load (a key kvmdrive
+    /// now refuses, a broken file): the machines recorded in the state
+    /// directory, so `destroy` removes what earlier runs made whatever the
+    /// declaration says now; libvirt's metadata finds the rest.
+    pub fn recorded(dir: &Path, state_dir: Option<&Path>) -> Result<Scenario, ScenarioError> {
+        let default_state = dir.join(crate::machine::project::STATE_DIR);
+        let state = state_dir.unwrap_or(&default_state);
+        // The saved scenario names the directory the machines were made from
+        // (it is part of their libvirt names), even if its document is stale.
+        let saved_dir = fs::read_to_string(state.join(SAVED_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v.get("project_dir")?.as_str().map(PathBuf::from));
+        let dir = saved_dir.as_deref().unwrap_or(dir);
+        let mut names: Vec<String> = fs::read_dir(state.join("machines"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let machines = names
+            .iter()
+            .filter_map(|n| config::MachineName::parse(n).ok())
+            .map(|name| config::MachineSettings {
+                name: Some(name),
+                ..Default::default()
+            })
+            .collect();
+        let config = Config {
+            machines: config::Machines(machines),
+            ..Config::default()
+        };
+        Scenario::from_config(dir, state_dir, config, Source::Default)
+    }
+
+    /// True when this error is about what the project declares (a bad key
+    /// or value), not about a missing or unreadable project.
+    pub fn is_bad_declaration(e: &ScenarioError) -> bool {
+        matches!(
+            e,
+            ScenarioError::Config(ConfigError::Invalid { .. })
+                | ScenarioError::Config(ConfigError::InvalidNoLocation { .. })
+                | ScenarioError::Platforms(_)
+                | ScenarioError::Interpolation { .. }
+                | ScenarioError::Corrupt { .. }
+        )
+    }
+
     fn from_document(
         dir: &Path,
         state_dir: Option<&Path>,
@@ -367,6 +417,30 @@ fn read(path: &Path) -> Result<String, ScenarioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_declaration_still_yields_the_recorded_machines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        fs::create_dir_all(state.join("machines/web")).unwrap();
+        fs::create_dir_all(state.join("machines/db")).unwrap();
+        fs::write(
+            state.join(SAVED_FILE),
+            format!(
+                r#"{{"project_dir": "{}", "document": {{"platforms": [{{"name": "x", "frobnicate": 1}}]}}}}"#,
+                tmp.path().join("made-here").display()
+            ),
+        )
+        .unwrap();
+        let e = Scenario::open(tmp.path(), Some(&state), None).unwrap_err();
+        assert!(Scenario::is_bad_declaration(&e), "{e}");
+        let s = Scenario::recorded(tmp.path(), Some(&state)).unwrap();
+        let names: Vec<_> = s.config.machines().into_iter().map(|m| m.name.0).collect();
+        assert_eq!(names, ["db", "web"]);
+        assert!(s.project.dir.ends_with("made-here"), "{:?}", s.project.dir);
+        let missing = Scenario::open(&tmp.path().join("nothing"), None, None).unwrap_err();
+        assert!(!Scenario::is_bad_declaration(&missing));
+    }
 
     #[test]
     fn kvmdrive_yml_comes_before_molecule_yml() {
