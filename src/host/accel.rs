@@ -3,11 +3,15 @@
 //!
 //! `/dev/kvm` existing is not enough. On some hosts it comes from `kvm_pvm`
 //! (no vmx/svm in the CPU flags): a VM can be created, but every real guest
-//! dies with "KVM internal error". The facts are read from the host so the
-//! decision itself is a pure function, tested on its own.
+//! dies with "KVM internal error". What decides, strongest first: a real
+//! guest that died under KVM here ([`super::experience`]), then the probe
+//! guest's cached verdict ([`super::probe`]), then the kvm module and CPU
+//! flags. The facts are read from the host so the decision itself is a
+//! pure function, tested on its own.
 
 use std::path::Path;
 
+use super::experience::{self, KvmFailure};
 use crate::config;
 use crate::virt::domain::Accel;
 
@@ -21,6 +25,10 @@ pub struct KvmFacts {
     pub cpu_virt_flags: bool,
     /// `kvm_pvm` is loaded (a paravirtualised KVM that cannot run our guests).
     pub kvm_pvm: bool,
+    /// A real guest died under KVM on this host as it is now.
+    pub kvm_failure: Option<KvmFailure>,
+    /// The cached probe's verdict (`host check --probe`): does KVM run it?
+    pub probe_kvm_runs: Option<bool>,
 }
 
 impl KvmFacts {
@@ -36,6 +44,11 @@ impl KvmFacts {
                 .is_ok(),
             cpu_virt_flags: has_virt_flags(&cpuinfo),
             kvm_pvm: Path::new("/sys/module/kvm_pvm").exists(),
+            kvm_failure: experience::load(),
+            probe_kvm_runs: super::facts::find_program("qemu-system-x86_64")
+                .and_then(|q| super::probe::cached(&q))
+                .filter(|r| r.results.iter().any(|(l, _)| l.starts_with("kvm/")))
+                .map(|r| r.kvm_runs()),
         }
     }
 }
@@ -73,6 +86,21 @@ pub fn choose(setting: config::Accel, facts: &KvmFacts) -> AccelChoice {
         config::Accel::Auto if !facts.dev_kvm_openable => {
             tcg("/dev/kvm cannot be opened: using TCG (software emulation, slower)")
         }
+        config::Accel::Auto if facts.kvm_failure.is_some() => {
+            let f = facts.kvm_failure.as_ref().expect("checked");
+            tcg(&format!(
+                "KVM cannot run guests on this host ({}; recorded in {}): using TCG",
+                f.describe(),
+                experience::path().display()
+            ))
+        }
+        config::Accel::Auto if facts.probe_kvm_runs == Some(false) => {
+            tcg("the probe guest dies under KVM here (`kvmdrive host check --probe`): using TCG")
+        }
+        config::Accel::Auto if facts.probe_kvm_runs == Some(true) => AccelChoice {
+            accel: Accel::Kvm,
+            reason: "KVM runs the probe guest".into(),
+        },
         config::Accel::Auto if facts.kvm_pvm && !facts.cpu_virt_flags => {
             tcg("/dev/kvm is kvm_pvm without vmx/svm, which cannot run ordinary guests: using TCG")
         }
@@ -99,7 +127,48 @@ mod tests {
             dev_kvm_openable: open,
             cpu_virt_flags: flags,
             kvm_pvm: pvm,
+            ..Default::default()
         }
+    }
+
+    fn died() -> KvmFailure {
+        KvmFailure {
+            key: "k".into(),
+            date: "2026-12-01 01:00:00".into(),
+            domain: "kvmdrive-p-web".into(),
+            line: "KVM internal error. Suberror: 1".into(),
+        }
+    }
+
+    #[test]
+    fn a_real_guest_that_died_under_kvm_wins() {
+        // Even where flags and the probe say KVM works.
+        let mut f = facts(true, true, true, false);
+        f.probe_kvm_runs = Some(true);
+        f.kvm_failure = Some(died());
+        let c = choose(config::Accel::Auto, &f);
+        assert_eq!(c.accel, Accel::Tcg);
+        assert!(
+            c.reason.starts_with("KVM cannot run guests on this host"),
+            "{}",
+            c.reason
+        );
+        assert!(c.reason.contains("kvmdrive-p-web"), "{}", c.reason);
+        assert!(!c.reason.contains('\n'), "one line: {}", c.reason);
+        // An explicit setting still wins.
+        assert_eq!(choose(config::Accel::Kvm, &f).accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn the_probe_verdict_overrides_the_flags() {
+        let mut f = facts(true, true, false, true);
+        f.probe_kvm_runs = Some(true);
+        assert_eq!(choose(config::Accel::Auto, &f).accel, Accel::Kvm);
+        let mut f = facts(true, true, true, false);
+        f.probe_kvm_runs = Some(false);
+        let c = choose(config::Accel::Auto, &f);
+        assert_eq!(c.accel, Accel::Tcg);
+        assert!(c.reason.contains("probe"), "{}", c.reason);
     }
 
     #[test]

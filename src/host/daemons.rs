@@ -120,14 +120,42 @@ pub fn status(d: Daemon) -> DaemonStatus {
     }
 }
 
-/// The daemon's pid: from its pid file when that process is alive and is
-/// that program, else the first process with that name.
+/// The daemon's pid: from its pid file when that process is alive, is that
+/// program and is ours, else the first process of ours with that name.
+/// "Ours" means it shares our mount namespace: a sandbox or container on the
+/// same host runs its own daemons, visible by pid but with their own /run,
+/// and those are not the daemons this host's checks are about.
 pub fn running_pid(d: Daemon) -> Option<u32> {
+    let own = mount_ns(None);
+    let ours = |pid: u32| same_mount_ns(mount_ns(Some(pid)).as_deref(), own.as_deref());
     let from_file = std::fs::read_to_string(d.pid_file())
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|&pid| comm_is(pid, d.program()));
-    from_file.or_else(|| find_by_comm(d.program()))
+        .filter(|&pid| comm_is(pid, d.program()) && ours(pid));
+    from_file.or_else(|| find_by_comm(d.program(), ours))
+}
+
+/// `/proc/PID/ns/mnt` (or `/proc/self/ns/mnt`), e.g. "mnt:[4026531841]".
+fn mount_ns(pid: Option<u32>) -> Option<String> {
+    let p = match pid {
+        Some(pid) => format!("/proc/{pid}/ns/mnt"),
+        None => "/proc/self/ns/mnt".to_owned(),
+    };
+    std::fs::read_link(p)
+        .ok()
+        .map(|l| l.to_string_lossy().into_owned())
+}
+
+/// Pure: does a process in mount namespace `theirs` count as ours? When our
+/// own namespace cannot be read nothing can be told apart, so every process
+/// counts (the old behaviour); a process whose namespace cannot be read
+/// (gone, or not ours to look at) does not.
+pub fn same_mount_ns(theirs: Option<&str>, own: Option<&str>) -> bool {
+    match (theirs, own) {
+        (_, None) => true,
+        (Some(t), Some(o)) => t == o,
+        (None, Some(_)) => false,
+    }
 }
 
 fn comm(pid: u32) -> Option<String> {
@@ -142,13 +170,14 @@ fn comm_is(pid: u32, program: &str) -> bool {
     comm(pid).is_some_and(|c| c == want)
 }
 
-fn find_by_comm(program: &str) -> Option<u32> {
+fn find_by_comm(program: &str, ours: impl Fn(u32) -> bool) -> Option<u32> {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    pids.into_iter().find(|&pid| comm_is(pid, program))
+    pids.into_iter()
+        .find(|&pid| comm_is(pid, program) && ours(pid))
 }
 
 /// Field 22 of /proc/PID/stat: start time in clock ticks since boot.
@@ -342,6 +371,20 @@ mod tests {
         let me = std::process::id();
         assert!(start_time(me).is_some());
         assert!(comm(me).is_some());
+    }
+
+    #[test]
+    fn only_processes_in_our_mount_namespace_count() {
+        let own = Some("mnt:[4026531841]");
+        assert!(same_mount_ns(Some("mnt:[4026531841]"), own));
+        // A sandbox's or container's libvirtd: same name, other namespace.
+        assert!(!same_mount_ns(Some("mnt:[4026532290]"), own));
+        assert!(!same_mount_ns(None, own));
+        assert!(same_mount_ns(Some("mnt:[4026532290]"), None));
+        // This process is in its own namespace.
+        let me = mount_ns(Some(std::process::id()));
+        assert!(me.is_some());
+        assert!(same_mount_ns(me.as_deref(), mount_ns(None).as_deref()));
     }
 
     #[test]

@@ -8,6 +8,12 @@ use super::finding::{Finding, Status};
 /// (pattern in libvirt's message, check, finding, fix). First match wins;
 /// patterns are matched case-insensitively.
 const PATTERNS: &[(&str, &str, &str, &str)] = &[
+    (
+        "/var/log/libvirt/qemu",
+        "qemu-log-dir",
+        "/var/log/libvirt/qemu is missing, so qemu's console log cannot be opened",
+        doctor::FIX,
+    ),
     ("could not access kvm kernel module", "kvm-access", "qemu cannot open /dev/kvm", doctor::FIX),
     ("failed to initialize kvm", "kvm-access", "qemu cannot open /dev/kvm", doctor::FIX),
     (
@@ -169,6 +175,13 @@ mod tests {
         )
         .unwrap();
         assert!(fw.contains("iptables-backend"), "{fw}");
+        assert_eq!(
+            diagnose_start_failure(
+                "internal error: process exited while connecting to monitor: Unable to open file: /var/log/libvirt/qemu/kvmdrive-p-web-console.log: No such file or directory"
+            )
+            .as_deref(),
+            Some("/var/log/libvirt/qemu is missing, so qemu's console log cannot be opened (check `qemu-log-dir`): run `kvmdrive host up --fix`")
+        );
         assert_eq!(diagnose_start_failure("domain 'x' already exists"), None);
         let caps = "invalid argument: could not find capabilities for domaintype=kvm ";
         assert!(diagnose(caps, true).unwrap().contains("check `kvm-access`"));

@@ -26,6 +26,7 @@ pub fn run_checks(f: &HostFacts) -> Vec<Finding> {
         kvm_access(f),
         caps_cache(f),
         qemu_binary(f),
+        qemu_log_dir(f),
         daemon(f, Daemon::Dbus),
         daemon(f, Daemon::Virtlogd),
         daemon(f, Daemon::Libvirtd),
@@ -106,6 +107,19 @@ fn probe_desc(f: &HostFacts) -> Option<String> {
 pub fn kvm_runs_guests(f: &HostFacts) -> Finding {
     const C: &str = "kvm-runs-guests";
     let tcg_fix = "nothing to fix: kvmdrive uses TCG by itself (`accel: tcg` in kvmdrive.yml says so explicitly)";
+    // What a real guest did overrides every prediction.
+    if let Some(k) = &f.kvm.kvm_failure {
+        let probe = probe_desc(f).map(|p| format!("; {p}")).unwrap_or_default();
+        return Finding::warn(
+            C,
+            "use TCG: KVM cannot run guests on this host (a real guest died under KVM)",
+            format!("{}{probe}", k.describe()),
+            format!(
+                "{tcg_fix}; the record ({}) is dropped when the kernel, qemu or KVM modules change",
+                super::experience::path().display()
+            ),
+        );
+    }
     if let Some(p) = &f.probe {
         let saw = probe_desc(f).unwrap_or_default();
         if !p.tcg_runs() && !p.kvm_runs() {
@@ -335,6 +349,22 @@ pub fn qemu_binary(f: &HostFacts) -> Finding {
             "apt-get install qemu-system-x86",
         ),
     }
+}
+
+/// qemu's console log goes to /var/log/libvirt/qemu: without the
+/// directory every domain start fails ("Unable to open file").
+pub fn qemu_log_dir(f: &HostFacts) -> Finding {
+    const C: &str = "qemu-log-dir";
+    let dir = super::facts::QEMU_LOG_DIR;
+    if f.qemu_log_dir_missing {
+        return Finding::fail(
+            C,
+            format!("{dir} is missing: every domain start fails on its console log"),
+            format!("no directory {dir}"),
+            format!("{FIX} (mkdir -p {dir}; chmod 0755 {dir}, as Debian's libvirt-daemon-system makes it)"),
+        );
+    }
+    Finding::ok(C, format!("{dir} exists"), dir)
 }
 
 pub fn daemon(f: &HostFacts, d: Daemon) -> Finding {
@@ -613,6 +643,7 @@ mod tests {
                 dev_kvm_openable: true,
                 cpu_virt_flags: false,
                 kvm_pvm: true,
+                kvm_failure: None,
             },
             qemu_group: "libvirt-qemu".into(),
             kvm_gid: Some(107),
@@ -760,6 +791,57 @@ mod tests {
         let m = cpu_modes(&f);
         assert_eq!(m.status, Status::Warn);
         assert!(m.summary.contains("qemu64"));
+    }
+
+    #[test]
+    fn a_real_guests_kvm_failure_overrides_the_probe() {
+        let mut f = ci_container();
+        f.kvm = KvmFactsView {
+            dev_kvm_exists: true,
+            dev_kvm_openable: true,
+            cpu_virt_flags: true,
+            kvm_pvm: false,
+            kvm_failure: None,
+        };
+        f.probe = Some(ProbeReport {
+            key: String::new(),
+            results: vec![
+                ("tcg/qemu64".into(), Outcome::Ran),
+                ("kvm/qemu64".into(), Outcome::Ran),
+            ],
+            seconds: 0.3,
+        });
+        assert_eq!(kvm_runs_guests(&f).status, Status::Ok);
+        f.kvm.kvm_failure = Some(crate::host::experience::KvmFailure {
+            key: String::new(),
+            date: "2026-12-01 01:02:03".into(),
+            domain: "kvmdrive-p-web".into(),
+            line: "KVM internal error. Suberror: 1".into(),
+        });
+        let k = kvm_runs_guests(&f);
+        assert_eq!(k.status, Status::Warn);
+        assert!(
+            k.summary.contains("KVM cannot run guests on this host"),
+            "{k:?}"
+        );
+        assert!(
+            k.saw.contains("kvmdrive-p-web") && k.saw.contains("2026-12-01"),
+            "{k:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_qemu_log_dir_fails_with_the_fix() {
+        let mut f = ci_container();
+        assert_eq!(qemu_log_dir(&f).status, Status::Ok);
+        f.qemu_log_dir_missing = true;
+        let d = qemu_log_dir(&f);
+        assert_eq!(d.status, Status::Fail);
+        assert!(d.summary.contains("/var/log/libvirt/qemu"), "{d:?}");
+        assert!(
+            d.fix.as_deref().unwrap().contains("kvmdrive host up --fix"),
+            "{d:?}"
+        );
     }
 
     #[test]

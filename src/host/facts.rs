@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::accel::KvmFacts;
 use super::daemons::{self, DaemonStatus};
+use super::experience::KvmFailure;
 use super::firewall::FirewallFacts;
 use super::kvm_access::{self, DevNode, Identity};
 use super::probe::{self, ProbeReport};
@@ -19,6 +20,9 @@ use super::qemu_conf::{self, QemuConf};
 
 /// The URI of the system libvirtd that `host` commands look at.
 pub const SYSTEM_URI: &str = "qemu:///system";
+
+/// Where libvirt's qemu driver writes each domain's log and console log.
+pub const QEMU_LOG_DIR: &str = "/var/log/libvirt/qemu";
 
 /// Where libvirt's default storage pool lives.
 pub const POOL_DIR: &str = "/var/lib/libvirt/images";
@@ -59,6 +63,8 @@ pub struct HostFacts {
     pub selinux_enforcing: Option<bool>,
     pub pool_dir: PathBuf,
     pub pool_free_bytes: Option<u64>,
+    /// [`QEMU_LOG_DIR`] is not a directory.
+    pub qemu_log_dir_missing: bool,
 }
 
 /// [`KvmFacts`] plus what the report shows about the CPU.
@@ -68,6 +74,8 @@ pub struct KvmFactsView {
     pub dev_kvm_openable: bool,
     pub cpu_virt_flags: bool,
     pub kvm_pvm: bool,
+    /// A real guest died under KVM here (`super::experience`).
+    pub kvm_failure: Option<KvmFailure>,
 }
 
 impl From<&KvmFacts> for KvmFactsView {
@@ -77,6 +85,7 @@ impl From<&KvmFacts> for KvmFactsView {
             dev_kvm_openable: k.dev_kvm_openable,
             cpu_virt_flags: k.cpu_virt_flags,
             kvm_pvm: k.kvm_pvm,
+            kvm_failure: k.kvm_failure.clone(),
         }
     }
 }
@@ -88,6 +97,9 @@ impl KvmFactsView {
             dev_kvm_openable: self.dev_kvm_openable,
             cpu_virt_flags: self.cpu_virt_flags,
             kvm_pvm: self.kvm_pvm,
+            kvm_failure: self.kvm_failure.clone(),
+            // The report's probe (maybe fresh from --probe) is judged on its own.
+            probe_kvm_runs: None,
         }
     }
 }
@@ -137,7 +149,9 @@ impl HostFacts {
         if let Some(qemu) = &f.qemu_binary {
             if opts.probe {
                 let with_kvm = f.kvm.dev_kvm_exists && f.kvm.dev_kvm_openable;
-                match probe::run(qemu, with_kvm, Duration::from_secs(5)) {
+                // SeaBIOS alone takes about 4 s under kvm_pvm before the
+                // probe code dies; a working KVM finishes in well under 1 s.
+                match probe::run(qemu, with_kvm, Duration::from_secs(15)) {
                     Ok(r) => {
                         // A probe where not even TCG ran says more about the
                         // probe than about the host: do not keep it.
@@ -200,6 +214,7 @@ impl HostFacts {
                 .ok()
                 .map(|s| s.trim() == "1"),
             pool_free_bytes: free_bytes(&pool_dir),
+            qemu_log_dir_missing: !Path::new(QEMU_LOG_DIR).is_dir(),
             pool_dir,
             ..HostFacts::default()
         }

@@ -27,6 +27,8 @@ pub enum Fix {
     LibvirtFirewallIptables,
     /// net.ipv4.ip_forward = 1.
     IpForward,
+    /// mkdir /var/log/libvirt/qemu, root:root 0755 as Debian's package has it.
+    QemuLogDir,
 }
 
 impl Fix {
@@ -45,6 +47,7 @@ impl Fix {
             Fix::DevKvmUdevMode { .. } | Fix::QemuRunsAsRoot => "kvm-access",
             Fix::IptablesAlternative { .. } | Fix::LibvirtFirewallIptables => "iptables-backend",
             Fix::IpForward => "ip-forward",
+            Fix::QemuLogDir => "qemu-log-dir",
         }
     }
 
@@ -68,6 +71,10 @@ impl Fix {
                 format!("{}: firewall_backend = \"iptables\"", firewall::NETWORK_CONF)
             }
             Fix::IpForward => "net.ipv4.ip_forward = 1".into(),
+            Fix::QemuLogDir => format!(
+                "mkdir {}, root:root 0755 (domain starts need it for qemu's console log)",
+                super::facts::QEMU_LOG_DIR
+            ),
         }
     }
 }
@@ -98,6 +105,9 @@ pub fn plan(f: &HostFacts) -> Vec<Fix> {
     }
     if f.ip_forward == Some(false) && f.ip_forward_writable {
         fixes.push(Fix::IpForward);
+    }
+    if f.qemu_log_dir_missing {
+        fixes.push(Fix::QemuLogDir);
     }
     fixes
 }
@@ -150,6 +160,13 @@ pub fn apply(fix: &Fix, f: &HostFacts) -> anyhow::Result<()> {
         Fix::IpForward => {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
                 .context("write /proc/sys/net/ipv4/ip_forward")?;
+        }
+        Fix::QemuLogDir => {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = super::facts::QEMU_LOG_DIR;
+            std::fs::create_dir_all(dir).with_context(|| format!("mkdir -p {dir}"))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod 0755 {dir}"))?;
         }
     }
     Ok(())
@@ -211,6 +228,16 @@ mod tests {
             ]
         );
         assert!(p[1].needs_libvirtd_restart());
+    }
+
+    #[test]
+    fn a_missing_qemu_log_dir_is_created() {
+        let mut f = facts();
+        f.qemu_log_dir_missing = true;
+        let p = plan(&f);
+        assert_eq!(p.last(), Some(&Fix::QemuLogDir));
+        assert_eq!(Fix::QemuLogDir.check(), "qemu-log-dir");
+        assert!(!Fix::QemuLogDir.needs_libvirtd_restart());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod daemons;
 pub mod diagnose;
 pub mod doctor;
+pub mod experience;
 pub mod facts;
 pub mod finding;
 pub mod firewall;
