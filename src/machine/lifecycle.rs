@@ -626,7 +626,9 @@ fn wait_ready(
         match env.hv.domain_state(&plan.domain) {
             Ok(Some(DomainState::Running)) => Ok(()),
             Ok(Some(DomainState::Paused)) if accel == Accel::Kvm => {
-                if accel::kvm_failed_in_log(&read_tail(&qemu_log(&plan.domain), 50)) {
+                let log = read_tail(&qemu_log(&plan.domain), 50);
+                if accel::kvm_failed_in_log(&log) {
+                    crate::host::experience::record(&plan.domain, &log);
                     kvm_failed = true;
                     Err("KVM internal error".into())
                 } else {
