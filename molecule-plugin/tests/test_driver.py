@@ -187,6 +187,8 @@ def test_login_command(tmp_path: Path) -> None:
 
 def test_sanity_checks_find_the_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = make_driver(tmp_path)
+    # no kvmdrive installed with the package (the venv may hold one): PATH decides
+    monkeypatch.setattr("molecule_kvmdrive.binary.installed_binary", lambda: None)
     fake = tmp_path / "kvmdrive"
     fake.write_text("#!/bin/sh\n", encoding="utf-8")
     fake.chmod(0o755)

@@ -8,7 +8,6 @@ binary; this class tells Molecule how to reach the instances from the
 from __future__ import annotations
 
 import os
-import shutil
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,23 +15,14 @@ from typing import TYPE_CHECKING, Any
 from molecule import util
 from molecule.api import Driver
 
+from molecule_kvmdrive.binary import BIN_ENV, find_binary
+
 
 if TYPE_CHECKING:
     from molecule.config import Config
 
 #: The driver's name in molecule.yml (Molecule's schema wants ``molecule-*``).
 DRIVER_NAME = "molecule-kvmdrive"
-#: Environment variable naming the kvmdrive binary (default: ``kvmdrive`` on PATH).
-BIN_ENV = "KVMDRIVE_BIN"
-
-
-def find_binary() -> str | None:
-    """Return the kvmdrive binary: ``$KVMDRIVE_BIN`` if set, else ``kvmdrive`` on PATH."""
-    explicit = os.environ.get(BIN_ENV)
-    if explicit:
-        path = Path(explicit)
-        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
-    return shutil.which("kvmdrive")
 
 
 class KvmDrive(Driver):
@@ -105,11 +95,12 @@ class KvmDrive(Driver):
             msg = (
                 f"{BIN_ENV}={where} is not an executable file"
                 if where
-                else "kvmdrive was not found on PATH"
+                else "kvmdrive was not found beside this Python or on PATH"
             )
             util.sysexit_with_message(
-                f"{msg}: install kvmdrive (`cargo install --path .` in its repository) "
-                f"or set {BIN_ENV} to the binary",
+                f"{msg}: reinstall the plugin from its wheel (`pip install molecule-kvmdrive`, "
+                f"which carries the binary), install kvmdrive (`cargo install --locked --path .` "
+                f"in its repository), or set {BIN_ENV} to the binary",
             )
 
     def schema_file(self) -> str:
