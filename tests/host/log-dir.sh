@@ -15,8 +15,11 @@ rm -rf /var/log/libvirt/qemu
 dom=$(mktemp /tmp/kvmdrive-dom.XXXXXX.xml)
 cat >"$dom" <<'XML'
 <domain type='qemu'><name>kvmdrive-log-dir</name><memory unit='MiB'>16</memory><vcpu>1</vcpu>
-<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><emulator>/usr/bin/qemu-system-x86_64</emulator>
+<serial type='pty'><log file='/var/log/libvirt/qemu/kvmdrive-log-dir-console.log' append='off'/><target port='0'/></serial></devices></domain>
 XML
+# A serial console logged to a file, as kvmdrive's domains have: libvirt
+# makes the directory for qemu's own log itself, not for this one.
 virsh -q define "$dom" >/dev/null
 err=$(virsh -q start kvmdrive-log-dir 2>&1); rc=$?
 echo "  virsh start without the directory: ${err//$'\n'/ }"
