@@ -107,6 +107,16 @@ const GDT: [u64; 4] = [
 ];
 const EXIT_OK: i32 = 0x2a * 2 + 1;
 
+// The parts of the sector do not overlap, and the IDT ends before the
+// boot signature (checked when compiling).
+const _: () = assert!(
+    CODE.len() <= GDT_AT
+        && GDT_AT + 8 * GDT.len() <= GDTR_AT
+        && GDTR_AT + 6 <= IDTR_AT
+        && IDTR_AT + 10 <= IDT_AT
+        && IDT_AT + 16 * (VECTOR + 1) <= 510
+);
+
 /// A 64-bit interrupt gate: `handler` in code segment 0x18, present, DPL 0.
 fn idt_gate(handler: u64) -> [u8; 16] {
     let mut g = [0u8; 16];
@@ -442,8 +452,6 @@ mod tests {
     fn boot_sector_is_bootable() {
         let b = boot_sector();
         assert_eq!(&b[510..], &[0x55, 0xAA]);
-        assert!(CODE.len() <= GDT_AT && GDT_AT + 32 <= GDTR_AT && IDTR_AT + 10 <= IDT_AT);
-        assert!(IDT_AT + 16 * (VECTOR + 1) <= 510);
     }
 
     /// Byte-for-byte what `as --64` + `ld -Ttext 0x7c00 --oformat binary`
