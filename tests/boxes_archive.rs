@@ -498,6 +498,12 @@ fn a_file_changed_in_place_is_noticed_even_at_the_same_size() {
     bytes[n - 1024 - 100] ^= 0xff;
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(&path, &bytes).unwrap();
-    let err = add_file(&store, &path, "in/place").unwrap_err();
-    assert!(matches!(err, BoxError::AlreadyExists { .. }), "{err}");
+    // noticed, and an update of the box (the same path), not a conflict
+    let out = add_file(&store, &path, "in/place").unwrap();
+    assert!(out.added && out.updated);
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.installed.dir.join("kvmdrive-source.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["sha256"], sha256_hex(&bytes));
+    assert!(!add_file(&store, &path, "in/place").unwrap().added);
 }

@@ -140,6 +140,93 @@ fn add_list_remove() {
 }
 
 #[test]
+fn a_changed_file_at_the_same_path_is_an_update_not_a_conflict() {
+    let env = Env::new();
+    let a = good_box(Pack::Gzip, "64M", 0);
+    let b = good_box(Pack::Gzip, "64M", 4096);
+    let record = || -> serde_json::Value {
+        let dir = env.boxes().join("my/0").join(
+            fs::read_dir(env.boxes().join("my/0"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .file_name(),
+        );
+        serde_json::from_slice(&fs::read(dir.join("libvirt/kvmdrive-source.json")).unwrap())
+            .unwrap()
+    };
+    env.file("my.box", &a);
+    let v = env.json(&["box", "add", "my.box", "--name", "my"]);
+    assert_eq!(
+        (v["added"].as_bool(), v["updated"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(record()["sha256"], sha256_hex(&a));
+
+    // Rebuilt at the same path: no --force needed, one line says so.
+    env.file("my.box", &b);
+    let o = env.run(&["box", "add", "my.box", "--name", "my"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said: Vec<String> = stderr(&o)
+        .lines()
+        .filter(|l| l.contains("changed since it was added"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        said,
+        ["box ./my.box changed since it was added: using the new content"]
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("box my 0 ("),
+        "{o:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(") updated: "),
+        "{o:?}"
+    );
+    assert_eq!(record()["sha256"], sha256_hex(&b));
+    assert_eq!(env.json(&["box", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(tmp_files(env.home.path()), Vec::<PathBuf>::new());
+
+    // Unchanged now; touching it keeps it the same box.
+    let v = env.json(&["box", "add", "my.box", "--name", "my"]);
+    assert_eq!(v["added"], false);
+    let f = fs::File::options()
+        .write(true)
+        .open(env.files.path().join("my.box"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    let v = env.json(&["box", "add", "my.box", "--name", "my"]);
+    assert_eq!(
+        (v["added"].as_bool(), v["updated"].as_bool()),
+        (Some(false), Some(false))
+    );
+    let mtime = fs::metadata(env.files.path().join("my.box"))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    assert_eq!(
+        record()["source_mtime_ns"].as_u64().map(u128::from),
+        Some(mtime),
+        "the record learns the new time: no rehash next time"
+    );
+
+    // Another file for the same name is still a conflict.
+    let other = env.file("other.box", &a);
+    let before = snapshot(&env.boxes());
+    let o = env.run(&["box", "add", &other, "--name", "my"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("hint: use --force"), "{}", stderr(&o));
+    assert_eq!(snapshot(&env.boxes()), before);
+}
+
+#[test]
 fn json_add_reports_the_box_and_nothing_else_on_stdout() {
     let env = Env::new();
     let server = TestServer::start();

@@ -47,6 +47,9 @@ pub struct AddOutcome {
     pub installed: InstalledBox,
     /// `false` when the cache already held this box from the same source.
     pub added: bool,
+    /// The file at the path the cached box came from had changed: its new
+    /// content replaced the cached box.
+    pub updated: bool,
     pub download: Option<DownloadStats>,
 }
 
@@ -569,16 +572,17 @@ impl Session<'_> {
             .filter(|c| c.arch_or_host() == arch)
             .collect::<Vec<_>>();
         let ours = present.iter().find(|c| c.origin == Origin::Kvmdrive);
+        // A changed file at the path the cached box came from is an update.
+        let mut replace = force;
+        let mut updated = false;
         if !force {
             if let Some(c) = ours {
-                let same = match (&fetch, c.record()) {
+                let record = c.record();
+                let same = match (&fetch, &record) {
                     (_, None) => false,
-                    (Fetch::Local(path), Some(record)) => same_local_file(
-                        path,
-                        &record,
-                        checksum.map(|c| c.kind),
-                        &mut local_digests,
-                    )?,
+                    (Fetch::Local(path), Some(record)) => {
+                        same_local_file(path, record, checksum.map(|c| c.kind), &mut local_digests)?
+                    }
                     (Fetch::Remote { url, .. }, Some(record)) => {
                         record.source == url.as_str()
                             && checksum.is_none_or(|c| {
@@ -586,21 +590,41 @@ impl Session<'_> {
                             })
                     }
                 };
-                if !same {
+                if same {
+                    if let (Fetch::Local(path), Some(record)) = (&fetch, record) {
+                        refresh_mtime(&c.dir, record, path);
+                    }
+                    reporter.detail(None, format!("{label}: already in the cache"));
+                    return Ok(AddOutcome {
+                        installed: store.installed(c)?,
+                        added: false,
+                        updated: false,
+                        download: None,
+                    });
+                }
+                let same_path = matches!((&fetch, &record),
+                    (Fetch::Local(_), Some(r)) if r.source == source_text);
+                if !same_path {
                     return Err(BoxError::AlreadyExists {
                         name: name.to_owned(),
                         version: version.to_owned(),
                         architecture: arch.to_owned(),
                     });
                 }
-                reporter.detail(None, format!("{label}: already in the cache"));
-                return Ok(AddOutcome {
-                    installed: store.installed(c)?,
-                    added: false,
-                    download: None,
-                });
+                if let Fetch::Local(path) = &fetch {
+                    reporter.step(
+                        None,
+                        format!(
+                            "box {} changed since it was added: using the new content",
+                            shown(path)
+                        ),
+                    );
+                }
+                replace = true;
+                updated = true;
             }
-            if let Some(c) = present.iter().find(|c| c.origin == Origin::Vagrant) {
+            let vagrant = present.iter().find(|c| c.origin == Origin::Vagrant);
+            if let Some(c) = vagrant.filter(|_| !updated) {
                 reporter.step(
                     None,
                     format!("{label}: using Vagrant's copy in {}", c.dir.display()),
@@ -608,6 +632,7 @@ impl Session<'_> {
                 return Ok(AddOutcome {
                     installed: store.installed(c)?,
                     added: false,
+                    updated: false,
                     download: None,
                 });
             }
@@ -705,7 +730,7 @@ impl Session<'_> {
             text.push(b'\n');
             fs::write(&record_path, text)
                 .map_err(io_err(format!("cannot write {}", record_path.display())))?;
-            let dest = store.install(staging.path(), name, version, arch, force)?;
+            let dest = store.install(staging.path(), name, version, arch, replace)?;
             let _ = staging.keep();
             if let Some(url) = catalog_url {
                 store.write_metadata_url(name, url.as_str())?;
@@ -732,6 +757,7 @@ impl Session<'_> {
         Ok(AddOutcome {
             installed,
             added: true,
+            updated,
             download: download_stats,
         })
     }
@@ -760,6 +786,43 @@ fn same_local_file(
     let same = d.sha256 == record.sha256;
     *digests = Some(d);
     Ok(same)
+}
+
+/// Records a touched but unchanged source file's new time, so the next
+/// look needs no hashing. Best effort: a stale time only costs a rehash.
+fn refresh_mtime(dir: &Path, mut record: SourceRecord, path: &Path) {
+    let Some(mtime) = fs::metadata(path)
+        .ok()
+        .and_then(|m| SourceRecord::mtime_ns(&m))
+    else {
+        return;
+    };
+    if record.source != absolute(path).display().to_string()
+        || record.source_mtime_ns == Some(mtime)
+    {
+        return;
+    }
+    record.source_mtime_ns = Some(mtime);
+    let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) else {
+        return;
+    };
+    let mut text = serde_json::to_vec_pretty(&record).expect("serializable");
+    text.push(b'\n');
+    if std::io::Write::write_all(&mut tmp, &text).is_ok() {
+        let _ = tmp.persist(dir.join(RECORD_FILE));
+    }
+}
+
+/// A path for messages: `./x.box` under the current directory, else absolute.
+fn shown(path: &Path) -> String {
+    let abs = absolute(path);
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| abs.strip_prefix(&cwd).ok().map(Path::to_owned))
+    {
+        Some(rel) if !rel.as_os_str().is_empty() => format!("./{}", rel.display()),
+        _ => abs.display().to_string(),
+    }
 }
 
 /// A catalog file starts with `{` (after blanks); a box never does.

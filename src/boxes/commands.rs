@@ -80,14 +80,16 @@ fn cmd_add(store: &BoxStore, a: AddArgs, reporter: &Reporter, json: bool) -> any
             "image": b.image,
             "virtual_size": b.virtual_size,
             "added": outcome.added,
+            "updated": outcome.updated,
             "download": outcome.download,
         }));
     } else if outcome.added {
         println!(
-            "box {} {} ({}) added: {}",
+            "box {} {} ({}) {}: {}",
             b.name,
             b.version,
             b.architecture,
+            if outcome.updated { "updated" } else { "added" },
             b.dir.display()
         );
     } else {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::archive::{BoxDisk, BoxMetadata};
 use super::catalog::{host_arch, libvirt_arch, ArchRequest, PROVIDER};
@@ -27,6 +28,9 @@ use super::{image, io_err, BoxError};
 
 /// kvmdrive's record of where a cached box came from, beside its image.
 pub const RECORD_FILE: &str = "kvmdrive-source.json";
+
+/// Hex digits of [`InstalledBox::content_id`].
+const CONTENT_ID_LEN: usize = 16;
 
 /// A box in the cache, ready to back machine disks.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +51,33 @@ impl InstalledBox {
     /// The architecture as libvirt names it (`x86_64`, `aarch64`).
     pub fn libvirt_arch(&self) -> &str {
         libvirt_arch(&self.architecture)
+    }
+
+    /// A short id of this box's content, for naming copies of its image
+    /// (base volumes): the SHA-256 of the `.box` kvmdrive added it from, so
+    /// a box replaced by new content never shares a name with the old one.
+    /// Boxes from Vagrant's cache have no record: the image's path, size and
+    /// modification time stand in for its content.
+    pub fn content_id(&self) -> Result<String, BoxError> {
+        let recorded = fs::read(self.dir.join(RECORD_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<SourceRecord>(&t).ok())
+            .map(|r| r.sha256)
+            .filter(|h| h.len() >= CONTENT_ID_LEN && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if let Some(hex) = recorded {
+            return Ok(hex[..CONTENT_ID_LEN].to_ascii_lowercase());
+        }
+        let meta = fs::metadata(&self.image)
+            .map_err(io_err(format!("cannot read {}", self.image.display())))?;
+        let stamp = format!(
+            "{}:{}:{:?}",
+            self.image.display(),
+            meta.len(),
+            SourceRecord::mtime_ns(&meta)
+        );
+        let digest = sha2::Sha256::digest(stamp.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(hex[..CONTENT_ID_LEN].to_owned())
     }
 
     /// All disks of the box (v2 metadata may list several), first one first.
@@ -788,6 +819,41 @@ mod tests {
             store.find("b", Some(">>")),
             Err(BoxError::BadConstraint { .. })
         ));
+    }
+
+    #[test]
+    fn content_ids_follow_the_recorded_box_or_the_image() {
+        let home = tempfile::tempdir().unwrap();
+        let store = BoxStore::new(home.path());
+        let dir = fake_box(&store.boxes_dir(), "c/0/amd64/libvirt");
+        let installed = |dir: &Path| InstalledBox {
+            name: "c".into(),
+            version: "0".into(),
+            architecture: "amd64".into(),
+            dir: dir.to_owned(),
+            image: dir.join("box.img"),
+            virtual_size: 1,
+        };
+        // no record (Vagrant's cache): path, size and time of the image
+        let before = installed(&dir).content_id().unwrap();
+        assert_eq!(before.len(), CONTENT_ID_LEN);
+        fs::write(dir.join("box.img"), b"another image, longer").unwrap();
+        assert_ne!(installed(&dir).content_id().unwrap(), before);
+        // a record: the .box file's SHA-256, whatever the image's time
+        let mut r = SourceRecord {
+            source: "/x.box".into(),
+            sha256: "AB".repeat(32),
+            size: 1,
+            virtual_size: 1,
+            catalog: None,
+            source_mtime_ns: None,
+            added: 0,
+        };
+        fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(installed(&dir).content_id().unwrap(), "ab".repeat(8));
+        r.sha256 = "cd".repeat(32);
+        fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+        assert_eq!(installed(&dir).content_id().unwrap(), "cd".repeat(8));
     }
 
     #[test]

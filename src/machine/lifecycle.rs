@@ -303,25 +303,16 @@ fn up_locked(
     collect(env.out, results)
 }
 
-/// Copies the box image into the pool once per box version (later `up`s only
-/// make overlays on it) and returns its path.
+/// Copies the box image into the pool once per box content (later `up`s only
+/// make overlays on it) and returns its path. The name carries the box's
+/// content id: a rebuilt box gets a new base volume, and machines made from
+/// the old one keep theirs (base volumes are never removed by kvmdrive).
 fn ensure_base_volume(
     env: &Env,
     pool_dir: &Path,
     b: &InstalledBox,
 ) -> Result<PathBuf, LifecycleError> {
-    let meta = std::fs::metadata(&b.image).map_err(|e| BoxError::Io {
-        context: format!("cannot read {}", b.image.display()),
-        source: e,
-    })?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let image_id = super::project::short_hash(
-        format!("{}:{}:{:?}", b.image.display(), meta.len(), mtime).as_bytes(),
-    );
-    let name = plan::base_volume_name(&b.name, &b.version, &image_id);
+    let name = plan::base_volume_name(&b.name, &b.version, &b.content_id()?);
     let path = pool_dir.join(&name);
     if path.exists() {
         return Ok(path);

@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::to_xml;
+use super::{to_xml, Empty};
 
 /// kvmdrive's storage pool.
 pub const POOL_NAME: &str = "kvmdrive";
+
+/// qcow2 compatibility level of the volumes kvmdrive creates (qcow2 v3).
+pub const QCOW2_COMPAT: &str = "1.1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSpec {
@@ -56,9 +59,18 @@ struct Capacity {
     value: u64,
 }
 
+/// `compat` 1.1 with lazy refcounts, as vagrant-libvirt asks for: without a
+/// `<compat>` libvirt makes qcow2 version 2 (compat 0.10) images.
 #[derive(Serialize)]
 struct VolTarget {
     format: Format,
+    compat: &'static str,
+    features: Features,
+}
+
+#[derive(Serialize)]
+struct Features {
+    lazy_refcounts: Empty,
 }
 
 #[derive(Serialize)]
@@ -95,6 +107,10 @@ impl VolumeSpec {
             },
             target: VolTarget {
                 format: Format { kind: "qcow2" },
+                compat: QCOW2_COMPAT,
+                features: Features {
+                    lazy_refcounts: Empty {},
+                },
             },
             backing_store: self.backing.as_ref().map(|p| BackingStore {
                 path: p.display().to_string(),
