@@ -53,6 +53,10 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
     );
     m.insert("ansible_connection".into(), json!("ssh"));
     m.insert("ansible_ssh_common_args".into(), json!(ssh_common_args()));
+    if !r.networks.is_empty() {
+        // Extra NICs: [{name, mac, ip, prefix}]; ansible_host stays the management address.
+        m.insert("kvmdrive_networks".into(), json!(r.networks));
+    }
     m
 }
 
@@ -255,6 +259,7 @@ mod tests {
             identity_file: format!("/s/machines/{name}/id_ed25519").into(),
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
+            networks: Vec::new(),
         }
     }
 
@@ -295,6 +300,22 @@ mod tests {
             .as_mapping()
             .unwrap()
             .contains_key("web"));
+    }
+
+    #[test]
+    fn extra_networks_are_host_vars() {
+        let mut r = record("a", "192.168.121.10");
+        assert!(!host_vars(&r).contains_key("kvmdrive_networks"));
+        r.networks.push(crate::machine::nics::NicAddress {
+            name: "backend".into(),
+            mac: "52:54:00:00:00:02".into(),
+            ip: Some("192.168.56.11".parse().unwrap()),
+            prefix: Some(24),
+        });
+        let v = host_vars(&r);
+        assert_eq!(v["ansible_host"], json!("192.168.121.10"));
+        assert_eq!(v["kvmdrive_networks"][0]["ip"], json!("192.168.56.11"));
+        assert_eq!(v["kvmdrive_networks"][0]["name"], json!("backend"));
     }
 
     #[test]

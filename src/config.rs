@@ -103,6 +103,12 @@ pub struct MachineSettings {
     pub accel: Option<Accel>,
     /// Seconds to wait for SSH after starting the machine (default 300).
     pub boot_timeout: Option<Positive>,
+    /// Extra NICs: private and public networks (see [`crate::net_config`]).
+    pub networks: Option<Vec<crate::net_config::Network>>,
+    /// Host ports forwarded to guest ports.
+    pub forwarded_ports: Option<Vec<crate::net_config::ForwardedPort>>,
+    /// Card model of the management NIC (default virtio).
+    pub nic_model: Option<crate::net_config::NicModel>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -338,6 +344,9 @@ pub struct Machine {
     pub cpu_model: Option<String>,
     pub accel: Accel,
     pub boot_timeout_s: u32,
+    pub networks: Vec<crate::net_config::Network>,
+    pub forwarded_ports: Vec<crate::net_config::ForwardedPort>,
+    pub nic_model: crate::net_config::NicModel,
 }
 
 impl Config {
@@ -420,6 +429,9 @@ impl Config {
             cpu_model: pick!(cpu_model),
             accel: pick!(accel).unwrap_or_default(),
             boot_timeout_s: pick!(boot_timeout).map_or(300, |p| p.0),
+            networks: pick!(networks).unwrap_or_default(),
+            forwarded_ports: pick!(forwarded_ports).unwrap_or_default(),
+            nic_model: pick!(nic_model).unwrap_or_default(),
         }
     }
 }

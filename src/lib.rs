@@ -7,12 +7,14 @@ pub mod boxes;
 pub mod config;
 pub mod host;
 pub mod machine;
+pub mod net_config;
 pub mod output;
 pub mod virt;
 
 // Ansible role testing (Molecule driver and the lifecycle without Molecule).
 pub mod ansible;
 pub mod interpolate;
+pub mod molecule_networks;
 pub mod platforms;
 pub mod scenario;
 pub mod steps;

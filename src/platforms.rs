@@ -318,7 +318,7 @@ impl Checker<'_> {
                 "children" => {
                     instance.children = strings(v).ok_or_else(|| bad("a list of strings"))?
                 }
-                "interfaces" => self.interfaces(&at, v)?,
+                "interfaces" => self.interfaces(&at, v, &mut s)?,
                 "provider_options" => self.provider_options(&at, v, &mut s)?,
                 "config_options" => self.config_options(&at, v, &mut s)?,
                 k if VAGRANT_ONLY_KEYS.contains(&k) => {
@@ -343,32 +343,20 @@ impl Checker<'_> {
         Ok((s, instance))
     }
 
-    /// Vagrant networks: a DHCP private network is what every kvmdrive
-    /// machine has (its NAT interface); anything else cannot be honoured.
-    fn interfaces(&mut self, at: &str, v: &Value) -> Result<(), PlatformError> {
-        let Value::Array(list) = v else {
-            return Err(self.err(at, "expected a list"));
-        };
-        for (j, iface) in list.iter().enumerate() {
-            let at = format!("{at}[{j}]");
-            let net = iface.get("network_name").and_then(Value::as_str);
-            let kind = iface.get("type").and_then(Value::as_str);
-            match (net, kind) {
-                (Some("private_network"), Some("dhcp")) if iface.get("ip").is_none() => {
-                    self.warn(
-                        &at,
-                        "a DHCP private network: served by the machine's NAT interface (no second interface)".into(),
-                    )
-                }
-                _ => {
-                    return Err(self.err(
-                        &at,
-                        "kvmdrive gives each machine one interface on the project's NAT network; \
-                         only `network_name: private_network` with `type: dhcp` is accepted",
-                    ))
-                }
-            }
+    /// Vagrant networks (src/molecule_networks.rs): extra NICs and forwarded ports.
+    fn interfaces(
+        &mut self,
+        at: &str,
+        v: &Value,
+        s: &mut MachineSettings,
+    ) -> Result<(), PlatformError> {
+        let mapped =
+            crate::molecule_networks::interfaces(at, v).map_err(|(at, m)| self.err(&at, &m))?;
+        for (at, m) in mapped.warnings {
+            self.warn(&at, m);
         }
+        s.networks = Some(mapped.networks);
+        s.forwarded_ports = Some(mapped.forwarded_ports);
         Ok(())
     }
 
@@ -391,6 +379,12 @@ impl Checker<'_> {
                 "cpu_model" => s.cpu_model = Some(string(v).ok_or_else(|| bad("a string"))?),
                 "memory" => s.memory = Some(positive(v).ok_or_else(|| bad("a number of MiB"))?),
                 "cpus" => s.cpus = Some(positive(v).ok_or_else(|| bad("a whole number"))?),
+                "nic_model_type" => {
+                    let m = v.as_str().ok_or_else(|| bad("a string"))?;
+                    s.nic_model = Some(
+                        crate::net_config::NicModel::parse(m).map_err(|e| self.err(&at, &e))?,
+                    )
+                }
                 "driver" => {
                     s.accel = Some(match v.as_str() {
                         Some("kvm") => Accel::Kvm,
@@ -609,6 +603,19 @@ platforms:
         assert_eq!(p.instances[0].groups, vec!["web"]);
         assert_eq!(p.instances[0].children, vec!["frontend"]);
         assert_eq!(p.instances[1].name, "Instance_2");
+        assert_eq!(m[0].networks.len(), 1, "the DHCP private_network is a second NIC");
+        assert!(m[1].networks.is_empty());
+    }
+
+    #[test]
+    fn interfaces_and_nic_model_type_map_onto_networks() {
+        let p = ok("- name: a\n  provider_options:\n    nic_model_type: e1000\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n    - network_name: forwarded_port\n      guest: 80\n      host: 8080\n");
+        let m = &p.config.machines()[0];
+        assert_eq!(m.nic_model, crate::net_config::NicModel::E1000);
+        assert_eq!(m.networks.len(), 1);
+        assert_eq!((m.forwarded_ports[0].guest, m.forwarded_ports[0].host), (80, 8080));
+        let e = err("- name: a\n  provider_options:\n    nic_model_type: ne2k_pci\n");
+        assert!(e.contains("nic_model_type") && e.contains("ne2k_pci"), "{e}");
     }
 
     #[test]
@@ -618,11 +625,11 @@ platforms:
             "provider_raw_config_args",
             "instance_raw_config_args",
             "video_type",
-            "interfaces[0]",
         ] {
             assert!(w.contains(key), "no warning about {key}: {w}");
         }
         assert!(!w.contains("cpu_mode"), "{w}");
+        assert!(!w.contains("interfaces"), "a DHCP private network is honoured: {w}");
     }
 
     #[test]
@@ -648,8 +655,8 @@ platforms:
         assert!(e.contains("machine_type") && e.contains("q35"), "{e}");
         let e = err("- name: a\n  provider_options:\n    frobnicate: 1\n");
         assert!(e.contains("frobnicate"), "{e}");
-        let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n");
-        assert!(e.contains("interfaces[0]"), "{e}");
+        let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n      libvirt__forward_mode: route\n");
+        assert!(e.contains("interfaces[0].libvirt__forward_mode"), "{e}");
         let e = err("- name: a\n  config_options:\n    synced_folder: true\n");
         assert!(e.contains("synced folders"), "{e}");
         let e = err("- name: a\n  box_download_checksum: abc\n");

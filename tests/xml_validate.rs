@@ -4,6 +4,8 @@
 use std::process::Command;
 
 use kvmdrive::config::Subnet;
+use kvmdrive::net_config::{DirectMode, Forward, NicModel};
+use kvmdrive::virt::interface::{InterfaceSource, InterfaceSpec};
 use kvmdrive::virt::domain::{Accel, CpuSpec, DomainSpec};
 use kvmdrive::virt::network::{DhcpHost, NetworkSpec};
 use kvmdrive::virt::storage::{PoolSpec, VolumeSpec};
@@ -46,6 +48,8 @@ fn domains_validate_across_accelerators_cpus_and_sizes() {
                     disk: "/var/lib/libvirt/images/kvmdrive/p web & co.qcow2".into(),
                     mac: "52:54:00:ab:cd:ef".into(),
                     network: "kvmdrive-abc123".into(),
+                    nic_model: NicModel::Virtio,
+                    interfaces: Vec::new(),
                     console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
                 };
                 validate(&spec.to_xml(), "domain");
@@ -73,8 +77,83 @@ fn networks_validate_with_any_number_of_reservations() {
                     ip: subnet.host(10 + i),
                 })
                 .collect(),
+            forward: Forward::Nat,
+            dhcp_range: true,
         };
         validate(&spec.to_xml(), "network");
+    }
+}
+
+#[test]
+fn private_networks_validate_isolated_or_nat_with_or_without_dhcp() {
+    let subnet = Subnet::parse("192.168.56.0/24").unwrap();
+    for forward in [Forward::None, Forward::Nat] {
+        for (dhcp_range, hosts) in [(false, 0), (true, 0), (true, 2), (false, 1)] {
+            let spec = NetworkSpec {
+                name: "kvmdrive-abc123-backend".into(),
+                bridge: "kvn-0123456789".into(),
+                subnet,
+                hosts: (0..hosts)
+                    .map(|i| DhcpHost {
+                        mac: format!("52:54:00:00:01:{i:02x}"),
+                        name: format!("m{i}"),
+                        ip: subnet.host(10 + i),
+                    })
+                    .collect(),
+                forward,
+                dhcp_range,
+            };
+            validate(&spec.to_xml(), "network");
+        }
+    }
+}
+
+#[test]
+fn domains_validate_with_every_interface_kind_and_model() {
+    let models = [
+        NicModel::Virtio,
+        NicModel::E1000,
+        NicModel::E1000e,
+        NicModel::Rtl8139,
+    ];
+    let modes = [
+        DirectMode::Bridge,
+        DirectMode::Vepa,
+        DirectMode::Private,
+        DirectMode::Passthrough,
+    ];
+    for (model, mode) in models.into_iter().zip(modes) {
+        let nic = |n: u8, source: InterfaceSource| InterfaceSpec {
+            mac: format!("52:54:00:ab:cd:{n:02x}"),
+            model,
+            source,
+        };
+        let spec = DomainSpec {
+            name: "p-abc123-web".into(),
+            project: "abc123".into(),
+            machine: "web".into(),
+            accel: Accel::Tcg,
+            cpu: CpuSpec::Model("qemu64".into()),
+            memory_mib: 512,
+            vcpus: 1,
+            disk: "/var/lib/libvirt/images/kvmdrive/p.qcow2".into(),
+            mac: "52:54:00:ab:cd:ef".into(),
+            network: "kvmdrive-abc123".into(),
+            nic_model: model,
+            interfaces: vec![
+                nic(1, InterfaceSource::Network("kvmdrive-abc123-backend".into())),
+                nic(
+                    2,
+                    InterfaceSource::Direct {
+                        dev: "dummy0".into(),
+                        mode,
+                    },
+                ),
+                nic(3, InterfaceSource::Bridge("br0".into())),
+            ],
+            console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+        };
+        validate(&spec.to_xml(), "domain");
     }
 }
 

@@ -44,6 +44,14 @@ pub enum LifecycleError {
     },
     #[error("no free /24 subnet for the project's network")]
     NoSubnet,
+    #[error(transparent)]
+    Net(#[from] super::nics::NetPlanError),
+    #[error("forwarded port of `{machine}`: cannot listen on {addr}: {reason}")]
+    PortInUse {
+        machine: String,
+        addr: String,
+        reason: String,
+    },
     #[error("interrupted; what this run created was removed")]
     Cancelled,
 }
@@ -56,6 +64,11 @@ impl LifecycleError {
             LifecycleError::Project(e) => e.hint(),
             LifecycleError::UnknownMachine { .. } => Some("see `kvmdrive status`".into()),
             LifecycleError::NoSubnet => Some("set `network: {subnet: ...}` in kvmdrive.yml".into()),
+            LifecycleError::Net(e) => e.hint(),
+            LifecycleError::PortInUse { .. } => Some(
+                "pick another `host` port in forwarded_ports (see `ss -ltnp` for who holds it)"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -228,6 +241,7 @@ pub fn up(
         if network_created {
             env.hv.remove_network(&plan::network_name(env.project))?;
         }
+        super::net_apply::remove_unused(env, &[])?;
         env.project.remove_state()?;
     }
     outcome
@@ -240,6 +254,8 @@ fn up_locked(
     network_created: &mut bool,
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
     let facts = KvmFacts::read();
+    // Extra networks and forwarded ports are checked before anything is made.
+    let groups = super::net_apply::preflight(env, &config.machines(), machines)?;
 
     let pool_dir = env.hv.ensure_pool(&PoolSpec {
         name: POOL_NAME.into(),
@@ -269,6 +285,7 @@ fn up_locked(
 
     let mut net = ensure_network(env, config)?;
     *network_created = net.created_now;
+    let mut private = super::net_apply::ensure_private_networks(env, &groups)?;
     let mut plans = Vec::new();
     for (m, spec) in machines.iter().zip(&specs) {
         let choice = accel::choose(m.accel, &facts);
@@ -289,16 +306,17 @@ fn up_locked(
             env.hv.add_dhcp_host(&net.name, &host.to_xml())?;
             net.hosts.push(host);
         }
-        plans.push((plan, ip));
+        let nics = super::net_apply::reserve(env, &mut private, &plan)?;
+        plans.push((plan, ip, nics));
     }
-    if let Some((p, _)) = plans.first() {
+    if let Some((p, _, _)) = plans.first() {
         if p.accel.accel == Accel::Tcg {
             env.out.step(None, p.accel.reason.clone());
         }
     }
 
-    let results = parallel(&plans, |(plan, ip)| {
-        (plan.machine.name.0.clone(), bring_up(env, plan, *ip))
+    let results = parallel(&plans, |(plan, ip, nics)| {
+        (plan.machine.name.0.clone(), bring_up(env, plan, *ip, nics))
     });
     collect(env.out, results)
 }
@@ -363,6 +381,10 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
         .iter()
         .flat_map(|x| netplan::read_network(x).subnets)
         .collect();
+    // Subnets the project's private networks are given stay free for them.
+    if let Ok(groups) = super::nics::private_groups(&config.machines()) {
+        taken.extend(groups.iter().filter_map(|g| g.subnet));
+    }
     taken.extend(netplan::read_routes(
         &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
     ));
@@ -375,6 +397,8 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
         bridge: plan::bridge_name(env.project),
         subnet,
         hosts: Vec::new(),
+        forward: crate::net_config::Forward::Nat,
+        dhcp_range: true,
     };
     env.out
         .step(None, format!("creating network {name} ({subnet})"));
@@ -394,9 +418,14 @@ struct Created {
     domain: bool,
 }
 
-fn bring_up(env: &Env, plan: &MachinePlan, ip: Ipv4Addr) -> Result<MachineRecord, Failure> {
+fn bring_up(
+    env: &Env,
+    plan: &MachinePlan,
+    ip: Ipv4Addr,
+    nics: &[super::nics::NicAddress],
+) -> Result<MachineRecord, Failure> {
     let mut created = Created::default();
-    let result = bring_up_inner(env, plan, ip, &mut created);
+    let result = bring_up_inner(env, plan, ip, nics, &mut created);
     if result.is_err() && (created.domain || created.overlay) {
         let name = Some(plan.machine.name.0.as_str());
         env.out.step(name, "removing what this run created");
@@ -422,6 +451,7 @@ fn bring_up_inner(
     env: &Env,
     plan: &MachinePlan,
     ip: Ipv4Addr,
+    nics: &[super::nics::NicAddress],
     created: &mut Created,
 ) -> Result<MachineRecord, Failure> {
     let name = plan.machine.name.0.as_str();
@@ -471,7 +501,9 @@ fn bring_up_inner(
                 })
             }
             Err(ReadyError::Failed(f)) => return Err(f),
-            Ok(record) => {
+            Ok(mut record) => {
+                record.networks = nics.to_vec();
+                super::net_apply::after_ready(env, plan, &record).map_err(failure)?;
                 env.project.save_record(&record)?;
                 out(format!(
                     "ready: ssh {}@{} ({})",
@@ -604,6 +636,7 @@ fn wait_ready(
         identity_file: key.private_path.clone(),
         mac: plan.mac.clone(),
         domain_type: accel.domain_type().into(),
+        networks: Vec::new(),
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.
@@ -754,6 +787,7 @@ fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
         }
         Some(_) => {}
     }
+    super::forward::stop(&env.project.machine_dir(&m.name.0));
     env.out.step(name, "shutting down");
     let asked = match env.project.record(&m.name.0)? {
         Some(r) if !env.hv.is_test_driver() => SshTarget::from_record(&r)
@@ -811,6 +845,9 @@ pub fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<(), Lifec
     let network = plan::network_name(env.project);
     let results = parallel(&targets, |t| (t.clone(), destroy_one(env, t, &network)));
     collect(env.out, results)?;
+    for n in super::net_apply::remove_unused(env, &targets)? {
+        env.out.step(None, format!("removed network {n}"));
+    }
     if remaining_domains(env)?.is_empty() {
         if env.hv.network_exists(&network)? {
             env.hv.remove_network(&network)?;
@@ -838,6 +875,7 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
         }
     }
     let _ = std::fs::remove_file(plan::console_log(&domain));
+    super::forward::stop(&env.project.machine_dir(machine));
     env.project.forget(machine)?;
     env.out.step(
         Some(machine),
@@ -858,6 +896,8 @@ pub struct MachineStatus {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
+    /// Extra NICs: network name, MAC and address.
+    pub networks: Vec<super::nics::NicAddress>,
 }
 
 /// The state of every configured machine. Without state (nothing was ever
@@ -888,6 +928,10 @@ pub fn status(
                 address: record.as_ref().map(|r| r.address.clone()),
                 port: record.as_ref().map(|r| r.port),
                 user: record.as_ref().map(|r| r.user.clone()),
+                networks: record
+                    .as_ref()
+                    .map(|r| r.networks.clone())
+                    .unwrap_or_default(),
                 identity_file: record.map(|r| r.identity_file),
                 name,
             })

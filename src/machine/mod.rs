@@ -3,9 +3,13 @@
 //! ([`lifecycle`]), and reaching them over SSH ([`ssh`], [`keys`]).
 
 pub mod cancel;
+pub mod forward;
+pub mod guest_net;
 pub mod keys;
 pub mod lifecycle;
+pub mod net_apply;
 pub mod netplan;
+pub mod nics;
 pub mod plan;
 pub mod project;
 pub mod ssh;

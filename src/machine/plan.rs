@@ -92,6 +92,8 @@ pub struct MachinePlan {
     pub mac: String,
     pub overlay: VolumeSpec,
     pub accel: AccelChoice,
+    /// Extra NICs (private and public networks).
+    pub nics: Vec<super::nics::NicPlan>,
 }
 
 impl MachinePlan {
@@ -113,6 +115,7 @@ impl MachinePlan {
             domain,
             machine: machine.clone(),
             accel,
+            nics: super::nics::plan_nics(project, machine),
         }
     }
 
@@ -135,6 +138,8 @@ impl MachinePlan {
             disk: disk.to_owned(),
             mac: self.mac.clone(),
             network: network_name(project),
+            nic_model: self.machine.nic_model,
+            interfaces: self.nics.iter().map(|n| n.interface.clone()).collect(),
             console_log: console_log(&self.domain),
         }
     }

@@ -59,6 +59,9 @@ pub struct MachineRecord {
     pub mac: String,
     /// `kvm` or `qemu` (TCG).
     pub domain_type: String,
+    /// Extra NICs (private and public networks) and their addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<super::nics::NicAddress>,
 }
 
 #[derive(Debug, Clone)]
@@ -250,6 +253,7 @@ mod tests {
             identity_file: "/k".into(),
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
+            networks: Vec::new(),
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

@@ -166,6 +166,7 @@ mod tests {
             identity_file: "/p/.kvmdrive/machines/web/id_ed25519".into(),
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
+            networks: Vec::new(),
         }
     }
 

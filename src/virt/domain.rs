@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::interface::{InterfaceSource, InterfaceSpec, InterfaceXml};
 use super::{to_xml, Empty};
+use crate::net_config::NicModel;
 
 /// XML namespace of kvmdrive's `<metadata>` element, which marks domains as
 /// ours and names their project and machine.
@@ -48,8 +50,12 @@ pub struct DomainSpec {
     pub vcpus: u32,
     /// The machine's qcow2 overlay.
     pub disk: PathBuf,
+    /// The management NIC: its MAC, network and card model.
     pub mac: String,
     pub network: String,
+    pub nic_model: NicModel,
+    /// Extra NICs (private and public networks), after the management NIC.
+    pub interfaces: Vec<InterfaceSpec>,
     /// File the serial console is logged to.
     pub console_log: PathBuf,
 }
@@ -158,7 +164,8 @@ struct Clock {
 #[derive(Serialize)]
 struct Devices<'a> {
     disk: Disk,
-    interface: Interface<'a>,
+    #[serde(rename = "interface")]
+    interfaces: Vec<InterfaceXml<'a>>,
     serial: Serial,
     console: Console,
     rng: Rng,
@@ -198,33 +205,6 @@ struct DiskTarget {
     dev: &'static str,
     #[serde(rename = "@bus")]
     bus: &'static str,
-}
-
-#[derive(Serialize)]
-struct Interface<'a> {
-    #[serde(rename = "@type")]
-    kind: &'static str,
-    mac: Mac<'a>,
-    source: NetworkSource<'a>,
-    model: InterfaceModel,
-}
-
-#[derive(Serialize)]
-struct InterfaceModel {
-    #[serde(rename = "@type")]
-    kind: &'static str,
-}
-
-#[derive(Serialize)]
-struct Mac<'a> {
-    #[serde(rename = "@address")]
-    address: &'a str,
-}
-
-#[derive(Serialize)]
-struct NetworkSource<'a> {
-    #[serde(rename = "@network")]
-    network: &'a str,
 }
 
 #[derive(Serialize)]
@@ -299,6 +279,11 @@ impl DomainSpec {
                 }),
             ),
         };
+        let management = InterfaceSpec {
+            mac: self.mac.clone(),
+            model: self.nic_model,
+            source: InterfaceSource::Network(self.network.clone()),
+        };
         let doc = DomainXml {
             kind: self.accel.domain_type(),
             name: &self.name,
@@ -352,14 +337,10 @@ impl DomainSpec {
                         bus: "virtio",
                     },
                 },
-                interface: Interface {
-                    kind: "network",
-                    mac: Mac { address: &self.mac },
-                    source: NetworkSource {
-                        network: &self.network,
-                    },
-                    model: InterfaceModel { kind: "virtio" },
-                },
+                interfaces: std::iter::once(&management)
+                    .chain(&self.interfaces)
+                    .map(InterfaceSpec::as_xml)
+                    .collect(),
                 serial: Serial {
                     kind: "pty",
                     log: Log {
@@ -405,6 +386,8 @@ pub(crate) mod tests {
             disk: "/var/lib/libvirt/images/kvmdrive/proj-1a2b3c-web.qcow2".into(),
             mac: "52:54:00:12:34:56".into(),
             network: "kvmdrive-1a2b3c".into(),
+            nic_model: NicModel::Virtio,
+            interfaces: Vec::new(),
             console_log: "/var/log/libvirt/qemu/proj-1a2b3c-web-console.log".into(),
         }
     }
@@ -419,6 +402,19 @@ pub(crate) mod tests {
     fn kvm_domain_matches_golden_file() {
         let xml = sample(Accel::Kvm, CpuSpec::HostPassthrough).to_xml();
         crate::testutil::assert_golden("domain-kvm.xml", &xml);
+    }
+
+    #[test]
+    fn extra_nics_follow_the_management_nic() {
+        let mut s = sample(Accel::Tcg, CpuSpec::Model("qemu64".into()));
+        s.nic_model = NicModel::E1000;
+        s.interfaces = crate::virt::interface::tests::extra_nics();
+        let xml = s.to_xml();
+        crate::testutil::assert_golden("domain-networks.xml", &xml);
+        let first = xml.find("<interface").unwrap();
+        assert!(xml[first..].starts_with(r#"<interface type="network">"#), "{xml}");
+        assert!(xml[first..].contains(r#"<model type="e1000"/>"#));
+        assert_eq!(xml.matches("<interface ").count(), 4, "{xml}");
     }
 
     #[test]

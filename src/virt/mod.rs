@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod hypervisor;
+pub mod interface;
 pub mod network;
 pub mod storage;
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::to_xml;
 use crate::config::Subnet;
+use crate::net_config::Forward;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {
@@ -15,6 +16,10 @@ pub struct NetworkSpec {
     pub bridge: String,
     pub subnet: Subnet,
     pub hosts: Vec<DhcpHost>,
+    /// `nat` for the management network; private networks may be isolated.
+    pub forward: Forward,
+    /// Hand out dynamic addresses (reservations are served either way).
+    pub dhcp_range: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,13 +33,14 @@ pub struct DhcpHost {
 #[serde(rename = "network")]
 struct NetworkXml<'a> {
     name: &'a str,
-    forward: Forward,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forward: Option<ForwardXml>,
     bridge: Bridge<'a>,
     ip: Ip<'a>,
 }
 
 #[derive(Serialize)]
-struct Forward {
+struct ForwardXml {
     #[serde(rename = "@mode")]
     mode: &'static str,
 }
@@ -55,12 +61,14 @@ struct Ip<'a> {
     address: Ipv4Addr,
     #[serde(rename = "@prefix")]
     prefix: u8,
-    dhcp: Dhcp<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dhcp: Option<Dhcp<'a>>,
 }
 
 #[derive(Serialize)]
 struct Dhcp<'a> {
-    range: Range,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range: Option<Range>,
     #[serde(rename = "host")]
     hosts: Vec<HostXml<'a>>,
 }
@@ -107,7 +115,10 @@ impl NetworkSpec {
     pub fn to_xml(&self) -> String {
         let doc = NetworkXml {
             name: &self.name,
-            forward: Forward { mode: "nat" },
+            forward: match self.forward {
+                Forward::Nat => Some(ForwardXml { mode: "nat" }),
+                Forward::None => None,
+            },
             bridge: Bridge {
                 name: &self.bridge,
                 stp: "on",
@@ -116,13 +127,13 @@ impl NetworkSpec {
             ip: Ip {
                 address: self.subnet.host(1),
                 prefix: self.subnet.prefix,
-                dhcp: Dhcp {
-                    range: Range {
+                dhcp: (self.dhcp_range || !self.hosts.is_empty()).then(|| Dhcp {
+                    range: self.dhcp_range.then(|| Range {
                         start: self.subnet.host(DYNAMIC_RANGE_START),
                         end: self.subnet.host(self.subnet.size().min(256) - 2),
-                    },
+                    }),
                     hosts: self.hosts.iter().map(DhcpHost::as_xml).collect(),
-                },
+                }),
             },
         };
         to_xml(&doc)
@@ -147,12 +158,28 @@ pub(crate) mod tests {
                         .host(10 + i as u32),
                 })
                 .collect(),
+            forward: Forward::Nat,
+            dhcp_range: true,
         }
     }
 
     #[test]
     fn network_matches_golden_file() {
         crate::testutil::assert_golden("network.xml", &sample(2).to_xml());
+    }
+
+    #[test]
+    fn isolated_private_networks() {
+        let mut spec = sample(0);
+        spec.name = "kvmdrive-1a2b3c-backend".into();
+        spec.forward = Forward::None;
+        spec.dhcp_range = false;
+        let xml = spec.to_xml();
+        crate::testutil::assert_golden("network-isolated.xml", &xml);
+        assert!(!xml.contains("<forward") && !xml.contains("<dhcp"), "{xml}");
+        spec.hosts = sample(1).hosts;
+        let xml = spec.to_xml();
+        assert!(xml.contains("<host ") && !xml.contains("<range"), "{xml}");
     }
 
     #[test]

@@ -1,0 +1,432 @@
+//! Extra networks against libvirt and the host: the checks `up` makes before
+//! it creates anything (groups agree, public devices exist, forwarded host
+//! ports are free), the project's private networks (made, reused, their DHCP
+//! reservations), and their removal with the last machine that uses them.
+
+use std::net::TcpListener;
+
+use serde::Deserialize;
+
+use super::lifecycle::{Env, LifecycleError};
+use super::nics::{self, GuestAddress, NetPlanError, NicAddress, PrivateGroup};
+use super::plan::MachinePlan;
+use super::project::MachineRecord;
+use super::ssh::{shell_quote, SshTarget};
+use super::{forward, guest_net, netplan};
+use crate::config::{Machine, Subnet};
+use crate::virt::network::{DhcpHost, NetworkSpec};
+use crate::virt::VirtError;
+
+/// A private network as found or made by this run.
+#[derive(Debug, Clone)]
+pub struct PrivateNet {
+    pub key: String,
+    pub name: String,
+    pub subnet: Subnet,
+    pub hosts: Vec<DhcpHost>,
+    pub created_now: bool,
+}
+
+/// Checks that need no libvirt object: the project's private networks agree
+/// (`all` machines), public devices exist and forwarded host ports can be
+/// bound (`selected` machines; ports our own forwarders hold are skipped).
+/// Returns the private networks the selected machines use.
+pub fn preflight(
+    env: &Env,
+    all: &[Machine],
+    selected: &[Machine],
+) -> Result<Vec<PrivateGroup>, LifecycleError> {
+    let mut groups = nics::private_groups(all)?;
+    groups.retain(|g| {
+        selected.iter().any(|m| {
+            m.networks.iter().any(|n| {
+                matches!(&n.kind, crate::net_config::NetworkKind::Private(p) if nics::private_key(p) == g.key)
+            })
+        })
+    });
+    for m in selected {
+        for n in &m.networks {
+            if let crate::net_config::NetworkKind::Public { source, .. } = &n.kind {
+                check_public(&m.name.0, source, std::path::Path::new("/sys/class/net"))?;
+            }
+        }
+        if m.forwarded_ports.is_empty() {
+            continue;
+        }
+        let dir = env.project.machine_dir(&m.name.0);
+        if super::forward::running(&dir).is_some() {
+            continue;
+        }
+        for p in &m.forwarded_ports {
+            if let Err(e) = TcpListener::bind((p.host_ip, p.host)) {
+                return Err(LifecycleError::PortInUse {
+                    machine: m.name.0.clone(),
+                    addr: format!("{}:{}", p.host_ip, p.host),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// A public network's device or bridge must exist on the host.
+pub fn check_public(
+    machine: &str,
+    source: &crate::net_config::PublicSource,
+    sys_class_net: &std::path::Path,
+) -> Result<(), NetPlanError> {
+    use crate::net_config::PublicSource;
+    match source {
+        PublicSource::Direct { dev, .. } if !sys_class_net.join(dev).exists() => {
+            Err(NetPlanError::MissingDevice {
+                machine: machine.into(),
+                dev: dev.clone(),
+            })
+        }
+        PublicSource::Bridge { bridge } if !sys_class_net.join(bridge).join("bridge").exists() => {
+            Err(NetPlanError::MissingBridge {
+                machine: machine.into(),
+                bridge: bridge.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Finds or makes each private network. A new one's subnet must overlap no
+/// other libvirt network and no host route (`also_taken`: subnets the
+/// project's management network uses).
+pub fn ensure_private_networks(
+    env: &Env,
+    groups: &[PrivateGroup],
+) -> Result<Vec<PrivateNet>, LifecycleError> {
+    let mut out = Vec::new();
+    let mut taken: Option<Vec<(String, Subnet)>> = None;
+    for g in groups {
+        let name = nics::private_network_name(env.project, &g.key);
+        if let Some(xml) = env.hv.network_xml(&name)? {
+            let facts = netplan::read_network(&xml);
+            if let Some(subnet) = facts.subnets.first().copied() {
+                env.hv.ensure_network(&name, &xml)?;
+                out.push(PrivateNet {
+                    key: g.key.clone(),
+                    name,
+                    subnet,
+                    hosts: facts.hosts,
+                    created_now: false,
+                });
+                continue;
+            }
+        }
+        let taken = match &mut taken {
+            Some(t) => t,
+            None => taken.insert(taken_subnets(env)?),
+        };
+        let subnet = match g.subnet {
+            Some(s) => {
+                if let Some((what, t)) = taken.iter().find(|(_, t)| t.overlaps(&s)) {
+                    return Err(NetPlanError::Overlap {
+                        key: g.key.clone(),
+                        subnet: s,
+                        other: format!("{what} ({t})"),
+                    }
+                    .into());
+                }
+                s
+            }
+            None => {
+                let list: Vec<Subnet> = taken
+                    .iter()
+                    .map(|(_, t)| *t)
+                    .chain(groups.iter().filter_map(|g| g.subnet))
+                    .collect();
+                netplan::choose_subnet(&list)
+                    .ok_or_else(|| NetPlanError::NoSubnet { key: g.key.clone() })?
+            }
+        };
+        let spec = NetworkSpec {
+            name: name.clone(),
+            bridge: nics::private_bridge_name(&name),
+            subnet,
+            hosts: Vec::new(),
+            forward: g.forward,
+            dhcp_range: g.dhcp,
+        };
+        env.out.step(
+            None,
+            format!(
+                "creating private network {name} ({subnet}, {})",
+                match g.forward {
+                    crate::net_config::Forward::None => "isolated",
+                    crate::net_config::Forward::Nat => "nat",
+                }
+            ),
+        );
+        env.hv.ensure_network(&name, &spec.to_xml())?;
+        taken.push((format!("network {name}"), subnet));
+        out.push(PrivateNet {
+            key: g.key.clone(),
+            name,
+            subnet,
+            hosts: Vec::new(),
+            created_now: true,
+        });
+    }
+    Ok(out)
+}
+
+/// Subnets of every libvirt network and host route, with what holds them.
+fn taken_subnets(env: &Env) -> Result<Vec<(String, Subnet)>, VirtError> {
+    let mut taken = Vec::new();
+    for xml in env.hv.all_network_xml()? {
+        let name = network_name(&xml).unwrap_or_default();
+        for s in netplan::read_network(&xml).subnets {
+            taken.push((format!("libvirt network {name}"), s));
+        }
+    }
+    for s in netplan::read_routes(&std::fs::read_to_string("/proc/net/route").unwrap_or_default()) {
+        taken.push(("a host route".to_owned(), s));
+    }
+    Ok(taken)
+}
+
+/// Reserves an address for each DHCP NIC on a private network (so the
+/// address is known before boot) and returns what each extra NIC gets.
+pub fn reserve(
+    env: &Env,
+    nets: &mut [PrivateNet],
+    plan: &MachinePlan,
+) -> Result<Vec<NicAddress>, LifecycleError> {
+    let mut out = Vec::new();
+    for nic in &plan.nics {
+        let mac = nic.interface.mac.clone();
+        let (ip, prefix) = match (nic.address, &nic.private_key) {
+            (GuestAddress::Static(a), _) => (Some(a.ip), Some(a.prefix)),
+            (GuestAddress::Dhcp, Some(key)) => {
+                let net = nets
+                    .iter_mut()
+                    .find(|n| &n.key == key)
+                    .expect("every private key has a network");
+                let ip = netplan::assign_ip(&net.subnet, &net.hosts, &mac)
+                    .ok_or(LifecycleError::NoSubnet)?;
+                if !net.hosts.iter().any(|h| h.mac.eq_ignore_ascii_case(&mac)) {
+                    let host = DhcpHost {
+                        mac: mac.clone(),
+                        name: plan.machine.name.0.clone(),
+                        ip,
+                    };
+                    env.hv.add_dhcp_host(&net.name, &host.to_xml())?;
+                    net.hosts.push(host);
+                }
+                (Some(ip), Some(net.subnet.prefix))
+            }
+            (GuestAddress::Dhcp, None) => (None, None),
+        };
+        out.push(NicAddress {
+            name: nic.label.clone(),
+            mac,
+            ip,
+            prefix,
+        });
+    }
+    Ok(out)
+}
+
+/// After the first login: configures the extra NICs inside the guest and
+/// (re)starts the forwarded ports. Nothing to do under libvirt's test driver.
+pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Result<(), String> {
+    if env.hv.is_test_driver() {
+        return Ok(());
+    }
+    let name = Some(plan.machine.name.0.as_str());
+    let wanted: Vec<&nics::NicPlan> = plan.nics.iter().filter(|n| n.auto_config).collect();
+    if !wanted.is_empty() {
+        let target = SshTarget::from_record(record);
+        let probe = run(&target, guest_net::PROBE_SCRIPT)?;
+        let probe = guest_net::parse_probe(&probe);
+        let system = probe.system.ok_or_else(|| {
+            "cannot configure the extra NICs: the guest runs none of netplan, NetworkManager, \
+             systemd-networkd or ifupdown (set `auto_config: false` and configure them yourself)"
+                .to_owned()
+        })?;
+        let mut guest_nics = Vec::new();
+        for n in wanted {
+            let mac = n.interface.mac.to_ascii_lowercase();
+            let ifname = probe
+                .interfaces
+                .iter()
+                .find(|(m, _)| *m == mac)
+                .map(|(_, i)| i.clone())
+                .ok_or_else(|| format!("the guest has no interface with MAC {mac}"))?;
+            guest_nics.push(guest_net::GuestNic {
+                mac,
+                ifname,
+                address: n.address,
+            });
+        }
+        let script = guest_net::configure_script(system, &guest_nics);
+        let out = run(&target, &format!("sudo -n sh -c {}", shell_quote(&script)))?;
+        env.out.detail(
+            name,
+            format!(
+                "extra NICs ({}): {}",
+                system.as_str(),
+                out.lines().last().unwrap_or("").trim()
+            ),
+        );
+    }
+    let dir = env.project.machine_dir(&plan.machine.name.0);
+    match forward::start(&dir, record, &plan.machine.forwarded_ports) {
+        Ok(Some(pid)) => env.out.step(
+            name,
+            format!(
+                "forwarding {} (ssh pid {pid})",
+                plan.machine
+                    .forwarded_ports
+                    .iter()
+                    .map(|p| format!("{}:{} -> {}", p.host_ip, p.host, p.guest))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Ok(None) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    Ok(())
+}
+
+/// Runs a script over SSH; its stdout, or an error with its stderr.
+fn run(target: &SshTarget, script: &str) -> Result<String, String> {
+    let out = target
+        .run(script, 10)
+        .map_err(|e| format!("cannot run ssh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "configuring the extra NICs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Removes the project's private networks no remaining domain uses, and
+/// the DHCP reservations of machines that are gone from the others.
+/// Returns the names removed.
+pub fn remove_unused(env: &Env, gone: &[String]) -> Result<Vec<String>, VirtError> {
+    let prefix = nics::private_network_prefix(env.project);
+    let mut used = Vec::new();
+    for d in env.hv.owned_domains()? {
+        if d.project == env.project.id {
+            if let Some(xml) = env.hv.domain_xml(&d.domain)? {
+                used.extend(domain_networks(&xml));
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for xml in env.hv.all_network_xml()? {
+        let Some(name) = network_name(&xml) else {
+            continue;
+        };
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        if used.contains(&name) {
+            for h in netplan::read_network(&xml).hosts {
+                if gone.contains(&h.name) {
+                    env.hv.remove_dhcp_host(&name, &h.to_xml())?;
+                }
+            }
+        } else {
+            env.hv.remove_network(&name)?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+#[derive(Deserialize)]
+struct NetNameDoc {
+    name: Option<String>,
+}
+
+/// The `<name>` of a network document.
+fn network_name(xml: &str) -> Option<String> {
+    quick_xml::de::from_str::<NetNameDoc>(xml).ok()?.name
+}
+
+#[derive(Deserialize)]
+struct DomDoc {
+    devices: Option<DevicesDoc>,
+}
+
+#[derive(Deserialize)]
+struct DevicesDoc {
+    #[serde(default)]
+    interface: Vec<IfDoc>,
+}
+
+#[derive(Deserialize)]
+struct IfDoc {
+    source: Option<IfSourceDoc>,
+}
+
+#[derive(Deserialize)]
+struct IfSourceDoc {
+    #[serde(rename = "@network")]
+    network: Option<String>,
+}
+
+/// Networks a domain's interfaces are attached to.
+pub fn domain_networks(xml: &str) -> Vec<String> {
+    let Ok(doc) = quick_xml::de::from_str::<DomDoc>(xml) else {
+        return Vec::new();
+    };
+    doc.devices
+        .map(|d| d.interface)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.source.and_then(|s| s.network))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net_config::{DirectMode, PublicSource};
+
+    #[test]
+    fn reads_names_and_attached_networks() {
+        let mut spec = crate::virt::domain::tests::sample(
+            crate::virt::domain::Accel::Tcg,
+            crate::virt::domain::CpuSpec::HostModel,
+        );
+        spec.interfaces = crate::virt::interface::tests::extra_nics();
+        assert_eq!(
+            domain_networks(&spec.to_xml()),
+            vec!["kvmdrive-1a2b3c", "kvmdrive-1a2b3c-backend"]
+        );
+        let net = crate::virt::network::tests::sample(0).to_xml();
+        assert_eq!(network_name(&net).as_deref(), Some("kvmdrive-1a2b3c"));
+    }
+
+    #[test]
+    fn public_sources_must_exist() {
+        let sys = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sys.path().join("eth0")).unwrap();
+        std::fs::create_dir_all(sys.path().join("br0/bridge")).unwrap();
+        let direct = |dev: &str| PublicSource::Direct {
+            dev: dev.into(),
+            mode: DirectMode::Bridge,
+        };
+        let bridge = |b: &str| PublicSource::Bridge { bridge: b.into() };
+        assert!(check_public("a", &direct("eth0"), sys.path()).is_ok());
+        assert!(check_public("a", &bridge("br0"), sys.path()).is_ok());
+        let e = check_public("a", &direct("eth9"), sys.path()).unwrap_err();
+        assert!(e.to_string().contains("`eth9` does not exist"), "{e}");
+        assert!(matches!(
+            check_public("a", &bridge("eth0"), sys.path()),
+            Err(NetPlanError::MissingBridge { .. })
+        ));
+    }
+}

@@ -1,0 +1,205 @@
+//! Extra networks against libvirt's `test:///default` driver: private
+//! networks shared by machines, made on `up`, their DHCP reservations, kept
+//! while a machine uses them and removed with the last one (also when it left
+//! the config); bad public devices and overlapping subnets refused before
+//! anything is made.
+
+mod common;
+
+use std::sync::Mutex;
+
+use kvmdrive::boxes::BoxStore;
+use kvmdrive::config::Config;
+use kvmdrive::machine::lifecycle::{self, Env};
+use kvmdrive::machine::project::Project;
+use kvmdrive::machine::{netplan, nics, plan};
+use kvmdrive::output::Reporter;
+use kvmdrive::virt::Hypervisor;
+
+static LIBVIRT: Mutex<()> = Mutex::new(());
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    pool_dir: std::path::PathBuf,
+    the_box: std::path::PathBuf,
+    hv: Hypervisor,
+    store: BoxStore,
+    out: Reporter,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::env::set_var("KVMDRIVE_HOME", tmp.path().join("home"));
+    Fixture {
+        the_box: common::tiny_box(tmp.path()),
+        pool_dir: tmp.path().join("pool"),
+        hv: Hypervisor::connect("test:///default").unwrap(),
+        store: BoxStore::from_env(),
+        out: Reporter::new(false, 0),
+        dir,
+        _tmp: tmp,
+    }
+}
+
+impl Fixture {
+    /// Writes kvmdrive.yml: `machines` is the YAML of the machine list.
+    fn write(&self, machines: &str) {
+        let yml = format!(
+            "defaults:\n  box: {}\n  accel: tcg\nmachines:\n{machines}",
+            self.the_box.display()
+        );
+        std::fs::write(self.dir.join("kvmdrive.yml"), yml).unwrap();
+    }
+
+    fn project(&self) -> Project {
+        Project::new(&self.dir, None).unwrap()
+    }
+
+    fn run<T>(&self, f: impl FnOnce(&Env, &Config) -> T) -> T {
+        let project = self.project();
+        let env = Env {
+            hv: &self.hv,
+            project: &project,
+            out: &self.out,
+            store: &self.store,
+            pool_dir: self.pool_dir.clone(),
+        };
+        f(&env, &Config::load(&self.dir).unwrap())
+    }
+
+    fn net(&self, key: &str) -> Option<String> {
+        self.hv
+            .network_xml(&nics::private_network_name(&self.project(), key))
+            .unwrap()
+    }
+}
+
+const A: &str = "  - name: a
+    networks:
+      - {type: private, ip: 192.168.56.11}
+      - {type: private, dhcp: true, name: backend, nic_model: e1000}
+";
+const B: &str = "  - name: b
+    networks:
+      - {type: private, ip: 192.168.56.12}
+      - {type: private, dhcp: true, name: backend}
+";
+
+#[test]
+fn private_networks_are_shared_reserved_and_removed_with_their_last_user() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture();
+    fx.write(&format!("{A}{B}"));
+    let records = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+
+    // One libvirt network per private network, isolated, on the given subnet.
+    let static_net = fx.net("192.168.56.0-24").expect("static network made");
+    assert!(!static_net.contains("<forward"), "{static_net}");
+    assert!(static_net.contains("192.168.56.1"), "{static_net}");
+    let backend = fx.net("backend").expect("dhcp network made");
+    let hosts = netplan::read_network(&backend).hosts;
+    assert_eq!(hosts.len(), 2, "{backend}");
+    assert!(backend.contains("<range"), "{backend}");
+
+    // Each machine records its extra addresses; the DHCP one is reserved.
+    let a = &records[0];
+    assert_eq!(a.networks.len(), 2);
+    assert_eq!(a.networks[0].ip.unwrap().to_string(), "192.168.56.11");
+    let reserved = a.networks[1].ip.unwrap();
+    assert!(hosts
+        .iter()
+        .any(|h| h.ip == reserved && h.mac == a.networks[1].mac));
+
+    // The domain: management NIC first, then the extra NICs in order.
+    let xml = fx
+        .hv
+        .domain_xml(&plan::domain_name(&fx.project(), "a"))
+        .unwrap()
+        .unwrap();
+    let order: Vec<usize> = [
+        format!("network='{}'", plan::network_name(&fx.project())),
+        format!(
+            "network='{}'",
+            nics::private_network_name(&fx.project(), "192.168.56.0-24")
+        ),
+        format!(
+            "network='{}'",
+            nics::private_network_name(&fx.project(), "backend")
+        ),
+    ]
+    .iter()
+    .map(|s| {
+        xml.find(s.as_str())
+            .unwrap_or_else(|| panic!("{s} in {xml}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{xml}");
+    assert!(xml.contains("e1000"), "{xml}");
+
+    // A second up changes nothing.
+    let again = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    assert_eq!(again[0].networks, records[0].networks);
+
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+    assert!(fx.net("backend").is_none() && fx.net("192.168.56.0-24").is_none());
+}
+
+#[test]
+fn a_network_outlives_one_of_its_machines() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture();
+    fx.write(&format!("{A}{B}"));
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    fx.run(|env, c| lifecycle::destroy(env, c, &["b".to_string()]))
+        .unwrap();
+    let backend = fx.net("backend").expect("a still uses backend");
+    let hosts = netplan::read_network(&backend).hosts;
+    assert_eq!(hosts.len(), 1, "b's reservation is gone: {backend}");
+    assert_eq!(hosts[0].name, "a");
+    assert!(fx.net("192.168.56.0-24").is_some());
+
+    // A machine removed from the config is still found and its networks go.
+    fx.write("  - name: c\n");
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+    assert!(fx.net("backend").is_none() && fx.net("192.168.56.0-24").is_none());
+    assert!(!fx
+        .hv
+        .network_exists(&plan::network_name(&fx.project()))
+        .unwrap());
+}
+
+#[test]
+fn bad_networks_are_refused_before_anything_is_made() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture();
+    for (machines, want) in [
+        (
+            "  - name: a\n    networks: [{type: public, dev: kvd-nosuchdev}]\n",
+            "`kvd-nosuchdev` does not exist",
+        ),
+        (
+            "  - name: a\n    networks: [{type: private, ip: 192.168.56.11, name: x}]\n  - name: b\n    networks: [{type: private, ip: 192.168.57.11, name: x}]\n",
+            "disagree on its subnet",
+        ),
+        (
+            // The test driver's own `default` network is 192.168.122.0/24.
+            "  - name: a\n    networks: [{type: private, ip: 192.168.122.50}]\n",
+            "overlaps libvirt network default",
+        ),
+    ] {
+        fx.write(machines);
+        let e = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap_err();
+        assert!(e.to_string().contains(want), "{machines}: {e}");
+        assert!(e.hint().is_some());
+        assert!(fx
+            .hv
+            .domain_state(&plan::domain_name(&fx.project(), "a"))
+            .unwrap()
+            .is_none());
+        assert!(!fx.project().state_dir.exists(), "{machines}");
+        assert!(!fx.hv.network_exists(&plan::network_name(&fx.project())).unwrap());
+    }
+}
