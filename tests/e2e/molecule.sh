@@ -8,6 +8,8 @@
 #      machine interface on its machines (create --json, inventory with plain
 #      ansible, a failing idempotence, destroy), nothing left behind;
 #   3. a scenario written for molecule-vagrant, driver renamed only.
+# Molecule runs with PATH = the venv's bin + system dirs and no KVMDRIVE_BIN:
+# the plugin finds the kvmdrive its wheel installed into the venv.
 # The venv (tests/molecule-venv) must exist: scripts/setup makes it, and
 # running this script directly outside the sandbox makes it too.
 set -uo pipefail
@@ -18,7 +20,15 @@ fi
 ensure_sandbox "$@"
 
 venv=$("$REPO/tests/molecule-venv") || { echo "no Molecule venv: run tests/molecule-venv outside the sandbox"; exit 1; }
-export PATH="$venv/bin:$PATH" KVMDRIVE_BIN="$KVMDRIVE"
+# The one-install check: Molecule runs with the venv's bin and the system dirs
+# only and no KVMDRIVE_BIN, so the plugin must use the kvmdrive its wheel put
+# into the venv (the parts below that call "$KVMDRIVE" name it themselves).
+export PATH="$venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+unset KVMDRIVE_BIN
+check "the venv has its own kvmdrive, the only one on PATH" bash -c \
+    "[ -x '$venv/bin/kvmdrive' ] && [ \"\$(type -ap kvmdrive)\" = '$venv/bin/kvmdrive' ]"
+check "the plugin's lookup names the venv's kvmdrive" bash -c \
+    "[ \"\$('$venv/bin/python' -m molecule_kvmdrive.binary)\" = '$venv/bin/kvmdrive' ]"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
 KVMDRIVE_BOX=$(bundled_box) || { echo "cannot build the bundled box"; exit 1; }
 export KVMDRIVE_BOX
