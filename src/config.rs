@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::hardware::{
+    CpuFeature, Disks, Firmware, Graphics, Hardware, HostnameSetting, MachineType,
+};
+
 /// The file name kvmdrive looks for in the project directory.
 pub const CONFIG_FILE: &str = "kvmdrive.yml";
 
@@ -95,6 +99,27 @@ pub struct MachineSettings {
     pub cpus: Option<Positive>,
     /// Size of the machine's disk (at least the box's own size): `20G`, `512M` or GiB as a number.
     pub disk_size: Option<Size>,
+    // -- hardware (see [`crate::hardware`]) --
+    /// Guest host name (a DNS name, may be an FQDN), or `false` to keep the box's.
+    pub hostname: Option<HostnameSetting>,
+    /// Extra disks, attached after the box's (`vdb`, `vdc`, ... or `sdX`).
+    pub disks: Option<Disks>,
+    /// `bios` (default) or `efi` (OVMF with a per-machine NVRAM file).
+    pub firmware: Option<Firmware>,
+    /// UEFI secure boot (implies `firmware: efi` and `machine_type: q35`).
+    pub secure_boot: Option<bool>,
+    /// `pc` (default) or `q35`.
+    pub machine_type: Option<MachineType>,
+    /// An emulated TPM 2.0 (swtpm).
+    pub tpm: Option<bool>,
+    /// The qemu guest agent's virtio channel.
+    pub guest_agent: Option<bool>,
+    /// Nested virtualisation: the CPU feature vmx (Intel) or svm (AMD) required.
+    pub nested: Option<bool>,
+    /// CPU features: names (required) or `{name, policy}`.
+    pub cpu_features: Option<Vec<CpuFeature>>,
+    /// `vnc` (on 127.0.0.1) or `none` (default).
+    pub graphics: Option<Graphics>,
     /// `auto`, `host-passthrough`, `host-model` or `custom`.
     pub cpu_mode: Option<CpuMode>,
     /// CPU model for `cpu_mode: custom` (default `qemu64`).
@@ -340,6 +365,9 @@ pub struct Machine {
     pub memory_mib: u32,
     pub cpus: u32,
     pub disk_size: Option<u64>,
+    /// The guest's host name at first login.
+    pub hostname: HostnameSetting,
+    pub hardware: Hardware,
     pub cpu_mode: CpuMode,
     pub cpu_model: Option<String>,
     pub accel: Accel,
@@ -389,7 +417,31 @@ impl Config {
                 message: "defaults: `name` belongs to a machine, not to `defaults`".into(),
             });
         }
+        config
+            .check_hardware()
+            .map_err(|message| ConfigError::InvalidNoLocation {
+                path: path.to_owned(),
+                message,
+            })?;
         Ok(config)
+    }
+
+    /// Checks the hardware settings that only conflict once `defaults` are
+    /// applied (e.g. `secure_boot` with `machine_type: pc`).
+    pub fn check_hardware(&self) -> Result<(), String> {
+        let implicit = MachineSettings::default();
+        let list = if self.machines.0.is_empty() {
+            std::slice::from_ref(&implicit)
+        } else {
+            &self.machines.0[..]
+        };
+        for m in list {
+            hardware_of(m, &self.defaults).map_err(|e| match &m.name {
+                Some(n) => format!("machine `{n}`: {e}"),
+                None => e,
+            })?;
+        }
+        Ok(())
     }
 
     /// The machines with defaults applied. A project without a `machines`
@@ -425,6 +477,8 @@ impl Config {
             memory_mib: pick!(memory).map_or(512, |p| p.0),
             cpus: pick!(cpus).map_or(1, |p| p.0),
             disk_size: pick!(disk_size).map(|s| s.0),
+            hostname: pick!(hostname).unwrap_or_default(),
+            hardware: hardware_of(m, d).expect("checked by Config::check_hardware"),
             cpu_mode: pick!(cpu_mode).unwrap_or_default(),
             cpu_model: pick!(cpu_model),
             accel: pick!(accel).unwrap_or_default(),
@@ -434,6 +488,24 @@ impl Config {
             nic_model: pick!(nic_model).unwrap_or_default(),
         }
     }
+}
+
+/// A machine's hardware: its own settings, else those of `defaults`.
+fn hardware_of(m: &MachineSettings, d: &MachineSettings) -> Result<Hardware, String> {
+    macro_rules! pick {
+        ($field:ident) => {
+            m.$field.clone().or_else(|| d.$field.clone())
+        };
+    }
+    Hardware::resolve(
+        pick!(disks),
+        pick!(firmware),
+        pick!(secure_boot),
+        pick!(machine_type),
+        [pick!(tpm), pick!(guest_agent), pick!(nested)],
+        pick!(cpu_features),
+        pick!(graphics),
+    )
 }
 
 /// serde_norway appends " at line L column C"; we print the location first.

@@ -5,6 +5,7 @@
 
 pub mod boxes;
 pub mod config;
+pub mod hardware;
 pub mod host;
 pub mod machine;
 pub mod net_config;
@@ -15,9 +16,11 @@ pub mod virt;
 pub mod ansible;
 pub mod interpolate;
 pub mod molecule_networks;
+pub mod molecule_hardware;
 pub mod platforms;
 pub mod scenario;
 pub mod steps;
+
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::config::{
     Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
 };
+use crate::molecule_hardware;
 
 /// Platform keys kvmdrive honours (molecule-vagrant's and its own).
 pub const HONOURED_KEYS: &[&str] = &[
@@ -35,6 +36,29 @@ pub const HONOURED_KEYS: &[&str] = &[
     "cpu_model",
     "accel",
     "boot_timeout",
+    // machine hardware (src/hardware.rs)
+    "disks",
+    "firmware",
+    "secure_boot",
+    "machine_type",
+    "tpm",
+    "guest_agent",
+    "nested",
+    "cpu_features",
+    "graphics",
+];
+
+/// kvmdrive's own hardware keys, spelled as in kvmdrive.yml.
+const HARDWARE_KEYS: &[&str] = &[
+    "disks",
+    "firmware",
+    "secure_boot",
+    "machine_type",
+    "tpm",
+    "guest_agent",
+    "nested",
+    "cpu_features",
+    "graphics",
 ];
 
 /// Platform keys that only mean something to Vagrant: accepted with a warning.
@@ -48,7 +72,6 @@ pub const VAGRANT_ONLY_KEYS: &[&str] = &[
 /// vagrant-libvirt `provider_options` that change nothing a test can see
 /// (display, pool and management-network naming): accepted with a warning.
 const COSMETIC_PROVIDER_OPTIONS: &[&str] = &[
-    "graphics_type",
     "graphics_port",
     "graphics_ip",
     "graphics_passwd",
@@ -181,6 +204,9 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
         instances.push(instance);
     }
     config.machines = Machines(machines);
+    config
+        .check_hardware()
+        .map_err(|e| ck.err("platforms", &e))?;
     Ok(Platforms {
         config,
         instances,
@@ -270,24 +296,15 @@ impl Checker<'_> {
             let bad = |what: &str| self.err(&at, &format!("expected {what}"));
             match k.as_str() {
                 "name" => {}
-                "hostname" => match v {
-                    Value::Bool(true) | Value::Null => {}
-                    Value::Bool(false) => self.warn(
-                        &at,
-                        format!(
-                            "kvmdrive always sets the host name (to `{}`)",
-                            instance.machine
-                        ),
-                    ),
-                    Value::String(h) => {
-                        instance.machine = MachineName::parse(h)
-                            .map_err(|e| {
-                                self.err(&at, &format!("{e}; kvmdrive names the machine after it"))
-                            })?
-                            .0
-                    }
-                    _ => return Err(bad("a host name or a boolean")),
-                },
+                "hostname" => {
+                    s.hostname = Some(
+                        serde_json::from_value(v.clone())
+                            .map_err(|e| self.err(&at, &e.to_string()))?,
+                    )
+                }
+                k if HARDWARE_KEYS.contains(&k) => {
+                    molecule_hardware::hardware_key(&mut s, k, v).map_err(|e| self.err(&at, &e))?
+                }
                 "box" => s.box_name = Some(string(v).ok_or_else(|| bad("a string"))?),
                 "box_version" => s.box_version = Some(string(v).ok_or_else(|| bad("a string"))?),
                 "box_url" => s.box_url = Some(string(v).ok_or_else(|| bad("a string"))?),
@@ -321,6 +338,7 @@ impl Checker<'_> {
                 "interfaces" => self.interfaces(&at, v, &mut s)?,
                 "provider_options" => self.provider_options(&at, v, &mut s)?,
                 "config_options" => self.config_options(&at, v, &mut s)?,
+                "provider_raw_config_args" => self.raw_config_args(&at, v, &mut s)?,
                 k if VAGRANT_ONLY_KEYS.contains(&k) => {
                     self.warn(&at, "only means something to Vagrant: ignored".into())
                 }
@@ -370,7 +388,6 @@ impl Checker<'_> {
         let Value::Object(m) = v else {
             return Err(self.err(at, "expected a mapping"));
         };
-        let mut nested = false;
         for (k, v) in m {
             let at = format!("{at}.{k}");
             let bad = |what: &str| self.err(&at, &format!("expected {what}"));
@@ -392,7 +409,13 @@ impl Checker<'_> {
                         _ => return Err(bad("`kvm` or `qemu`")),
                     })
                 }
-                "nested" => nested = v.as_bool().ok_or_else(|| bad("a boolean"))?,
+                k if molecule_hardware::PROVIDER_OPTIONS.contains(&k) => {
+                    if let Some(w) = molecule_hardware::provider_option(s, k, v)
+                        .map_err(|e| self.err(&at, &e))?
+                    {
+                        self.warn(&at, w);
+                    }
+                }
                 "machine_virtual_size" => {
                     let gib = positive(v).ok_or_else(|| bad("a size in GiB"))?;
                     s.disk_size = Some(Size(u64::from(gib.0) * Size::GIB));
@@ -400,15 +423,6 @@ impl Checker<'_> {
                 "disk_bus" => {
                     if v.as_str() != Some("virtio") {
                         return Err(self.err(&at, "kvmdrive attaches disks with virtio only"));
-                    }
-                }
-                "machine_type" => {
-                    let t = v.as_str().ok_or_else(|| bad("a string"))?;
-                    if t != "pc" && !t.starts_with("pc-i440fx") {
-                        return Err(self.err(
-                            &at,
-                            &format!("kvmdrive uses libvirt's default machine type (pc), not `{t}`"),
-                        ));
                     }
                 }
                 "machine_arch" => {
@@ -431,24 +445,34 @@ impl Checker<'_> {
                     return Err(self.err(
                         &at,
                         "a provider option kvmdrive cannot honour (it knows cpu_mode, cpu_model, memory, cpus, \
-                         driver, nested, machine_virtual_size, disk_bus: virtio, machine_type: pc)",
+                         driver, machine_virtual_size, disk_bus: virtio, and the hardware options of docs/molecule.md)",
                     ))
                 }
             }
         }
-        if nested {
-            // The guest sees vmx/svm when the host CPU is passed through (and
-            // the host's KVM allows nesting); under TCG there is no nesting.
-            match s.cpu_mode {
-                None | Some(CpuMode::Auto) => s.cpu_mode = Some(CpuMode::HostPassthrough),
-                Some(CpuMode::HostPassthrough) => {}
-                Some(_) => {
-                    return Err(self.err(
-                        &format!("{at}.nested"),
-                        "nested virtualisation needs cpu_mode host-passthrough",
-                    ))
-                }
+        Ok(())
+    }
+
+    /// Vagrant-only Ruby lines, except `storage :file, ...` (an extra disk).
+    fn raw_config_args(
+        &mut self,
+        at: &str,
+        v: &Value,
+        s: &mut MachineSettings,
+    ) -> Result<(), PlatformError> {
+        let Value::Array(list) = v else {
+            return Err(self.err(at, "expected a list"));
+        };
+        let mut disks = Vec::new();
+        for (j, line) in list.iter().enumerate() {
+            let at = format!("{at}[{j}]");
+            match line.as_str().and_then(molecule_hardware::storage_line) {
+                Some(disk) => disks.push(disk.map_err(|e| self.err(&at, &e))?),
+                None => self.warn(&at, "only means something to Vagrant: ignored".into()),
             }
+        }
+        if !disks.is_empty() {
+            molecule_hardware::add_disks(s, disks).map_err(|e| self.err(at, &e))?;
         }
         Ok(())
     }
@@ -536,6 +560,7 @@ fn cpu_mode(v: &Value) -> Result<CpuMode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hardware::{DiskFormat, Firmware, Hostname, HostnameSetting, MachineType};
 
     fn ok(text: &str) -> Platforms {
         parse(text, "molecule.yml").unwrap_or_else(|e| panic!("{e}"))
@@ -591,7 +616,14 @@ platforms:
         let p = ok(VAGRANT_SCENARIO);
         let m = p.config.machines();
         assert_eq!(m.len(), 2);
-        assert_eq!(m[0].name.0, "web1");
+        assert_eq!(
+            m[0].name.0, "instance-1",
+            "the instance name names the machine"
+        );
+        assert_eq!(
+            m[0].hostname,
+            HostnameSetting::Name(Hostname::parse("web1").unwrap())
+        );
         assert_eq!(m[0].box_name, "debian/bookworm64");
         assert_eq!(m[0].box_version.as_deref(), Some("12.1"));
         assert_eq!((m[0].memory_mib, m[0].cpus), (1024, 2));
@@ -651,8 +683,8 @@ platforms:
             e.contains("platforms[0] (a).image") && e.contains("unknown"),
             "{e}"
         );
-        let e = err("- name: a\n  provider_options:\n    machine_type: q35\n");
-        assert!(e.contains("machine_type") && e.contains("q35"), "{e}");
+        let e = err("- name: a\n  provider_options:\n    machine_type: virt\n");
+        assert!(e.contains("machine_type") && e.contains("virt"), "{e}");
         let e = err("- name: a\n  provider_options:\n    frobnicate: 1\n");
         assert!(e.contains("frobnicate"), "{e}");
         let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n      libvirt__forward_mode: route\n");
@@ -672,6 +704,48 @@ platforms:
         assert!(err("- {}\n").contains("missing key `name`"));
         assert!(err("platforms: []\n").contains("empty"));
         assert!(err("- name: a\n  hostname: Bad_Host\n").contains("hostname"));
+    }
+
+    #[test]
+    fn hardware_keys_and_provider_options_are_honoured() {
+        let p = ok(r#"
+- name: node1
+  hostname: node1.example.com
+  disks: [{size: 2G, bus: sata, name: data}]
+  provider_options:
+    machine_type: q35
+    tpm_model: tpm-crb
+    tpm_version: "2.0"
+    qemu_use_agent: true
+    nested: true
+    cpu_feature: {name: avx2, policy: disable}
+  provider_raw_config_args:
+    - "storage :file, :type => 'raw', :size => '1G'"
+    - "cpuset = '1-4'"
+- name: keep
+  hostname: false
+  firmware: efi
+"#);
+        let m = p.config.machines();
+        assert_eq!(m[0].name.0, "node1");
+        assert_eq!(
+            m[0].hostname,
+            HostnameSetting::Name(Hostname::parse("node1.example.com").unwrap())
+        );
+        let hw = &m[0].hardware;
+        assert_eq!(hw.machine_type, MachineType::Q35);
+        assert!(hw.tpm && hw.guest_agent && hw.nested);
+        assert_eq!(hw.cpu_features[0].name, "avx2");
+        let disks: Vec<_> = hw.disks.iter().map(|d| d.name.clone().unwrap()).collect();
+        assert_eq!(disks, ["data", "disk2"]);
+        assert_eq!(hw.disks[1].format, DiskFormat::Raw);
+        assert_eq!(m[1].hostname, HostnameSetting::Keep);
+        assert_eq!(m[1].hardware.firmware, Firmware::Efi);
+        let w = p.warnings.join("\n");
+        assert!(w.contains("provider_raw_config_args[1]"), "{w}");
+        assert!(!w.contains("provider_raw_config_args[0]"), "{w}");
+        let e = err("- name: a\n  secure_boot: true\n  machine_type: pc\n");
+        assert!(e.contains("q35"), "{e}");
     }
 
     #[test]

@@ -245,3 +245,81 @@ fn status_without_state_does_not_need_libvirt() {
     assert!(list[0].address.is_none());
     let _ = Path::new("");
 }
+
+/// Extra-disk volumes of a domain (`machine::hardware` names them).
+fn extra_disks(fx: &Fixture, machine: &str) -> Vec<String> {
+    let domain = plan::domain_name(&fx.project(), machine);
+    let prefix = kvmdrive::machine::hardware::disk_volume_prefix(&domain);
+    let mut v: Vec<String> = fx
+        .hv
+        .volume_names(POOL_NAME)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn extra_disks_come_and_go_with_their_machine() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a", "gone"]);
+    let yml = std::fs::read_to_string(fx.dir.join("kvmdrive.yml")).unwrap();
+    let yml = yml.replace(
+        "  accel: tcg\n",
+        "  accel: tcg\n  disks: [{size: 1G, name: data}, {size: 2G, bus: scsi, format: raw}]\n  machine_type: q35\n  tpm: true\n  guest_agent: true\n",
+    );
+    std::fs::write(fx.dir.join("kvmdrive.yml"), &yml).unwrap();
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    let domain = plan::domain_name(&fx.project(), "a");
+    assert_eq!(
+        extra_disks(&fx, "a"),
+        [
+            format!("{domain}.disk-data.qcow2"),
+            format!("{domain}.disk-disk2.raw")
+        ]
+    );
+    let xml = fx.hv.domain_xml(&domain).unwrap().unwrap();
+    assert!(
+        xml.contains("dev='vdb'") && xml.contains("dev='sda'"),
+        "{xml}"
+    );
+    // A machine removed from the config loses its disks on destroy too.
+    std::fs::write(
+        fx.dir.join("kvmdrive.yml"),
+        yml.replace("  - name: gone\n", ""),
+    )
+    .unwrap();
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+    assert!(extra_disks(&fx, "a").is_empty());
+    assert!(extra_disks(&fx, "gone").is_empty());
+    assert!(!fx.overlay_exists("gone"));
+}
+
+#[test]
+fn a_foreign_architecture_is_refused_before_anything_is_made() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a"]);
+    let foreign = if std::env::consts::ARCH == "aarch64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let yml = std::fs::read_to_string(fx.dir.join("kvmdrive.yml")).unwrap();
+    let yml = yml.replace(
+        "  accel: tcg\n",
+        &format!("  accel: tcg\n  box_architecture: {foreign}\n"),
+    );
+    std::fs::write(fx.dir.join("kvmdrive.yml"), yml).unwrap();
+    let err = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap_err();
+    assert!(err.to_string().contains(foreign), "{err}");
+    assert!(err.hint().unwrap().contains(foreign));
+    assert_eq!(fx.state("a"), None);
+    assert!(!fx.overlay_exists("a"));
+    assert!(!fx.project().state_dir.exists());
+    assert!(!fx
+        .hv
+        .network_exists(&plan::network_name(&fx.project()))
+        .unwrap());
+}

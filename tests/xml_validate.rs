@@ -6,7 +6,9 @@ use std::process::Command;
 use kvmdrive::config::Subnet;
 use kvmdrive::net_config::{DirectMode, Forward, NicModel};
 use kvmdrive::virt::interface::{InterfaceSource, InterfaceSpec};
+use kvmdrive::virt::data_volume::DataVolumeSpec;
 use kvmdrive::virt::domain::{Accel, CpuSpec, DomainSpec};
+use kvmdrive::virt::hardware::{self as hw, Bus, DiskSpec, HardwareSpec, UefiSpec};
 use kvmdrive::virt::network::{DhcpHost, NetworkSpec};
 use kvmdrive::virt::storage::{PoolSpec, VolumeSpec};
 
@@ -51,6 +53,7 @@ fn domains_validate_across_accelerators_cpus_and_sizes() {
                     nic_model: NicModel::Virtio,
                     interfaces: Vec::new(),
                     console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+                    hardware: HardwareSpec::default(),
                 };
                 validate(&spec.to_xml(), "domain");
             }
@@ -152,6 +155,7 @@ fn domains_validate_with_every_interface_kind_and_model() {
                 nic(3, InterfaceSource::Bridge("br0".into())),
             ],
             console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+            hardware: HardwareSpec::default(),
         };
         validate(&spec.to_xml(), "domain");
     }
@@ -172,6 +176,112 @@ fn pools_and_volumes_validate() {
             name: "p-abc123-web.qcow2".into(),
             capacity_bytes: 20 << 30,
             backing,
+        };
+        validate(&vol.to_xml(), "storagevol");
+    }
+}
+
+/// Machine hardware: each option alone and all at once, on both chipsets.
+#[test]
+fn hardware_options_validate() {
+    let disk = |bus, dev: &str, format| DiskSpec {
+        path: format!("/var/lib/libvirt/images/kvmdrive/p-abc123-web.disk-{dev}.{format}").into(),
+        format,
+        bus,
+        dev: dev.into(),
+    };
+    let uefi = |secure_boot| UefiSpec {
+        code: if secure_boot {
+            hw::OVMF_CODE_SECURE
+        } else {
+            hw::OVMF_CODE
+        }
+        .into(),
+        vars_template: if secure_boot {
+            hw::OVMF_VARS_SECURE
+        } else {
+            hw::OVMF_VARS
+        }
+        .into(),
+        nvram: "/var/lib/libvirt/qemu/nvram/p-abc123-web_VARS.fd".into(),
+        secure_boot,
+    };
+    let all = HardwareSpec {
+        machine_type: Some("q35"),
+        uefi: Some(uefi(true)),
+        disks: vec![
+            disk(Bus::Virtio, "vdb", "qcow2"),
+            disk(Bus::Scsi, "sda", "raw"),
+            disk(Bus::Sata, "sdb", "qcow2"),
+        ],
+        cpu_features: vec![("vmx".into(), "require"), ("avx2".into(), "disable")],
+        tpm: true,
+        guest_agent: true,
+        vnc: true,
+    };
+    let variants = [
+        HardwareSpec {
+            machine_type: Some("q35"),
+            ..Default::default()
+        },
+        HardwareSpec {
+            uefi: Some(uefi(false)),
+            ..Default::default()
+        },
+        HardwareSpec {
+            disks: vec![disk(Bus::Virtio, "vdb", "raw")],
+            ..Default::default()
+        },
+        HardwareSpec {
+            disks: vec![disk(Bus::Sata, "sda", "qcow2")],
+            ..Default::default()
+        },
+        HardwareSpec {
+            tpm: true,
+            ..Default::default()
+        },
+        HardwareSpec {
+            guest_agent: true,
+            vnc: true,
+            ..Default::default()
+        },
+        HardwareSpec {
+            cpu_features: vec![("svm".into(), "optional")],
+            ..Default::default()
+        },
+        all,
+    ];
+    for (cpu, hardware) in [CpuSpec::HostPassthrough, CpuSpec::Model("qemu64".into())]
+        .iter()
+        .flat_map(|c| variants.iter().map(move |h| (c.clone(), h.clone())))
+    {
+        let spec = DomainSpec {
+            name: "p-abc123-web".into(),
+            project: "abc123".into(),
+            machine: "web".into(),
+            accel: Accel::Kvm,
+            cpu,
+            memory_mib: 512,
+            vcpus: 1,
+            disk: "/var/lib/libvirt/images/kvmdrive/p-abc123-web.qcow2".into(),
+            mac: "52:54:00:ab:cd:ef".into(),
+            network: "kvmdrive-abc123".into(),
+            nic_model: NicModel::Virtio,
+            interfaces: Vec::new(),
+            console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+            hardware,
+        };
+        validate(&spec.to_xml(), "domain");
+    }
+}
+
+#[test]
+fn data_volumes_validate() {
+    for format in ["qcow2", "raw"] {
+        let vol = DataVolumeSpec {
+            name: format!("p-abc123-web.disk-data.{format}"),
+            capacity_bytes: 10 << 30,
+            format,
         };
         validate(&vol.to_xml(), "storagevol");
     }

@@ -548,14 +548,19 @@ fn define_and_start(
         match env.hv.start_domain(&plan.domain) {
             Ok(()) => return Ok(accel),
             Err(e) => match candidates.get(i + 1) {
-                Some(next) if looks_like_cpu_problem(&e.to_string()) => env.out.warn(
-                    name,
-                    format!(
-                        "cpu {} failed to start ({e}); retrying with {}",
-                        cpu_label(cpu),
-                        cpu_label(next)
-                    ),
-                ),
+                Some(next) if looks_like_cpu_problem(&e.to_string()) => {
+                    env.out.warn(
+                        name,
+                        format!(
+                            "cpu {} failed to start ({e}); retrying with {}",
+                            cpu_label(cpu),
+                            cpu_label(next)
+                        ),
+                    );
+                    // The next definition gets a new UUID: libvirt refuses it
+                    // while the failed one is still defined under this name.
+                    env.hv.remove_domain(&plan.domain)?;
+                }
                 _ => return Err(start_failure(e, &plan.domain)),
             },
         }

@@ -2,9 +2,12 @@
 //! each machine in libvirt ([`plan`], [`netplan`]), bringing them up and down
 //! ([`lifecycle`]), and reaching them over SSH ([`ssh`], [`keys`]).
 
+pub mod arch;
 pub mod cancel;
+pub mod disks;
 pub mod forward;
 pub mod guest_net;
+pub mod hardware;
 pub mod keys;
 pub mod lifecycle;
 pub mod net_apply;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::hardware::{CpuVendor, HardwarePlan};
 use super::project::Project;
 use crate::config::{CpuMode, Machine};
+use crate::hardware::{Hostname, HostnameSetting};
 use crate::host::accel::AccelChoice;
 use crate::virt::domain::{Accel, CpuSpec, DomainSpec};
 use crate::virt::storage::VolumeSpec;
@@ -94,6 +96,8 @@ pub struct MachinePlan {
     pub accel: AccelChoice,
     /// Extra NICs (private and public networks).
     pub nics: Vec<super::nics::NicPlan>,
+    /// Extra disks, firmware, machine type, TPM, ...
+    pub hardware: HardwarePlan,
 }
 
 impl MachinePlan {
@@ -112,10 +116,22 @@ impl MachinePlan {
                 capacity_bytes: machine.disk_size.unwrap_or(0).max(box_virtual_size),
                 backing: Some(base_image.to_owned()),
             },
+            hardware: HardwarePlan::new(&domain, &machine.hardware, 1, CpuVendor::host()),
             domain,
             machine: machine.clone(),
             accel,
             nics: super::nics::plan_nics(project, machine),
+        }
+    }
+
+    /// The host name the first login gives the guest (`None`: keep the box's).
+    pub fn guest_hostname(&self) -> Option<Hostname> {
+        match &self.machine.hostname {
+            HostnameSetting::MachineName => {
+                Some(Hostname::parse(&self.machine.name.0).expect("machine names are host names"))
+            }
+            HostnameSetting::Name(h) => Some(h.clone()),
+            HostnameSetting::Keep => None,
         }
     }
 
@@ -141,6 +157,9 @@ impl MachinePlan {
             nic_model: self.machine.nic_model,
             interfaces: self.nics.iter().map(|n| n.interface.clone()).collect(),
             console_log: console_log(&self.domain),
+            hardware: self
+                .hardware
+                .spec(disk.parent().unwrap_or(Path::new("/")), accel),
         }
     }
 }

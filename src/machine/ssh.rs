@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::cancel;
 use super::project::MachineRecord;
+use crate::hardware::Hostname;
 
 /// Options that make a scripted, non-interactive login to a fresh VM work:
 /// its host key is new on every boot, so it is neither checked nor stored.
@@ -106,19 +107,34 @@ pub fn wait_for_banner(
     }
 }
 
-/// Remote script run once with the insecure key: installs the machine's own
-/// key as the only authorized key (removing the insecure ones) and sets the
-/// host name.
-pub fn key_replacement_script(public_line: &str, hostname: &str) -> String {
+/// Remote script run at each first login of an `up`: installs the machine's
+/// own key as the only authorized key (removing the insecure ones) and, unless
+/// `hostname` is `None`, sets the host name the way Vagrant does: the short
+/// name in the kernel and /etc/hostname, and `127.0.1.1 FQDN SHORT` in
+/// /etc/hosts so `hostname -f` answers the FQDN.
+pub fn key_replacement_script(public_line: &str, hostname: Option<&Hostname>) -> String {
     let q = shell_quote;
-    format!(
+    let mut script = format!(
         "set -e; umask 077; mkdir -p ~/.ssh; printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
-         mv ~/.ssh/authorized_keys.kvmdrive ~/.ssh/authorized_keys; \
-         if [ \"$(hostname)\" != {host} ]; then sudo -n hostname {host} && echo {host} | sudo -n tee /etc/hostname >/dev/null \
-         && sudo -n sed -i 's/^127\\.0\\.1\\.1\\s.*/127.0.1.1\\t'{host}'/' /etc/hosts; fi",
+         mv ~/.ssh/authorized_keys.kvmdrive ~/.ssh/authorized_keys",
         key = q(public_line),
-        host = q(hostname)
-    )
+    );
+    if let Some(h) = hostname {
+        let line = if h.fqdn() == h.short() {
+            format!("127.0.1.1\t{}", h.short())
+        } else {
+            format!("127.0.1.1\t{} {}", h.fqdn(), h.short())
+        };
+        script.push_str(&format!(
+            "; if [ \"$(hostname)\" != {short} ] || ! grep -qxF {line} /etc/hosts; then \
+             sudo -n hostname {short} && echo {short} | sudo -n tee /etc/hostname >/dev/null \
+             && sudo -n sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts \
+             && printf '%s\\n' {line} | sudo -n tee -a /etc/hosts >/dev/null; fi",
+            short = q(h.short()),
+            line = q(&line),
+        ));
+    }
+    script
 }
 
 /// Single-quotes `s` for a POSIX shell.
@@ -183,10 +199,49 @@ mod tests {
     #[test]
     fn quoting_survives_single_quotes() {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
-        let s = key_replacement_script("ssh-ed25519 AAAA kvmdrive", "web");
+        let web = Hostname::parse("web").unwrap();
+        let s = key_replacement_script("ssh-ed25519 AAAA kvmdrive", Some(&web));
         assert!(s.contains(
             "printf '%s\\n' 'ssh-ed25519 AAAA kvmdrive' > ~/.ssh/authorized_keys.kvmdrive"
         ));
+    }
+
+    #[test]
+    fn host_name_script_sets_short_name_and_fqdn_line() {
+        let fqdn = Hostname::parse("node1.example.com").unwrap();
+        let s = key_replacement_script("k", Some(&fqdn));
+        assert!(s.contains("sudo -n hostname 'node1' &&"), "{s}");
+        assert!(
+            s.contains("echo 'node1' | sudo -n tee /etc/hostname"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "printf '%s\\n' '127.0.1.1\tnode1.example.com node1' | sudo -n tee -a /etc/hosts"
+            ),
+            "{s}"
+        );
+        let kept = key_replacement_script("k", None);
+        assert!(!kept.contains("hostname"), "{kept}");
+        assert!(kept.ends_with("~/.ssh/authorized_keys"), "{kept}");
+    }
+
+    /// The script is valid shell and gives what `hostname -f` reads.
+    #[test]
+    fn host_name_script_runs_in_a_shell() {
+        let fqdn = Hostname::parse("node1.example.com").unwrap();
+        let s = key_replacement_script("k", Some(&fqdn));
+        let out = Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(&s)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

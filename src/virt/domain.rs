@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::interface::{InterfaceSource, InterfaceSpec, InterfaceXml};
+use super::hardware::{self as hw, HardwareSpec};
 use super::{to_xml, Empty};
 use crate::net_config::NicModel;
 
@@ -58,6 +59,8 @@ pub struct DomainSpec {
     pub interfaces: Vec<InterfaceSpec>,
     /// File the serial console is logged to.
     pub console_log: PathBuf,
+    /// Firmware, machine type, extra disks, TPM, ... (default: none of them).
+    pub hardware: HardwareSpec,
 }
 
 #[derive(Serialize)]
@@ -107,6 +110,10 @@ struct Memory {
 struct Os {
     #[serde(rename = "type")]
     kind: OsType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loader: Option<hw::LoaderXml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nvram: Option<hw::NvramXml>,
     boot: Boot,
     bootmenu: Toggle,
 }
@@ -115,6 +122,8 @@ struct Os {
 struct OsType {
     #[serde(rename = "@arch")]
     arch: &'static str,
+    #[serde(rename = "@machine", skip_serializing_if = "Option::is_none")]
+    machine: Option<&'static str>,
     #[serde(rename = "$text")]
     value: &'static str,
 }
@@ -135,6 +144,8 @@ struct Toggle {
 struct Features {
     acpi: Empty,
     apic: Empty,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smm: Option<hw::StateXml>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +156,7 @@ struct Cpu<'a> {
     check: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     model: Option<CpuModel<'a>>,
+    feature: Vec<hw::CpuFeatureXml>,
 }
 
 #[derive(Serialize)]
@@ -164,11 +176,21 @@ struct Clock {
 #[derive(Serialize)]
 struct Devices<'a> {
     disk: Disk,
+    /// Extra disks, after the box's.
+    #[serde(rename = "disk")]
+    extra_disks: Vec<hw::DiskXml>,
+    controller: Vec<hw::ControllerXml>,
     #[serde(rename = "interface")]
     interfaces: Vec<InterfaceXml<'a>>,
     serial: Serial,
     console: Console,
     rng: Rng,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<hw::ChannelXml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graphics: Option<hw::GraphicsXml>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tpm: Option<hw::TpmXml>,
     memballoon: Model,
 }
 
@@ -302,19 +324,24 @@ impl DomainSpec {
             os: Os {
                 kind: OsType {
                     arch: "x86_64",
+                    machine: self.hardware.machine_type,
                     value: "hvm",
                 },
+                loader: self.hardware.loader(),
+                nvram: self.hardware.nvram(),
                 boot: Boot { dev: "hd" },
                 bootmenu: Toggle { enable: "no" },
             },
             features: Features {
                 acpi: Empty {},
                 apic: Empty {},
+                smm: self.hardware.smm(),
             },
             cpu: Cpu {
                 mode,
                 check: "none",
                 model,
+                feature: self.hardware.cpu_features(),
             },
             clock: Clock { offset: "utc" },
             on_poweroff: "destroy",
@@ -337,6 +364,8 @@ impl DomainSpec {
                         bus: "virtio",
                     },
                 },
+                extra_disks: self.hardware.disks(),
+                controller: self.hardware.controllers(),
                 interfaces: std::iter::once(&management)
                     .chain(&self.interfaces)
                     .map(InterfaceSpec::as_xml)
@@ -363,6 +392,9 @@ impl DomainSpec {
                         device: "/dev/urandom",
                     },
                 },
+                channel: self.hardware.channel(),
+                graphics: self.hardware.graphics(),
+                tpm: self.hardware.tpm(),
                 memballoon: Model { model: "none" },
             },
         };
@@ -389,7 +421,24 @@ pub(crate) mod tests {
             nic_model: NicModel::Virtio,
             interfaces: Vec::new(),
             console_log: "/var/log/libvirt/qemu/proj-1a2b3c-web-console.log".into(),
+            hardware: HardwareSpec::default(),
         }
+    }
+
+    #[test]
+    fn hardware_options_match_golden_file() {
+        let mut s = sample(Accel::Tcg, CpuSpec::Model("qemu64".into()));
+        s.hardware = crate::virt::hardware::tests::everything();
+        let xml = s.to_xml();
+        crate::testutil::assert_golden("domain-hardware.xml", &xml);
+        assert!(
+            xml.contains(r#"<type arch="x86_64" machine="q35">hvm</type>"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<smm state="on"/>"#), "{xml}");
+        assert_eq!(xml.matches("<disk ").count(), 3, "{xml}");
+        let vda = xml.find(r#"dev="vda""#).unwrap();
+        assert!(vda < xml.find(r#"dev="vdb""#).unwrap(), "box disk first");
     }
 
     #[test]

@@ -224,7 +224,14 @@ impl Hypervisor {
         let Some(dom) = self.domain(name)? else {
             return Ok(());
         };
-        match dom.undefine() {
+        // A UEFI domain's NVRAM file goes with it (libvirt refuses otherwise).
+        let has_nvram = dom.xml_desc(0).is_ok_and(|xml| xml.contains("<nvram"));
+        let undefined = if has_nvram {
+            dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM)
+        } else {
+            dom.undefine()
+        };
+        match undefined {
             Ok(()) => Ok(()),
             Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(call(format!("undefine domain {name}"))(e)),

@@ -2,7 +2,9 @@
 //! specs by pure functions (unit-testable, validated against libvirt's RNG
 //! schemas in tests); [`hypervisor`] wraps the libvirt calls.
 
+pub mod data_volume;
 pub mod domain;
+pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
 pub mod network;

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# End to end, machine hardware, inside the sandbox: ONE machine (512 MiB) with
+# an FQDN host name, an extra disk, a TPM, q35 and the guest agent channel;
+# its disk volume gone after destroy. Then a UEFI machine (the bundled box is
+# BIOS-only, so it is only defined and started: loader, NVRAM, removal on
+# destroy), and a foreign-architecture box refused with nothing created.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+ensure_sandbox "$@"
+
+box=$(bundled_box) || { echo "cannot build the bundled box"; exit 1; }
+proj=$(mktemp -d /tmp/kvmdrive-e2e-hw.XXXXXX)
+up_pid=
+trap 'cd /; [ -n "$up_pid" ] && kill "$up_pid" 2>/dev/null; for d in "$proj"/*/; do "$KVMDRIVE" -C "$d" destroy >/dev/null 2>&1; done; rm -rf "$proj"' EXIT
+
+in_guest() { "$KVMDRIVE" -C "$proj/node" ssh node1 -- "$@" 2>&1; }
+
+# ---- one machine with the hardware a guest can show -------------------------
+mkdir -p "$proj/node" && cd "$proj/node"
+cat > kvmdrive.yml <<YML
+machines:
+  - name: node1
+    box: $box
+    memory: 512
+    hostname: node1.example.com
+    disks: [{size: 2G, name: data}]
+    machine_type: q35
+    tpm: true
+    guest_agent: true
+YML
+start=$(date +%s%N)
+check "up with an extra disk, TPM, q35, guest agent" "$KVMDRIVE" up
+echo "up took $(( ($(date +%s%N) - start) / 1000000 )) ms"
+domain=$(virsh list --name | grep -- '-node1$')
+
+out=$(in_guest lsblk -bdno SIZE /dev/vdb)
+check "/dev/vdb in the guest is 2 GiB ($out)" test "$out" = 2147483648
+out=$(in_guest hostname -f)
+check "hostname -f gives the FQDN ($out)" test "$out" = node1.example.com
+out=$(in_guest hostname)
+check "hostname gives the short name ($out)" test "$out" = node1
+out=$(in_guest cat /sys/class/dmi/id/product_name)
+check "the guest runs on q35 ($out)" grep -q Q35 <<<"$out"
+xml=$(virsh dumpxml "$domain")
+check "dumpxml has the TPM emulator and the agent channel" \
+    bash -c "grep -q \"<tpm model='tpm-crb'>\" <<<\"\$1\" && grep -q org.qemu.guest_agent.0 <<<\"\$1\"" _ "$xml"
+tpm=$(in_guest 'ls /dev/tpm0 /dev/tpmrm0 2>&1; lsmod | grep -i tpm; ls /lib/modules/$(uname -r)/kernel/drivers/char/tpm/ 2>&1 | head -5')
+echo "guest TPM view: $tpm"
+check "/dev/tpm0 exists in the guest" grep -qx /dev/tpm0 <<<"$tpm"
+check "the data volume is in the pool" bash -c "virsh vol-list kvmdrive | grep -q -- '$domain.disk-data.qcow2'"
+check "destroy" "$KVMDRIVE" destroy
+check "the data volume is gone from the pool" bash -c "! virsh vol-list kvmdrive | grep -q -- '$domain.disk-'"
+check "no domain left" bash -c "! virsh list --all --name | grep -q -- '-node1$'"
+
+# ---- UEFI: defined and started with OVMF and its own NVRAM -------------------
+mkdir -p "$proj/efi" && cd "$proj/efi"
+cat > kvmdrive.yml <<YML
+machines:
+  - name: efi
+    box: $box
+    memory: 512
+    firmware: efi
+    boot_timeout: 120
+YML
+# The box cannot boot from UEFI (extlinux MBR), so `up` waits for SSH; it is
+# killed once the domain runs (as a crash would), and destroy cleans up.
+"$KVMDRIVE" up >up.log 2>&1 &
+up_pid=$!
+for _ in $(seq 100); do
+    efi_domain=$(virsh list --name | grep -- '-efi$') && break
+    sleep 0.3
+done
+check "the UEFI machine is defined and running" test -n "${efi_domain:-}"
+xml=$(virsh dumpxml "${efi_domain:-none}" 2>/dev/null)
+nvram=/var/lib/libvirt/qemu/nvram/${efi_domain:-none}_VARS.fd
+check "dumpxml shows the OVMF loader" grep -q "OVMF_CODE_4M.fd</loader>" <<<"$xml"
+check "dumpxml shows its own NVRAM" grep -q "$nvram</nvram>" <<<"$xml"
+check "the NVRAM file exists" test -s "$nvram"
+kill -9 "$up_pid" 2>/dev/null; wait "$up_pid" 2>/dev/null; up_pid=
+check "destroy removes the UEFI machine" "$KVMDRIVE" destroy
+check "the NVRAM file is gone" test ! -e "$nvram"
+check "no domain left" bash -c "! virsh list --all --name | grep -q -- '-efi$'"
+
+# ---- a box for another architecture is refused before anything is made ------
+mkdir -p "$proj/arm/unpack" && cd "$proj/arm"
+tar -xf "$box" -C unpack
+echo '{"provider":"libvirt","format":"qcow2","virtual_size":10,"architecture":"arm64"}' > unpack/metadata.json
+tar -cf foreign.box -C unpack . && rm -rf unpack
+cat > kvmdrive.yml <<YML
+machines:
+  - name: arm
+    box: foreign.box
+YML
+before_vols=$(virsh vol-list kvmdrive | wc -l)
+before_nets=$(virsh net-list --all --name | grep -c .)
+out=$(KVMDRIVE_HOME="$proj/arm/home" "$KVMDRIVE" up 2>&1); rc=$?
+echo "$out" | tail -n 3
+check "up refuses the arm64 box" test "$rc" -ne 0
+check "the error names arm64 and the host's architecture" grep -q "is for arm64, but this host runs amd64" <<<"$out"
+check "no domain was made" bash -c "! virsh list --all --name | grep -q -- '-arm$'"
+check "no volume was made" test "$(virsh vol-list kvmdrive | wc -l)" = "$before_vols"
+check "no network was made" test "$(virsh net-list --all --name | grep -c .)" = "$before_nets"
+printf 'machines:\n  - name: arm\n    box: %s\n    box_architecture: aarch64\n' "$box" > kvmdrive.yml
+out=$("$KVMDRIVE" up 2>&1); rc=$?
+check "box_architecture: aarch64 is refused too ($(tail -n 1 <<<"$out"))" \
+    bash -c "test $rc -ne 0 && grep -q 'is for arm64' <<<\"\$1\"" _ "$out"
+check "still no domain" bash -c "! virsh list --all --name | grep -q -- '-arm$'"
+
+finish
