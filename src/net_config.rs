@@ -347,7 +347,7 @@ impl<'de> Deserialize<'de> for Network {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         RawNetwork::deserialize(d)?
             .check()
-            .map_err(|e| de::Error::custom(format!("networks: {e}")))
+            .map_err(de::Error::custom)
     }
 }
 
@@ -383,11 +383,11 @@ impl<'de> Deserialize<'de> for ForwardedPort {
         let raw = RawPort::deserialize(d)?;
         if matches!(raw.protocol, Some(Protocol::Udp)) {
             return Err(de::Error::custom(
-                "forwarded_ports: udp cannot be forwarded (kvmdrive forwards TCP through ssh); use a private network to reach UDP services",
+                "udp cannot be forwarded (kvmdrive forwards TCP through ssh); use a private network to reach UDP services",
             ));
         }
         if raw.guest == 0 || raw.host == 0 {
-            return Err(de::Error::custom("forwarded_ports: ports must be 1-65535"));
+            return Err(de::Error::custom("ports must be 1-65535"));
         }
         Ok(ForwardedPort {
             guest: raw.guest,

@@ -116,6 +116,9 @@ pub struct InstanceRecord {
     pub user: String,
     pub port: u16,
     pub identity_file: PathBuf,
+    /// Extra NICs (name, mac, ip, prefix): host var `kvmdrive_networks`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::machine::nics::NicAddress>,
 }
 
 impl Scenario {
@@ -348,6 +351,7 @@ impl Scenario {
             user: r.user.clone(),
             port: r.port,
             identity_file: r.identity_file.clone(),
+            networks: r.networks.clone(),
         }
     }
 

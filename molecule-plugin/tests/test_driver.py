@@ -163,6 +163,18 @@ def test_connection_options_come_from_instance_config(tmp_path: Path) -> None:
     assert d.ansible_connection_options("web") == {}, "emptied by destroy"
 
 
+def test_extra_networks_become_a_host_var(tmp_path: Path) -> None:
+    d = make_driver(tmp_path)
+    nets = [{"name": "backend", "mac": "52:54:00:00:00:02", "ip": "192.168.56.11", "prefix": 24}]
+    instances = [dict(INSTANCES[0], networks=nets)]
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(instances), encoding="utf-8")
+    opts = d.ansible_connection_options("web")
+    assert opts["kvmdrive_networks"] == nets
+    assert opts["ansible_host"] == "192.168.121.10", "ansible_host stays the management address"
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")
+    assert "kvmdrive_networks" not in d.ansible_connection_options("web")
+
+
 def test_login_command(tmp_path: Path) -> None:
     d = make_driver(tmp_path, ssh_options=["-o UserKnownHostsFile=/dev/null", "-o LogLevel=ERROR"])
     (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")

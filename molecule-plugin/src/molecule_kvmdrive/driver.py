@@ -79,7 +79,7 @@ class KvmDrive(Driver):
         conf = self._instance(instance_name)
         if not conf:
             return {}
-        return {
+        options = {
             "ansible_connection": "ssh",
             "ansible_host": conf["address"],
             "ansible_port": conf["port"],
@@ -87,6 +87,10 @@ class KvmDrive(Driver):
             "ansible_private_key_file": conf["identity_file"],
             "ansible_ssh_common_args": " ".join(self.ssh_connection_options),
         }
+        if conf.get("networks"):
+            # Extra NICs (private/public networks): [{name, mac, ip, prefix}].
+            options["kvmdrive_networks"] = conf["networks"]
+        return options
 
     def sanity_checks(self) -> None:
         """Find the kvmdrive binary (cheap: Molecule runs this before every playbook)."""
