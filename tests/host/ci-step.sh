@@ -177,6 +177,12 @@ PY
 check "GitHub Actions and docs/ci/ci-step.sh: the same install command and step lines as Cirrus; caches keyed by rev and kvmdrive.yml ($gh)" test "$gh" = ok
 
 warm=0; [[ -d $CI_TARGET/release ]] && warm=1
+# cargo took a git package's units in a kept target dir as fresh although the
+# rev had changed (a binary from an older rev got installed): drop kvmdrive's
+# own units, so run 1 compiles the pinned rev (a CI's install starts from an
+# empty target dir anyway; only the dependencies are kept).
+rm -rf "$CI_TARGET"/release/.fingerprint/kvmdrive-* "$CI_TARGET"/release/deps/kvmdrive-* \
+    "$CI_TARGET"/release/deps/libkvmdrive-*
 before=$(host_state)
 declare -A rc secs
 for n in 1 2; do
@@ -201,6 +207,8 @@ if ((warm)); then
     check "run 1: no crate but kvmdrive is compiled (the CI target dir is kept)" bash -c \
         "! grep '^ *Compiling ' '$log1' | grep -qv '^ *Compiling kvmdrive '"
 fi
+check "run 1: kvmdrive itself is compiled from the pinned rev" \
+    grep -q "^ *Compiling kvmdrive v.* (.*/git/checkouts/.*/${rev:0:7})" "$log1"
 check "run 1: up downloads the box from its box_url" grep -q "downloading http://127.0.0.1:$BOX_PORT/debian-12.box" "$log1"
 check "run 1: host up fixed kvm-access and the iptables backend" bash -c \
     "grep -q 'fix (kvm-access)' '$log1' && grep -q 'fix (iptables-backend)' '$log1'"
