@@ -54,6 +54,8 @@ pub enum LifecycleError {
     },
     #[error("interrupted; what this run created was removed")]
     Cancelled,
+    #[error(transparent)]
+    Arch(#[from] super::arch::ArchError),
 }
 
 impl LifecycleError {
@@ -64,6 +66,7 @@ impl LifecycleError {
             LifecycleError::Project(e) => e.hint(),
             LifecycleError::UnknownMachine { .. } => Some("see `kvmdrive status`".into()),
             LifecycleError::NoSubnet => Some("set `network: {subnet: ...}` in kvmdrive.yml".into()),
+            LifecycleError::Arch(e) => Some(e.hint()),
             LifecycleError::Net(e) => e.hint(),
             LifecycleError::PortInUse { .. } => Some(
                 "pick another `host` port in forwarded_ports (see `ss -ltnp` for who holds it)"
@@ -227,6 +230,9 @@ pub fn up(
     names: &[String],
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
     let machines = select(config, names)?;
+    for m in &machines {
+        super::arch::check(&m.box_name, m.box_architecture.as_deref())?;
+    }
     let _lock = env.project.lock()?;
     if env.hv.uri().starts_with("qemu:///system") {
         // Cheap host checks (a few ms) that explain slow or failing starts.
@@ -270,6 +276,7 @@ fn up_locked(
             continue;
         }
         let installed = boxes::ensure(env.store, spec, env.out)?;
+        super::arch::check_box(&installed)?;
         env.out.detail(
             None,
             format!(
@@ -416,6 +423,8 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
 struct Created {
     overlay: bool,
     domain: bool,
+    /// Extra disks (see `machine::disks`).
+    disks: bool,
 }
 
 fn bring_up(
@@ -426,7 +435,7 @@ fn bring_up(
 ) -> Result<MachineRecord, Failure> {
     let mut created = Created::default();
     let result = bring_up_inner(env, plan, ip, nics, &mut created);
-    if result.is_err() && (created.domain || created.overlay) {
+    if result.is_err() && (created.domain || created.overlay || created.disks) {
         let name = Some(plan.machine.name.0.as_str());
         env.out.step(name, "removing what this run created");
         if created.domain {
@@ -437,6 +446,12 @@ fn bring_up(
         if created.overlay {
             if let Err(e) = env.hv.delete_volume(POOL_NAME, &plan.overlay.name) {
                 env.out.warn(name, format!("could not remove disk: {e}"));
+            }
+        }
+        if created.disks {
+            if let Err(e) = super::disks::remove(env.hv, &plan.domain) {
+                env.out
+                    .warn(name, format!("could not remove extra disks: {e}"));
             }
         }
         let _ = env.project.forget(&plan.machine.name.0);
@@ -467,6 +482,10 @@ fn bring_up_inner(
                 "created disk {} (linked clone of the box)",
                 plan.overlay.name
             ));
+            created.disks = true;
+            for d in super::disks::create(env.hv, plan)? {
+                out(format!("created disk {d}"));
+            }
             accel = define_and_start(env, plan, &disk, accel, created)?;
         }
         Some(DomainState::Running) => out("already running".into()),
@@ -708,7 +727,7 @@ fn wait_ready(
         user: SSH_USER.into(),
         identities,
     };
-    let script = ssh::key_replacement_script(&key.public_line, name);
+    let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
     run_until_ok(&first, &script, deadline)?;
     run_until_ok(&SshTarget::from_record(&record), "true", deadline)?;
     env.out.detail(
@@ -869,6 +888,8 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
     env.hv.remove_domain(&domain)?;
     env.hv
         .delete_volume(POOL_NAME, &plan::overlay_name(&domain))?;
+    super::disks::remove(env.hv, &domain)?;
+    super::disks::remove_nvram(&domain);
     let mac = plan::mac_address(env.project, machine);
     if let Some(xml) = env.hv.network_xml(network)? {
         for h in netplan::read_network(&xml)
