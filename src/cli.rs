@@ -58,7 +58,13 @@ pub enum Command {
     /// Write a commented kvmdrive.yml that uses the bundled Debian 12 box.
     Init(InitArgs),
     /// Create and start machines (all of them when no name is given). Idempotent.
-    Up(MachineSelection),
+    Up(UpArgs),
+    /// Run the machines' provisioners again, in order, from the first.
+    Provision(MachineSelection),
+    /// Copy the rsync synced folders into the machines again.
+    Rsync(MachineSelection),
+    /// Halt, then up: addresses and keys stay; provisioners only with --provision.
+    Reload(UpArgs),
     /// Show the state, address and SSH details of the project's machines.
     Status,
     /// Open an SSH session to a machine, or run a command in it.
@@ -144,6 +150,21 @@ pub struct InitArgs {
     pub force: bool,
 }
 
+/// `up` and `reload`: machines, and whether provisioners run.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Run the provisioners even when they already ran.
+    #[arg(long, conflicts_with = "no_provision")]
+    pub provision: bool,
+
+    /// Do not run provisioners, not even at a machine's first up.
+    #[arg(long)]
+    pub no_provision: bool,
+
+    #[command(flatten)]
+    pub selection: MachineSelection,
+}
+
 /// Machines to act on; empty means every machine of the project.
 #[derive(Debug, Args)]
 pub struct MachineSelection {
@@ -187,6 +208,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_and_reload_take_provision_flags() {
+        let cli = Cli::try_parse_from(["kvmdrive", "up", "--provision", "web"]).unwrap();
+        match cli.command {
+            Command::Up(a) => {
+                assert!(a.provision && !a.no_provision);
+                assert_eq!(a.selection.names, vec!["web"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["kvmdrive", "up", "--provision", "--no-provision"]).is_err());
+        let cli = Cli::try_parse_from(["kvmdrive", "reload", "--no-provision"]).unwrap();
+        assert!(matches!(cli.command, Command::Reload(UpArgs { no_provision: true, .. })));
+        let cli = Cli::try_parse_from(["kvmdrive", "provision", "a", "b"]).unwrap();
+        assert!(matches!(cli.command, Command::Provision(MachineSelection { names }) if names.len() == 2));
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub struct MachineSettings {
     pub accel: Option<Accel>,
     /// Seconds to wait for SSH after starting the machine (default 300).
     pub boot_timeout: Option<Positive>,
+    /// Host directories shown in the guest (see [`crate::synced_folder`]).
+    pub synced_folders: Option<Vec<crate::synced_folder::SyncedFolder>>,
+    /// Steps run in the machine at its first `up` (see [`crate::provisioner`]).
+    pub provision: Option<Vec<crate::provisioner::Provisioner>>,
     /// Extra NICs: private and public networks (see [`crate::net_config`]).
     pub networks: Option<Vec<crate::net_config::Network>>,
     /// Host ports forwarded to guest ports.
@@ -372,6 +376,10 @@ pub struct Machine {
     pub cpu_model: Option<String>,
     pub accel: Accel,
     pub boot_timeout_s: u32,
+    /// `defaults`' folders merged with the machine's (by guest path).
+    pub synced_folders: Vec<crate::synced_folder::SyncedFolder>,
+    /// `defaults`' provisioners, then the machine's.
+    pub provisioners: Vec<crate::provisioner::Provisioner>,
     pub networks: Vec<crate::net_config::Network>,
     pub forwarded_ports: Vec<crate::net_config::ForwardedPort>,
     pub nic_model: crate::net_config::NicModel,
@@ -483,6 +491,14 @@ impl Config {
             cpu_model: pick!(cpu_model),
             accel: pick!(accel).unwrap_or_default(),
             boot_timeout_s: pick!(boot_timeout).map_or(300, |p| p.0),
+            synced_folders: crate::synced_folder::merge(
+                d.synced_folders.as_deref().unwrap_or_default(),
+                m.synced_folders.as_deref().unwrap_or_default(),
+            ),
+            provisioners: crate::provisioner::merge(
+                d.provision.as_deref().unwrap_or_default(),
+                m.provision.as_deref().unwrap_or_default(),
+            ),
             networks: pick!(networks).unwrap_or_default(),
             forwarded_ports: pick!(forwarded_ports).unwrap_or_default(),
             nic_model: pick!(nic_model).unwrap_or_default(),

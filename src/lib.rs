@@ -21,6 +21,11 @@ pub mod platforms;
 pub mod scenario;
 pub mod steps;
 
+// Synced folders and provisioners (kvmdrive.yml, Molecule, Vagrantfile lines).
+pub mod provisioner;
+pub mod raw_config_args;
+pub mod synced_folder;
+pub mod vagrant_ruby;
 
 #[cfg(test)]
 pub(crate) mod testutil;

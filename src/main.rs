@@ -174,12 +174,9 @@ fn run(cli: Cli) -> Result<(), UserError> {
         Command::Reload(a) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             lifecycle::halt(env, &sc.config, &a.selection.names)?;
-            let mut opts = up_options(&a);
-            if !a.provision && !a.no_provision {
-                // As `vagrant reload`: provisioners that ran stay done.
-                opts.provision = provision::ProvisionPolicy::Auto;
-            }
-            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, opts)?;
+            // As `vagrant reload`: provisioners that ran stay done unless --provision.
+            let records =
+                lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
                 print_json(&records);
             }

@@ -288,9 +288,12 @@ impl Scenario {
         source: Source,
     ) -> Result<Scenario, ScenarioError> {
         let p = platforms::from_document(&doc, name)?;
+        let mut config = p.config;
+        let project = Project::new(dir, state_dir)?;
+        resolve_host_paths(&mut config, &molecule_project_dir(&project.dir));
         Ok(Scenario {
-            project: Project::new(dir, state_dir)?,
-            config: p.config,
+            project,
+            config,
             instances: p.instances,
             warnings: p.warnings,
             source,
@@ -372,6 +375,48 @@ impl Scenario {
             }
         }
         Ok((up, down))
+    }
+}
+
+/// Molecule's project directory (where `molecule` runs: the role) for a
+/// scenario directory ROLE/molecule/NAME; otherwise `dir` itself. Relative
+/// host paths of synced folders and provisioners start there, as users of
+/// `synced_folder: true` expect their role at /vagrant (molecule-vagrant
+/// syncs its ephemeral directory, which holds only its Vagrantfile).
+pub fn molecule_project_dir(dir: &Path) -> PathBuf {
+    let parent = dir.parent();
+    match parent.and_then(|p| Some((p.file_name()?, p.parent()?))) {
+        Some((name, root)) if name == "molecule" && dir.join(MOLECULE_FILE).is_file() => {
+            root.to_owned()
+        }
+        _ => dir.to_owned(),
+    }
+}
+
+/// Makes relative synced folder sources and provisioner files absolute
+/// (from `base`), so later steps need not know where they came from.
+fn resolve_host_paths(config: &mut Config, base: &Path) {
+    use crate::provisioner::{Provisioner, Script};
+    let abs = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for m in std::iter::once(&mut config.defaults).chain(config.machines.0.iter_mut()) {
+        for f in m.synced_folders.iter_mut().flatten() {
+            abs(&mut f.src);
+        }
+        for p in m.provision.iter_mut().flatten() {
+            match p {
+                Provisioner::Shell(s) => {
+                    if let Script::Path(path) = &mut s.script {
+                        abs(path)
+                    }
+                }
+                Provisioner::File(f) => abs(&mut f.source),
+                Provisioner::Ansible(a) => abs(&mut a.playbook),
+            }
+        }
     }
 }
 
@@ -488,6 +533,25 @@ mod tests {
         assert_eq!(t.project.dir, s.project.dir);
         assert_eq!(t.project.id, s.project.id);
         assert_eq!(t.instances, s.instances);
+    }
+
+    #[test]
+    fn molecule_paths_start_at_the_role() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sc_dir = tmp.path().join("role/molecule/default");
+        fs::create_dir_all(&sc_dir).unwrap();
+        fs::write(
+            sc_dir.join("molecule.yml"),
+            "platforms:\n  - name: m\n    config_options:\n      synced_folder: true\n",
+        )
+        .unwrap();
+        let role = tmp.path().join("role");
+        assert_eq!(molecule_project_dir(&sc_dir), role);
+        assert_eq!(molecule_project_dir(&role), role);
+        let s = Scenario::open(&sc_dir, None, None).unwrap();
+        let f = &s.config.machines()[0].synced_folders[0];
+        assert_eq!(f.src, role.join("."));
+        assert_eq!(f.dest.0, "/vagrant");
     }
 
     #[test]

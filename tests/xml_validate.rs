@@ -8,6 +8,7 @@ use kvmdrive::net_config::{DirectMode, Forward, NicModel};
 use kvmdrive::virt::interface::{InterfaceSource, InterfaceSpec};
 use kvmdrive::virt::data_volume::DataVolumeSpec;
 use kvmdrive::virt::domain::{Accel, CpuSpec, DomainSpec};
+use kvmdrive::virt::filesystem::{FilesystemSpec, FsDriver, VIRTIOFSD};
 use kvmdrive::virt::hardware::{self as hw, Bus, DiskSpec, HardwareSpec, UefiSpec};
 use kvmdrive::virt::network::{DhcpHost, NetworkSpec};
 use kvmdrive::virt::storage::{PoolSpec, VolumeSpec};
@@ -28,6 +29,24 @@ fn validate(xml: &str, schema: &str) {
     );
 }
 
+/// A 9p share and a virtiofs share (with characters XML must escape).
+fn shared_folders() -> Vec<FilesystemSpec> {
+    vec![
+        FilesystemSpec {
+            driver: FsDriver::NineP,
+            source: "/home/me/role & co".into(),
+            tag: "kvmdrive-aaaaaa".into(),
+        },
+        FilesystemSpec {
+            driver: FsDriver::Virtiofs {
+                binary: VIRTIOFSD.into(),
+            },
+            source: "/srv/data".into(),
+            tag: "kvmdrive-bbbbbb".into(),
+        },
+    ]
+}
+
 #[test]
 fn domains_validate_across_accelerators_cpus_and_sizes() {
     let cpus = [
@@ -38,7 +57,8 @@ fn domains_validate_across_accelerators_cpus_and_sizes() {
     ];
     for accel in [Accel::Kvm, Accel::Tcg] {
         for cpu in &cpus {
-            for (memory_mib, vcpus) in [(256, 1), (4096, 4)] {
+            // Shared folders: none, 9p only, 9p and virtiofs (shared memory).
+            for (memory_mib, vcpus, shares) in [(256, 1, 0), (1024, 2, 1), (4096, 4, 2)] {
                 let spec = DomainSpec {
                     name: "p-abc123-web".into(),
                     project: "abc123".into(),
@@ -53,6 +73,7 @@ fn domains_validate_across_accelerators_cpus_and_sizes() {
                     nic_model: NicModel::Virtio,
                     interfaces: Vec::new(),
                     console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+                    filesystems: shared_folders()[..shares].to_vec(),
                     hardware: HardwareSpec::default(),
                 };
                 validate(&spec.to_xml(), "domain");
@@ -155,6 +176,7 @@ fn domains_validate_with_every_interface_kind_and_model() {
                 nic(3, InterfaceSource::Bridge("br0".into())),
             ],
             console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+            filesystems: Vec::new(),
             hardware: HardwareSpec::default(),
         };
         validate(&spec.to_xml(), "domain");
@@ -269,6 +291,7 @@ fn hardware_options_validate() {
             nic_model: NicModel::Virtio,
             interfaces: Vec::new(),
             console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
+            filesystems: Vec::new(),
             hardware,
         };
         validate(&spec.to_xml(), "domain");

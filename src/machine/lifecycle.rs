@@ -12,6 +12,7 @@ use super::keys;
 use super::netplan;
 use super::plan::{self, MachinePlan};
 use super::project::{MachineRecord, Project, ProjectError};
+use super::provision::{self, ProvisionError, ProvisionPolicy};
 use super::ssh::{self, SshTarget, WaitError};
 use crate::boxes::{self, BoxError, BoxSpec, BoxStore, InstalledBox};
 use crate::config::{self, Config, Machine};
@@ -54,8 +55,6 @@ pub enum LifecycleError {
     },
     #[error("interrupted; what this run created was removed")]
     Cancelled,
-    #[error(transparent)]
-    Arch(#[from] super::arch::ArchError),
 }
 
 impl LifecycleError {
@@ -66,7 +65,6 @@ impl LifecycleError {
             LifecycleError::Project(e) => e.hint(),
             LifecycleError::UnknownMachine { .. } => Some("see `kvmdrive status`".into()),
             LifecycleError::NoSubnet => Some("set `network: {subnet: ...}` in kvmdrive.yml".into()),
-            LifecycleError::Arch(e) => Some(e.hint()),
             LifecycleError::Net(e) => e.hint(),
             LifecycleError::PortInUse { .. } => Some(
                 "pick another `host` port in forwarded_ports (see `ss -ltnp` for who holds it)"
@@ -86,6 +84,15 @@ struct Failure {
 
 impl From<VirtError> for Failure {
     fn from(e: VirtError) -> Self {
+        Failure {
+            hint: e.hint(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ProvisionError> for Failure {
+    fn from(e: ProvisionError) -> Self {
         Failure {
             hint: e.hint(),
             message: e.to_string(),
@@ -229,10 +236,24 @@ pub fn up(
     config: &Config,
     names: &[String],
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
+    up_with(env, config, names, UpOptions::default())
+}
+
+/// What `up` does beyond bringing machines up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpOptions {
+    /// When to run provisioners (default: at a machine's first `up`).
+    pub provision: ProvisionPolicy,
+}
+
+/// [`up`] with options (`--provision`, `--no-provision`).
+pub fn up_with(
+    env: &Env,
+    config: &Config,
+    names: &[String],
+    opts: UpOptions,
+) -> Result<Vec<MachineRecord>, LifecycleError> {
     let machines = select(config, names)?;
-    for m in &machines {
-        super::arch::check(&m.box_name, m.box_architecture.as_deref())?;
-    }
     let _lock = env.project.lock()?;
     if env.hv.uri().starts_with("qemu:///system") {
         // Cheap host checks (a few ms) that explain slow or failing starts.
@@ -241,7 +262,7 @@ pub fn up(
         }
     }
     let mut network_created = false;
-    let outcome = up_locked(env, config, &machines, &mut network_created);
+    let outcome = up_locked(env, config, &machines, &mut network_created, opts);
     if outcome.is_err() && remaining_domains(env)?.is_empty() {
         // Nothing of this project is left: leave no network or state behind.
         if network_created {
@@ -258,6 +279,7 @@ fn up_locked(
     config: &Config,
     machines: &[Machine],
     network_created: &mut bool,
+    opts: UpOptions,
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
     let facts = KvmFacts::read();
     // Extra networks and forwarded ports are checked before anything is made.
@@ -276,7 +298,6 @@ fn up_locked(
             continue;
         }
         let installed = boxes::ensure(env.store, spec, env.out)?;
-        super::arch::check_box(&installed)?;
         env.out.detail(
             None,
             format!(
@@ -323,7 +344,13 @@ fn up_locked(
     }
 
     let results = parallel(&plans, |(plan, ip, nics)| {
-        (plan.machine.name.0.clone(), bring_up(env, plan, *ip, nics))
+        // Folders and provisioners run once the machine answers; their
+        // failure leaves the machine up.
+        let r = bring_up(env, plan, *ip, nics).and_then(|rec| {
+            provision::finish_up(env, &plan.machine, &rec, opts.provision)?;
+            Ok(rec)
+        });
+        (plan.machine.name.0.clone(), r)
     });
     collect(env.out, results)
 }
@@ -423,8 +450,6 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
 struct Created {
     overlay: bool,
     domain: bool,
-    /// Extra disks (see `machine::disks`).
-    disks: bool,
 }
 
 fn bring_up(
@@ -435,7 +460,7 @@ fn bring_up(
 ) -> Result<MachineRecord, Failure> {
     let mut created = Created::default();
     let result = bring_up_inner(env, plan, ip, nics, &mut created);
-    if result.is_err() && (created.domain || created.overlay || created.disks) {
+    if result.is_err() && (created.domain || created.overlay) {
         let name = Some(plan.machine.name.0.as_str());
         env.out.step(name, "removing what this run created");
         if created.domain {
@@ -446,12 +471,6 @@ fn bring_up(
         if created.overlay {
             if let Err(e) = env.hv.delete_volume(POOL_NAME, &plan.overlay.name) {
                 env.out.warn(name, format!("could not remove disk: {e}"));
-            }
-        }
-        if created.disks {
-            if let Err(e) = super::disks::remove(env.hv, &plan.domain) {
-                env.out
-                    .warn(name, format!("could not remove extra disks: {e}"));
             }
         }
         let _ = env.project.forget(&plan.machine.name.0);
@@ -482,10 +501,6 @@ fn bring_up_inner(
                 "created disk {} (linked clone of the box)",
                 plan.overlay.name
             ));
-            created.disks = true;
-            for d in super::disks::create(env.hv, plan)? {
-                out(format!("created disk {d}"));
-            }
             accel = define_and_start(env, plan, &disk, accel, created)?;
         }
         Some(DomainState::Running) => out("already running".into()),
@@ -727,7 +742,7 @@ fn wait_ready(
         user: SSH_USER.into(),
         identities,
     };
-    let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
+    let script = ssh::key_replacement_script(&key.public_line, name);
     run_until_ok(&first, &script, deadline)?;
     run_until_ok(&SshTarget::from_record(&record), "true", deadline)?;
     env.out.detail(
@@ -888,8 +903,6 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
     env.hv.remove_domain(&domain)?;
     env.hv
         .delete_volume(POOL_NAME, &plan::overlay_name(&domain))?;
-    super::disks::remove(env.hv, &domain)?;
-    super::disks::remove_nvram(&domain);
     let mac = plan::mac_address(env.project, machine);
     if let Some(xml) = env.hv.network_xml(network)? {
         for h in netplan::read_network(&xml)

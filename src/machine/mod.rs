@@ -15,4 +15,6 @@ pub mod netplan;
 pub mod nics;
 pub mod plan;
 pub mod project;
+pub mod provision;
 pub mod ssh;
+pub mod sync;

@@ -157,6 +157,7 @@ impl MachinePlan {
             nic_model: self.machine.nic_model,
             interfaces: self.nics.iter().map(|n| n.interface.clone()).collect(),
             console_log: console_log(&self.domain),
+            filesystems: crate::machine::sync::filesystems(&self.machine, &project.dir),
             hardware: self
                 .hardware
                 .spec(disk.parent().unwrap_or(Path::new("/")), accel),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::interface::{InterfaceSource, InterfaceSpec, InterfaceXml};
+use super::filesystem::{self, FilesystemSpec, FilesystemXml, MemoryBackingXml};
 use super::hardware::{self as hw, HardwareSpec};
 use super::{to_xml, Empty};
 use crate::net_config::NicModel;
@@ -59,6 +60,8 @@ pub struct DomainSpec {
     pub interfaces: Vec<InterfaceSpec>,
     /// File the serial console is logged to.
     pub console_log: PathBuf,
+    /// Host directories shared with the guest (9p, virtiofs synced folders).
+    pub filesystems: Vec<FilesystemSpec>,
     /// Firmware, machine type, extra disks, TPM, ... (default: none of them).
     pub hardware: HardwareSpec,
 }
@@ -71,6 +74,8 @@ struct DomainXml<'a> {
     name: &'a str,
     metadata: MetadataXml<'a>,
     memory: Memory,
+    #[serde(rename = "memoryBacking", skip_serializing_if = "Option::is_none")]
+    memory_backing: Option<MemoryBackingXml>,
     vcpu: u32,
     os: Os,
     features: Features,
@@ -182,6 +187,7 @@ struct Devices<'a> {
     controller: Vec<hw::ControllerXml>,
     #[serde(rename = "interface")]
     interfaces: Vec<InterfaceXml<'a>>,
+    filesystem: Vec<FilesystemXml>,
     serial: Serial,
     console: Console,
     rng: Rng,
@@ -320,6 +326,7 @@ impl DomainSpec {
                 unit: "MiB",
                 value: self.memory_mib,
             },
+            memory_backing: filesystem::memory_backing(&self.filesystems),
             vcpu: self.vcpus,
             os: Os {
                 kind: OsType {
@@ -369,6 +376,11 @@ impl DomainSpec {
                 interfaces: std::iter::once(&management)
                     .chain(&self.interfaces)
                     .map(InterfaceSpec::as_xml)
+                    .collect(),
+                filesystem: self
+                    .filesystems
+                    .iter()
+                    .map(FilesystemSpec::as_xml)
                     .collect(),
                 serial: Serial {
                     kind: "pty",
@@ -421,8 +433,19 @@ pub(crate) mod tests {
             nic_model: NicModel::Virtio,
             interfaces: Vec::new(),
             console_log: "/var/log/libvirt/qemu/proj-1a2b3c-web-console.log".into(),
+            filesystems: Vec::new(),
             hardware: HardwareSpec::default(),
         }
+    }
+
+    #[test]
+    fn shared_folders_match_golden_file() {
+        let mut s = sample(Accel::Tcg, CpuSpec::Model("qemu64".into()));
+        s.filesystems = crate::virt::filesystem::tests::shares();
+        let xml = s.to_xml();
+        crate::testutil::assert_golden("domain-shared-folders.xml", &xml);
+        assert!(xml.contains(r#"<source type="memfd"/>"#), "{xml}");
+        assert_eq!(xml.matches("<filesystem ").count(), 2, "{xml}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod data_volume;
 pub mod domain;
+pub mod filesystem;
 pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
