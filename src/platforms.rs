@@ -13,11 +13,14 @@ use crate::config::{
     Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
 };
 use crate::molecule_hardware;
+use crate::raw_config_args::{self, RawSetting, Scope};
 
 /// Platform keys kvmdrive honours (molecule-vagrant's and its own).
 pub const HONOURED_KEYS: &[&str] = &[
     "name",
     "hostname",
+    "instance_raw_config_args",
+    "provider_raw_config_args",
     "box",
     "box_version",
     "box_url",
@@ -62,12 +65,7 @@ const HARDWARE_KEYS: &[&str] = &[
 ];
 
 /// Platform keys that only mean something to Vagrant: accepted with a warning.
-pub const VAGRANT_ONLY_KEYS: &[&str] = &[
-    "provider_raw_config_args",
-    "provider_override_args",
-    "instance_raw_config_args",
-    "provision",
-];
+pub const VAGRANT_ONLY_KEYS: &[&str] = &["provider_override_args", "provision"];
 
 /// vagrant-libvirt `provider_options` that change nothing a test can see
 /// (display, pool and management-network naming): accepted with a warning.
@@ -338,7 +336,8 @@ impl Checker<'_> {
                 "interfaces" => self.interfaces(&at, v, &mut s)?,
                 "provider_options" => self.provider_options(&at, v, &mut s)?,
                 "config_options" => self.config_options(&at, v, &mut s)?,
-                "provider_raw_config_args" => self.raw_config_args(&at, v, &mut s)?,
+                "provider_raw_config_args" => self.raw_config_args(&at, v, &mut s, Scope::Provider)?,
+                "instance_raw_config_args" => self.raw_config_args(&at, v, &mut s, Scope::Instance)?,
                 k if VAGRANT_ONLY_KEYS.contains(&k) => {
                     self.warn(&at, "only means something to Vagrant: ignored".into())
                 }
@@ -453,22 +452,64 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Vagrant-only Ruby lines, except `storage :file, ...` (an extra disk).
+    /// Vagrantfile lines (src/vagrant_ruby.rs, src/raw_config_args.rs): what maps
+    /// onto kvmdrive is applied, the rest is a warning naming the line.
     fn raw_config_args(
         &mut self,
         at: &str,
         v: &Value,
         s: &mut MachineSettings,
+        scope: Scope,
     ) -> Result<(), PlatformError> {
         let Value::Array(list) = v else {
             return Err(self.err(at, "expected a list"));
         };
         let mut disks = Vec::new();
         for (j, line) in list.iter().enumerate() {
-            let at = format!("{at}[{j}]");
-            match line.as_str().and_then(molecule_hardware::storage_line) {
-                Some(disk) => disks.push(disk.map_err(|e| self.err(&at, &e))?),
-                None => self.warn(&at, "only means something to Vagrant: ignored".into()),
+            let Some(text) = line.as_str() else {
+                return Err(self.err(&format!("{at}[{j}]"), "expected a line of Ruby (a string)"));
+            };
+            let at = format!("{at}[{j}] (`{}`)", text.trim());
+            let call = crate::vagrant_ruby::parse_line(text, &crate::vagrant_ruby::ProcessEnv)
+                .map_err(|e| self.err(&at, &e.message))?;
+            let settings = raw_config_args::classify(&call, scope).map_err(|e| self.err(&at, &e))?;
+            for setting in settings {
+                match setting {
+                    RawSetting::SyncedFolder(f) => s.synced_folders.get_or_insert_with(Vec::new).push(f),
+                    RawSetting::Provision(p) => s.provision.get_or_insert_with(Vec::new).push(p),
+                    RawSetting::Hostname(h) => {
+                        s.hostname = Some(
+                            serde_json::from_value(Value::String(h))
+                                .map_err(|e| self.err(&at, &e.to_string()))?,
+                        )
+                    }
+                    RawSetting::BootTimeout(t) => {
+                        s.boot_timeout = Some(
+                            positive(&t).ok_or_else(|| self.err(&at, "expected a number of seconds"))?,
+                        )
+                    }
+                    RawSetting::Interface(iface) => {
+                        let mapped = crate::molecule_networks::interfaces(&at, &Value::Array(vec![iface]))
+                            .map_err(|(at, m)| self.err(&at, &m))?;
+                        for (at, m) in mapped.warnings {
+                            self.warn(&at, m);
+                        }
+                        s.networks.get_or_insert_with(Vec::new).extend(mapped.networks);
+                        s.forwarded_ports
+                            .get_or_insert_with(Vec::new)
+                            .extend(mapped.forwarded_ports);
+                    }
+                    RawSetting::ProviderOption(k, v) => {
+                        let mut one = serde_json::Map::new();
+                        one.insert(k, v);
+                        self.provider_options(&at, &Value::Object(one), s)?
+                    }
+                    RawSetting::Storage => match molecule_hardware::storage_line(text) {
+                        Some(disk) => disks.push(disk.map_err(|e| self.err(&at, &e))?),
+                        None => self.warn(&at, "not a disk kvmdrive can add: ignored".into()),
+                    },
+                    RawSetting::Unmapped(why) => self.warn(&at, format!("{why}: not applied")),
+                }
             }
         }
         if !disks.is_empty() {
@@ -495,14 +536,15 @@ impl Checker<'_> {
                         positive(v).ok_or_else(|| self.err(&at, "expected a number of seconds"))?,
                     )
                 }
-                "synced_folder" => {
-                    if v.as_bool() != Some(false) {
-                        return Err(self.err(
-                            &at,
-                            "kvmdrive has no synced folders: set it to false or remove it",
-                        ));
-                    }
-                }
+                // Vagrant's default folder: the project (the role) at /vagrant, by rsync.
+                "synced_folder" => match v.as_bool() {
+                    Some(true) => s
+                        .synced_folders
+                        .get_or_insert_with(Vec::new)
+                        .insert(0, crate::synced_folder::SyncedFolder::vagrant_default()),
+                    Some(false) => {}
+                    None => return Err(self.err(&at, "expected true or false")),
+                },
                 "ssh.insert_key" => {} // kvmdrive always replaces the insecure key
                 _ => self.warn(&at, "a Vagrant setting: ignored".into()),
             }
@@ -653,15 +695,45 @@ platforms:
     #[test]
     fn vagrant_only_keys_are_named_in_warnings() {
         let w = ok(VAGRANT_SCENARIO).warnings.join("\n");
-        for key in [
-            "provider_raw_config_args",
-            "instance_raw_config_args",
-            "video_type",
-        ] {
+        for key in ["provider_raw_config_args[0] (`cpuset = '1-4,^3,6'`)", "video_type"] {
             assert!(w.contains(key), "no warning about {key}: {w}");
         }
         assert!(!w.contains("cpu_mode"), "{w}");
         assert!(!w.contains("interfaces"), "a DHCP private network is honoured: {w}");
+    }
+
+    #[test]
+    fn vagrantfile_lines_and_synced_folder_true_map_onto_machines() {
+        let p = ok(r#"
+- name: a
+  config_options:
+    synced_folder: true
+  instance_raw_config_args:
+    - "vm.synced_folder 'data', '/srv/data', type: 'virtiofs'"
+    - "vm.provision :shell, inline: 'touch /tmp/mark'"
+    - "vm.provision 'file', source: 'motd', destination: '/etc/motd'"
+    - "vm.network 'forwarded_port', guest: 80, host: 8080"
+    - "vm.hostname = 'web.example.com'"
+    - "vm.box_check_update = false"
+  provider_raw_config_args:
+    - "memory = 1536"
+    - "cpus = 2"
+    - "cpuset = '1-2'"
+"#);
+        let m = &p.config.machines()[0];
+        let dests: Vec<&str> = m.synced_folders.iter().map(|f| f.dest.0.as_str()).collect();
+        assert_eq!(dests, ["/vagrant", "/srv/data"]);
+        assert_eq!(m.provisioners.len(), 2);
+        assert_eq!(m.forwarded_ports.len(), 1);
+        assert_eq!((m.memory_mib, m.cpus), (1536, 2));
+        let w = p.warnings.join("\n");
+        assert!(w.contains("instance_raw_config_args[5] (`vm.box_check_update = false`)"), "{w}");
+        assert!(w.contains("provider_raw_config_args[2] (`cpuset = '1-2'`)"), "{w}");
+        // The default folder can be switched off the Vagrant way.
+        let p = ok("- name: a\n  config_options: {synced_folder: true}\n  instance_raw_config_args:\n    - \"vm.synced_folder '.', '/vagrant', disabled: true\"\n");
+        assert!(p.config.machines()[0].synced_folders.is_empty());
+        let e = err("- name: a\n  instance_raw_config_args:\n    - \"vm.synced_folder \\\"#{`id`}\\\", '/x'\"\n");
+        assert!(e.contains("instance_raw_config_args[0]") && e.contains("only #{Dir.pwd}"), "{e}");
     }
 
     #[test]
@@ -689,8 +761,8 @@ platforms:
         assert!(e.contains("frobnicate"), "{e}");
         let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n      libvirt__forward_mode: route\n");
         assert!(e.contains("interfaces[0].libvirt__forward_mode"), "{e}");
-        let e = err("- name: a\n  config_options:\n    synced_folder: true\n");
-        assert!(e.contains("synced folders"), "{e}");
+        let e = err("- name: a\n  config_options:\n    synced_folder: yes please\n");
+        assert!(e.contains("synced_folder"), "{e}");
         let e = err("- name: a\n  box_download_checksum: abc\n");
         assert!(e.contains("go together"), "{e}");
         let e = err("- name: a\n  memory: lots\n");

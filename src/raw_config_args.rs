@@ -1,0 +1,351 @@
+//! What the Vagrantfile lines of molecule-vagrant's
+//! `instance_raw_config_args` (`vm.*`) and `provider_raw_config_args`
+//! (libvirt provider settings) mean to kvmdrive: each parsed
+//! [`Call`](crate::vagrant_ruby::Call) becomes a typed setting (a synced
+//! folder, a provisioner, a host name, a network, a provider option, a disk)
+//! or a reason it is not applied, which the caller reports as a warning
+//! naming the line. `platforms` applies the settings.
+
+use serde_json::{json, Map, Value as Json};
+
+use crate::provisioner::Provisioner;
+use crate::synced_folder::SyncedFolder;
+use crate::vagrant_ruby::{Call, Value};
+
+/// Which list a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// `instance_raw_config_args`: molecule-vagrant writes `c.LINE`.
+    Instance,
+    /// `provider_raw_config_args`: molecule-vagrant writes `libvirt.LINE`.
+    Provider,
+}
+
+/// What a line sets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawSetting {
+    SyncedFolder(SyncedFolder),
+    Provision(Provisioner),
+    /// `vm.hostname = "..."`: a platform `hostname`.
+    Hostname(String),
+    /// `vm.boot_timeout = N`.
+    BootTimeout(Json),
+    /// `vm.network ...`: an entry of the platform's `interfaces`.
+    Interface(Json),
+    /// A vagrant-libvirt provider option, as under `provider_options`.
+    ProviderOption(String, Json),
+    /// `storage :file, ...`: an extra disk (read by the disk mapper).
+    Storage,
+    /// Understood but not applied: why (a warning naming the line).
+    Unmapped(String),
+}
+
+/// Provider options a `libvirt.KEY = VALUE` line may set.
+const PROVIDER_OPTIONS: &[&str] = &[
+    "memory",
+    "cpus",
+    "nic_model_type",
+    "machine_type",
+    "cpu_mode",
+    "cpu_model",
+    "nested",
+    "driver",
+    "machine_virtual_size",
+    "disk_bus",
+];
+
+/// Synced folder options only Vagrant's other sync types or its own
+/// bookkeeping use: accepted with a warning.
+const FOLDER_VAGRANT_ONLY: &[&str] = &[
+    "create",
+    "mount_options",
+    "id",
+    "rsync__args",
+    "rsync__auto",
+    "rsync__chown",
+    "rsync__verbose",
+    "accessmode",
+    "nfs_version",
+    "nfs_udp",
+];
+
+/// The settings of one parsed line; an error for values kvmdrive refuses.
+pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
+    let mut path: Vec<&str> = call.path.iter().map(String::as_str).collect();
+    if scope == Scope::Provider && path.first() == Some(&"libvirt") {
+        path.remove(0);
+    }
+    if scope == Scope::Instance && matches!(path.first(), Some(&"config") | Some(&"c")) {
+        path.remove(0);
+    }
+    Ok(match (scope, path.as_slice(), &call.assign) {
+        (Scope::Instance, ["vm", "synced_folder"], None) => synced_folder(call)?,
+        (Scope::Instance, ["vm", "provision"], None) => provision(call)?,
+        (Scope::Instance, ["vm", "hostname"], Some(v)) => match v.as_name() {
+            Some(h) => vec![RawSetting::Hostname(h.to_owned())],
+            None => return Err("vm.hostname takes a string".into()),
+        },
+        (Scope::Instance, ["vm", "boot_timeout"], Some(v)) => {
+            vec![RawSetting::BootTimeout(v.to_json())]
+        }
+        (Scope::Instance, ["vm", "network"], None) => network(call)?,
+        (Scope::Instance, ["vm", key], Some(_)) if key.starts_with("box") => {
+            vec![RawSetting::Unmapped(format!(
+                "set `{key}` as a platform key instead"
+            ))]
+        }
+        (Scope::Provider, [key], Some(v)) if PROVIDER_OPTIONS.contains(key) => {
+            vec![RawSetting::ProviderOption((*key).to_owned(), v.to_json())]
+        }
+        (Scope::Provider, ["storage"], None)
+            if call.args.first().and_then(Value::as_name) == Some("file") =>
+        {
+            vec![RawSetting::Storage]
+        }
+        _ => vec![RawSetting::Unmapped(format!(
+            "`{}` has no kvmdrive equivalent",
+            call.method()
+        ))],
+    })
+}
+
+fn two_strings(call: &Call, what: &str) -> Result<(String, String), String> {
+    match call.args.as_slice() {
+        [a, b] => match (a.as_name(), b.as_name()) {
+            (Some(a), Some(b)) => Ok((a.to_owned(), b.to_owned())),
+            _ => Err(format!("{what} takes two strings")),
+        },
+        _ => Err(format!("{what} takes two arguments (host path, guest path)")),
+    }
+}
+
+fn synced_folder(call: &Call) -> Result<Vec<RawSetting>, String> {
+    let (src, dest) = two_strings(call, "vm.synced_folder")?;
+    let mut f = Map::new();
+    f.insert("src".into(), json!(src));
+    f.insert("dest".into(), json!(dest));
+    let mut out = Vec::new();
+    for (k, v) in &call.options {
+        match k.as_str() {
+            "type" => {
+                let t = v.as_name().ok_or("type takes a string")?;
+                match t {
+                    "rsync" | "9p" | "virtiofs" => {
+                        f.insert("type".into(), json!(t));
+                    }
+                    other => {
+                        return Err(format!(
+                            "synced folder type `{other}`: kvmdrive syncs by rsync, 9p or virtiofs"
+                        ))
+                    }
+                }
+            }
+            "disabled" | "owner" | "group" => {
+                f.insert(k.clone(), v.to_json());
+            }
+            "rsync__exclude" => {
+                let list = match v {
+                    Value::Array(_) => v.to_json(),
+                    other => json!([other.to_json()]),
+                };
+                f.insert("exclude".into(), list);
+            }
+            k if FOLDER_VAGRANT_ONLY.contains(&k) => out.push(RawSetting::Unmapped(format!(
+                "synced folder option `{k}` only means something to Vagrant: ignored"
+            ))),
+            k => return Err(format!("unknown synced folder option `{k}`")),
+        }
+    }
+    let folder: SyncedFolder =
+        serde_json::from_value(Json::Object(f)).map_err(|e| e.to_string())?;
+    out.insert(0, RawSetting::SyncedFolder(folder));
+    Ok(out)
+}
+
+/// Keys each provisioner kind takes, and those only Vagrant uses.
+fn provisioner_keys(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match kind {
+        "shell" => (
+            &["inline", "path", "args", "env", "privileged", "name"],
+            &[
+                "run",
+                "upload_path",
+                "keep_color",
+                "binary",
+                "sensitive",
+                "reboot",
+                "reset",
+                "powershell_args",
+            ],
+        ),
+        "file" => (&["source", "destination", "name"], &["run"]),
+        "ansible" => (
+            &["playbook", "extra_vars", "limit", "name"],
+            &[
+                "run",
+                "verbose",
+                "compatibility_mode",
+                "become",
+                "raw_arguments",
+                "galaxy_role_file",
+            ],
+        ),
+        _ => (&[], &[]),
+    }
+}
+
+fn provision(call: &Call) -> Result<Vec<RawSetting>, String> {
+    // `vm.provision :shell, ...` or `vm.provision "name", type: "shell", ...`
+    let first = call.args.first().and_then(Value::as_name);
+    let (kind, name) = match call.option("type").and_then(Value::as_name) {
+        Some(t) => (t, first),
+        None => (first.ok_or("vm.provision takes the provisioner type first")?, None),
+    };
+    let (keys, vagrant_only) = provisioner_keys(kind);
+    if keys.is_empty() {
+        return Ok(vec![RawSetting::Unmapped(format!(
+            "`{kind}` provisioner: kvmdrive runs shell, file and ansible provisioners"
+        ))]);
+    }
+    let mut p = Map::new();
+    p.insert("type".into(), json!(kind));
+    if let Some(n) = name {
+        p.insert("name".into(), json!(n));
+    }
+    let mut out = Vec::new();
+    for (k, v) in &call.options {
+        match k.as_str() {
+            "type" => {}
+            "run" if v.as_name() == Some("once") => {}
+            "args" => {
+                // Ruby lists of numbers are still words for the script.
+                let words = match v {
+                    Value::Array(items) => Json::Array(
+                        items
+                            .iter()
+                            .map(|i| match i.to_json() {
+                                Json::String(s) => Json::String(s),
+                                other => Json::String(other.to_string()),
+                            })
+                            .collect(),
+                    ),
+                    other => other.to_json(),
+                };
+                p.insert("args".into(), words);
+            }
+            k if keys.contains(&k) => {
+                p.insert(k.to_owned(), v.to_json());
+            }
+            k if vagrant_only.contains(&k) => out.push(RawSetting::Unmapped(format!(
+                "{kind} provisioner option `{k}` is not applied"
+            ))),
+            k => return Err(format!("unknown {kind} provisioner option `{k}`")),
+        }
+    }
+    let prov: Provisioner = serde_json::from_value(Json::Object(p)).map_err(|e| e.to_string())?;
+    out.insert(0, RawSetting::Provision(prov));
+    Ok(out)
+}
+
+fn network(call: &Call) -> Result<Vec<RawSetting>, String> {
+    let kind = call
+        .args
+        .first()
+        .and_then(Value::as_name)
+        .ok_or("vm.network takes the network type first")?;
+    let mut iface = Map::new();
+    iface.insert("network_name".into(), json!(kind));
+    for (k, v) in &call.options {
+        iface.insert(k.clone(), v.to_json());
+    }
+    Ok(vec![RawSetting::Interface(Json::Object(iface))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provisioner::Script;
+    use crate::synced_folder::SyncType;
+    use crate::vagrant_ruby::{parse_line, ProcessEnv};
+
+    fn one(line: &str, scope: Scope) -> Vec<RawSetting> {
+        classify(&parse_line(line, &ProcessEnv).unwrap(), scope).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(line: &str, scope: Scope) -> String {
+        classify(&parse_line(line, &ProcessEnv).unwrap(), scope).unwrap_err()
+    }
+
+    #[test]
+    fn synced_folders_map_with_their_options() {
+        let s = one(
+            r#"vm.synced_folder ".", "/vagrant", type: "rsync", rsync__exclude: ".git/", owner: "www-data", create: true"#,
+            Scope::Instance,
+        );
+        let RawSetting::SyncedFolder(f) = &s[0] else {
+            panic!("{s:?}")
+        };
+        assert_eq!((f.src.to_str(), f.dest.0.as_str()), (Some("."), "/vagrant"));
+        assert_eq!(f.kind, SyncType::Rsync);
+        assert_eq!(f.exclude, vec![".git/"]);
+        assert_eq!(f.owner.as_deref(), Some("www-data"));
+        assert!(matches!(&s[1], RawSetting::Unmapped(w) if w.contains("create")));
+        let s = one(r#"vm.synced_folder '.', '/vagrant', disabled: true"#, Scope::Instance);
+        assert!(matches!(&s[0], RawSetting::SyncedFolder(f) if f.disabled));
+        let s = one(r#"vm.synced_folder "data", "/srv/data", :type => :virtiofs"#, Scope::Instance);
+        assert!(matches!(&s[0], RawSetting::SyncedFolder(f) if f.kind == SyncType::Virtiofs));
+        assert!(err(r#"vm.synced_folder ".", "/vagrant", type: "nfs""#, Scope::Instance).contains("nfs"));
+        assert!(err(r#"vm.synced_folder ".", "vagrant""#, Scope::Instance).contains("absolute"));
+        assert!(err(r#"vm.synced_folder ".""#, Scope::Instance).contains("two arguments"));
+    }
+
+    #[test]
+    fn provisioners_map_in_every_spelling() {
+        let s = one(r#"vm.provision :shell, inline: "echo hi", privileged: false, args: ["a", 2]"#, Scope::Instance);
+        let RawSetting::Provision(Provisioner::Shell(sh)) = &s[0] else {
+            panic!("{s:?}")
+        };
+        assert_eq!(sh.script, Script::Inline("echo hi".into()));
+        assert!(!sh.privileged);
+        assert_eq!(sh.args, vec!["a", "2"]);
+        let s = one(r#"vm.provision "shell", path: "scripts/setup.sh", args: "--fast""#, Scope::Instance);
+        assert!(matches!(&s[0], RawSetting::Provision(Provisioner::Shell(sh)) if sh.args_line.as_deref() == Some("--fast")));
+        let s = one(r#"vm.provision "bootstrap", type: "shell", inline: "true", run: "always""#, Scope::Instance);
+        assert!(matches!(&s[0], RawSetting::Provision(p) if p.label() == "shell (bootstrap)"));
+        assert!(matches!(&s[1], RawSetting::Unmapped(w) if w.contains("`run`")));
+        let s = one(r#"vm.provision :file, source: "files/motd", destination: "/tmp/motd""#, Scope::Instance);
+        assert!(matches!(&s[0], RawSetting::Provision(Provisioner::File(f)) if f.destination == "/tmp/motd"));
+        let s = one(r#"vm.provision :puppet"#, Scope::Instance);
+        assert!(matches!(&s[0], RawSetting::Unmapped(w) if w.contains("puppet")));
+        assert!(err(r#"vm.provision :shell"#, Scope::Instance).contains("exactly one"));
+        assert!(err(r#"vm.provision :shell, inline: "x", sudo: true"#, Scope::Instance).contains("sudo"));
+    }
+
+    #[test]
+    fn host_names_networks_and_provider_settings() {
+        assert_eq!(
+            one(r#"vm.hostname = "web.example.com""#, Scope::Instance),
+            vec![RawSetting::Hostname("web.example.com".into())]
+        );
+        assert_eq!(
+            one(r#"vm.network :private_network, ip: "192.168.56.10""#, Scope::Instance),
+            vec![RawSetting::Interface(json!({"network_name": "private_network", "ip": "192.168.56.10"}))]
+        );
+        assert_eq!(
+            one(r#"vm.network "forwarded_port", guest: 80, host: 8080"#, Scope::Instance),
+            vec![RawSetting::Interface(json!({"network_name": "forwarded_port", "guest": 80, "host": 8080}))]
+        );
+        assert_eq!(
+            one("memory = 2048", Scope::Provider),
+            vec![RawSetting::ProviderOption("memory".into(), json!(2048))]
+        );
+        assert_eq!(
+            one("libvirt.nic_model_type = 'e1000'", Scope::Provider),
+            vec![RawSetting::ProviderOption("nic_model_type".into(), json!("e1000"))]
+        );
+        assert_eq!(one("storage :file, size: '10G', bus: 'scsi'", Scope::Provider), vec![RawSetting::Storage]);
+        assert!(matches!(&one("cpuset = '1-4,^3,6'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("cpuset")));
+        assert!(matches!(&one("vm.box_check_update = false", Scope::Instance)[0], RawSetting::Unmapped(_)));
+        assert!(matches!(&one("memory = 1024", Scope::Instance)[0], RawSetting::Unmapped(_)));
+    }
+}
