@@ -189,6 +189,10 @@ fn bad_networks_are_refused_before_anything_is_made() {
             "  - name: a\n    networks: [{type: private, ip: 192.168.122.50}]\n",
             "overlaps libvirt network default",
         ),
+        (
+            "  - name: a\n    forwarded_ports: [{guest: 80, host: 18181}]\n  - name: b\n    forwarded_ports: [{guest: 81, host: 18181, host_ip: 0.0.0.0}]\n",
+            "`a` forwards the same host port",
+        ),
     ] {
         fx.write(machines);
         let e = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap_err();

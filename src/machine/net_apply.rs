@@ -44,6 +44,23 @@ pub fn preflight(
             })
         })
     });
+    let mut claimed: Vec<(std::net::Ipv4Addr, u16, &str)> = Vec::new();
+    for m in selected {
+        for p in &m.forwarded_ports {
+            let clash = claimed.iter().find(|(ip, port, _)| {
+                *port == p.host
+                    && (*ip == p.host_ip || ip.is_unspecified() || p.host_ip.is_unspecified())
+            });
+            if let Some((_, _, other)) = clash {
+                return Err(LifecycleError::PortInUse {
+                    machine: m.name.0.clone(),
+                    addr: format!("{}:{}", p.host_ip, p.host),
+                    reason: format!("`{other}` forwards the same host port"),
+                });
+            }
+            claimed.push((p.host_ip, p.host, &m.name.0));
+        }
+    }
     for m in selected {
         for n in &m.networks {
             if let crate::net_config::NetworkKind::Public { source, .. } = &n.kind {
