@@ -63,6 +63,8 @@ pub enum Command {
     Provision(MachineSelection),
     /// Copy the rsync synced folders into the machines again.
     Rsync(MachineSelection),
+    /// Copy the rsync synced folders, then again on every change, until Ctrl-C.
+    RsyncAuto(MachineSelection),
     /// Halt, then up: addresses and keys stay; provisioners only with --provision.
     Reload(UpArgs),
     /// Show the state, address and SSH details of the project's machines.

@@ -196,6 +196,10 @@ fn run(cli: Cli) -> Result<(), UserError> {
         Command::Rsync(sel) => with_env(g, &dir, &out, |env, sc| {
             Ok(sync::rsync_machines(env, &sc.config, &sel.names)?)
         }),
+        Command::RsyncAuto(sel) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            Ok(sync::rsync_auto(env, &sc.config, &sel.names)?)
+        }),
         Command::Halt(sel) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             Ok(lifecycle::halt(env, &sc.config, &sel.names)?)

@@ -163,7 +163,11 @@ pub fn rsync_command(r: &MachineRecord, f: &SyncedFolder, base: &Path) -> Comman
         .arg(ssh)
         .arg(format!("--chown={owner}:{group}"));
     // Never copy kvmdrive's or Vagrant's state (machine keys) into a guest.
-    for pattern in [".kvmdrive/", ".vagrant/"].iter().map(|s| s.to_string()).chain(f.exclude.clone()) {
+    for pattern in [".kvmdrive/", ".vagrant/"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(f.exclude.clone())
+    {
         cmd.arg(format!("--exclude={pattern}"));
     }
     let mut src = f.host_dir(base).into_os_string();
@@ -225,12 +229,13 @@ pub fn rsync_machines(env: &Env, config: &Config, names: &[String]) -> Result<()
         .iter()
         .map(|m| {
             let r = provision::running_record(env, m).and_then(|rec| {
-                let n = rsync_all(&rec, &m.synced_folders, &env.project.dir).map_err(|e| {
-                    match e.hint() {
-                        Some(h) => format!("{e}\nhint: {h}"),
-                        None => e.to_string(),
-                    }
-                })?;
+                let n =
+                    rsync_all(&rec, &m.synced_folders, &env.project.dir).map_err(|e| {
+                        match e.hint() {
+                            Some(h) => format!("{e}\nhint: {h}"),
+                            None => e.to_string(),
+                        }
+                    })?;
                 env.out
                     .step(Some(&m.name.0), format!("rsync: {n} folder(s) copied"));
                 Ok(())
@@ -239,6 +244,78 @@ pub fn rsync_machines(env: &Env, config: &Config, names: &[String]) -> Result<()
         })
         .collect();
     provision::outcome(env.out, results)
+}
+
+/// A cheap fingerprint of a directory tree: (files, total size, newest
+/// modification). Any edit, addition or removal changes it.
+pub fn tree_stamp(dir: &Path) -> (u64, u64, std::time::SystemTime) {
+    let mut stamp = (0, 0, std::time::UNIX_EPOCH);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name == ".kvmdrive" || name == ".git" {
+                continue; // kvmdrive's state and git's churn are never synced
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            if let Ok(m) = meta.modified() {
+                stamp.2 = stamp.2.max(m);
+            }
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                stamp.0 += 1;
+                stamp.1 += meta.len();
+            }
+        }
+    }
+    stamp
+}
+
+/// `kvmdrive rsync-auto [NAME...]`: copies the rsync folders once, then again
+/// whenever a file under them changes (polled twice a second; a change is
+/// copied once the tree has been quiet for half a second), until Ctrl-C.
+pub fn rsync_auto(env: &Env, config: &Config, names: &[String]) -> Result<(), LifecycleError> {
+    rsync_machines(env, config, names)?;
+    let machines = lifecycle::select(config, names)?;
+    let dirs: Vec<PathBuf> = machines
+        .iter()
+        .flat_map(|m| &m.synced_folders)
+        .filter(|f| f.kind == SyncType::Rsync)
+        .map(|f| f.host_dir(&env.project.dir))
+        .collect();
+    env.out.step(
+        None,
+        format!("watching {} folder(s); Ctrl-C stops", dirs.len()),
+    );
+    let stamps = || dirs.iter().map(|d| tree_stamp(d)).collect::<Vec<_>>();
+    let mut last = stamps();
+    let tick = std::time::Duration::from_millis(500);
+    while !super::cancel::is_cancelled() {
+        std::thread::sleep(tick);
+        let now = stamps();
+        if now == last {
+            continue;
+        }
+        // Debounce: wait until the tree stops changing.
+        let mut settled = now;
+        loop {
+            std::thread::sleep(tick);
+            let again = stamps();
+            if again == settled || super::cancel::is_cancelled() {
+                break;
+            }
+            settled = again;
+        }
+        last = settled;
+        if let Err(e) = rsync_machines(env, config, names) {
+            env.out.warn(None, e.to_string());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -276,7 +353,10 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert_eq!(&args[..4], ["-a", "--delete", "--rsync-path", "sudo rsync"]);
-        assert!(args[5].contains("-i '/p/.kvmdrive/machines/web/id_ed25519'"), "{args:?}");
+        assert!(
+            args[5].contains("-i '/p/.kvmdrive/machines/web/id_ed25519'"),
+            "{args:?}"
+        );
         assert!(args[5].contains("StrictHostKeyChecking=no"), "{args:?}");
         assert!(args.contains(&"--chown=vagrant:vagrant".to_owned()));
         assert!(args.contains(&"--exclude=.kvmdrive/".to_owned()));
@@ -298,6 +378,23 @@ mod tests {
         assert_eq!(fs[0].source, PathBuf::from("/proj/x"));
         assert_eq!(fs[1].source, PathBuf::from("/abs"));
         assert!(matches!(fs[1].driver, FsDriver::Virtiofs { .. }));
+    }
+
+    #[test]
+    fn tree_stamps_change_with_any_edit_and_skip_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        std::fs::write(tmp.path().join("sub/a"), "1").unwrap();
+        let a = tree_stamp(tmp.path());
+        assert_eq!(a, tree_stamp(tmp.path()));
+        std::fs::write(tmp.path().join("sub/a"), "12").unwrap();
+        let b = tree_stamp(tmp.path());
+        assert_ne!(a, b);
+        std::fs::create_dir(tmp.path().join(".kvmdrive")).unwrap();
+        std::fs::write(tmp.path().join(".kvmdrive/lock"), "x").unwrap();
+        assert_eq!(tree_stamp(tmp.path()), b, "state files are not watched");
+        std::fs::remove_file(tmp.path().join("sub/a")).unwrap();
+        assert_ne!(tree_stamp(tmp.path()).0, b.0);
     }
 
     #[test]

@@ -87,6 +87,17 @@ check "virtiofs sees a change live" test "$(in_guest cat /mnt/vfs/hello.txt)" = 
 check "the rsync copy is not updated before kvmdrive rsync" test "$(in_guest cat /vagrant/hello.txt)" = one
 check "kvmdrive rsync succeeds" "$KVMDRIVE" rsync
 check "kvmdrive rsync updates the copy" test "$(in_guest cat /vagrant/hello.txt)" = two
+"$KVMDRIVE" rsync-auto > rsync-auto.log 2>&1 &
+auto=$!
+sleep 8   # its first copy
+echo three > share/hello.txt
+for _ in $(seq 40); do
+    [ "$(in_guest cat /vagrant/hello.txt)" = three ] && break
+    sleep 1
+done
+check "rsync-auto copies a change by itself" test "$(in_guest cat /vagrant/hello.txt)" = three
+kill -INT "$auto"; wait "$auto"
+check "rsync-auto stops on Ctrl-C (SIGINT)" test $? -eq 0
 
 marks=$(in_guest cat /var/tmp/marks)
 echo "marks after up: $marks"
@@ -120,8 +131,8 @@ assert a["state"] == "running", a
 assert (b["address"], b["identity_file"]) == (a["address"], a["identity_file"]), (b, a)
 PY
 check "reload does not provision again" test "$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" -eq 6
-[ "$NINEP" = 1 ] && check "9p is mounted again after reload" test "$(in_guest cat /mnt/ninep/hello.txt)" = two
-check "virtiofs is mounted again after reload" test "$(in_guest cat /mnt/vfs/hello.txt)" = two
+[ "$NINEP" = 1 ] && check "9p is mounted again after reload" test "$(in_guest cat /mnt/ninep/hello.txt)" = three
+check "virtiofs is mounted again after reload" test "$(in_guest cat /mnt/vfs/hello.txt)" = three
 
 # A failing provisioner: exit 1, names machine and provisioner, machine stays up.
 python3 - <<'PY'
