@@ -323,3 +323,67 @@ fn a_foreign_architecture_is_refused_before_anything_is_made() {
         .network_exists(&plan::network_name(&fx.project()))
         .unwrap());
 }
+
+/// A v2 box with two disks (64 MiB and 32 MiB qcow2 images).
+fn two_disk_box(dir: &Path) -> std::path::PathBuf {
+    let work = dir.join("box2-src");
+    std::fs::create_dir_all(&work).unwrap();
+    for (file, size) in [("box.img", "64M"), ("data.img", "32M")] {
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(work.join(file))
+            .arg(size)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    std::fs::write(
+        work.join("metadata.json"),
+        r#"{"provider":"libvirt","format":"qcow2","disks":[{"path":"box.img"},{"path":"data.img"}]}"#,
+    )
+    .unwrap();
+    let file = dir.join("two-disks.box");
+    let ok = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&file)
+        .arg("-C")
+        .arg(&work)
+        .args(["metadata.json", "box.img", "data.img"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    file
+}
+
+#[test]
+fn every_disk_of_a_v2_box_is_attached_before_extra_disks() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a"]);
+    let the_box = two_disk_box(fx.dir.parent().unwrap());
+    std::fs::write(
+        fx.dir.join("kvmdrive.yml"),
+        format!(
+            "defaults:\n  box: {}\n  accel: tcg\n  disks: [{{size: 1G}}]\nmachines:\n  - name: a\n",
+            the_box.display()
+        ),
+    )
+    .unwrap();
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    let domain = plan::domain_name(&fx.project(), "a");
+    assert_eq!(
+        extra_disks(&fx, "a"),
+        [
+            format!("{domain}.disk-disk1.qcow2"),
+            format!("{domain}.disk.box2.qcow2")
+        ]
+    );
+    let xml = fx.hv.domain_xml(&domain).unwrap().unwrap();
+    let box2 = xml
+        .find(".disk.box2.qcow2")
+        .expect("second box disk attached");
+    let vdb = xml.find("dev='vdb'").unwrap();
+    let vdc = xml.find("dev='vdc'").unwrap();
+    assert!(box2 < vdb && vdb < vdc, "{xml}");
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
+    assert!(extra_disks(&fx, "a").is_empty());
+}

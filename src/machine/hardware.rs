@@ -11,19 +11,26 @@ use crate::hardware::{DiskBus, Firmware, Hardware, MachineType};
 use crate::virt::data_volume::DataVolumeSpec;
 use crate::virt::domain::Accel;
 use crate::virt::hardware::{self as hw, Bus, DiskSpec, HardwareSpec, UefiSpec};
+use crate::virt::storage::VolumeSpec;
 
 /// Where libvirt keeps domains' NVRAM files (on the libvirt host).
 pub const NVRAM_DIR: &str = "/var/lib/libvirt/qemu/nvram";
 
-/// Prefix of every extra-disk volume of a domain (machine names hold no `.`,
-/// so no other machine's volume shares it).
+/// Prefix of every extra-disk volume of a domain, the box's further disks
+/// included (machine names hold no `.`, so no other machine's volume shares it).
 pub fn disk_volume_prefix(domain: &str) -> String {
-    format!("{domain}.disk-")
+    format!("{domain}.disk")
+}
+
+/// The overlay of the box's `n`-th disk (`n` >= 2; the first is the machine's
+/// main overlay).
+pub fn box_disk_volume_name(domain: &str, n: usize) -> String {
+    format!("{}.box{n}.qcow2", disk_volume_prefix(domain))
 }
 
 /// The volume of extra disk `name` of `domain`.
 pub fn disk_volume_name(domain: &str, name: &str, format: &str) -> String {
-    format!("{}{name}.{format}", disk_volume_prefix(domain))
+    format!("{}-{name}.{format}", disk_volume_prefix(domain))
 }
 
 /// The machine's UEFI variables file.
@@ -84,6 +91,9 @@ pub struct PlannedDisk {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HardwarePlan {
     pub settings: Hardware,
+    /// Overlays of the box's second, third, ... disk (v2 boxes), attached
+    /// right after the first (`vdb`, ...).
+    pub box_disks: Vec<VolumeSpec>,
     pub disks: Vec<PlannedDisk>,
     pub nvram: Option<PathBuf>,
     pub vendor: CpuVendor,
@@ -100,9 +110,25 @@ fn dev_name(prefix: &str, n: usize) -> String {
 }
 
 impl HardwarePlan {
-    /// `box_disks` virtio disks come first (`vda`, ...); extra disks follow.
-    pub fn new(domain: &str, hw: &Hardware, box_disks: usize, vendor: CpuVendor) -> HardwarePlan {
-        let mut next_vd = box_disks;
+    /// The box's disks come first (`vda` is the machine's main overlay, then
+    /// one overlay per base in `box_bases`: (base image, its virtual size));
+    /// extra disks follow.
+    pub fn new(
+        domain: &str,
+        hw: &Hardware,
+        box_bases: &[(PathBuf, u64)],
+        vendor: CpuVendor,
+    ) -> HardwarePlan {
+        let box_disks: Vec<VolumeSpec> = box_bases
+            .iter()
+            .enumerate()
+            .map(|(i, (base, size))| VolumeSpec {
+                name: box_disk_volume_name(domain, i + 2),
+                capacity_bytes: *size,
+                backing: Some(base.clone()),
+            })
+            .collect();
+        let mut next_vd = 1 + box_disks.len();
         let mut next_sd = 0;
         let disks = hw
             .disks
@@ -137,6 +163,7 @@ impl HardwarePlan {
             .collect();
         HardwarePlan {
             settings: hw.clone(),
+            box_disks,
             disks,
             nvram: (hw.firmware == Firmware::Efi).then(|| nvram_path(domain)),
             vendor,
@@ -176,14 +203,21 @@ impl HardwarePlan {
                 secure_boot: s.secure_boot,
             }),
             disks: self
-                .disks
+                .box_disks
                 .iter()
-                .map(|d| DiskSpec {
+                .enumerate()
+                .map(|(i, v)| DiskSpec {
+                    path: pool_dir.join(&v.name),
+                    format: "qcow2",
+                    bus: Bus::Virtio,
+                    dev: dev_name("vd", i + 1),
+                })
+                .chain(self.disks.iter().map(|d| DiskSpec {
                     path: pool_dir.join(&d.volume.name),
                     format: d.volume.format,
                     bus: d.bus,
                     dev: d.dev.clone(),
-                })
+                }))
                 .collect(),
             cpu_features,
             tpm: s.tpm,
@@ -211,7 +245,7 @@ mod tests {
         let hw = hardware(
             "machines:\n  - name: a\n    disks:\n      - {size: 1G}\n      - {size: 2G, bus: scsi, format: raw, name: logs}\n      - {size: 3G}\n      - {size: 1G, bus: sata}\n",
         );
-        let p = HardwarePlan::new("p-1-a", &hw, 1, CpuVendor::Intel);
+        let p = HardwarePlan::new("p-1-a", &hw, &[], CpuVendor::Intel);
         let devs: Vec<_> = p.disks.iter().map(|d| d.dev.as_str()).collect();
         assert_eq!(devs, ["vdb", "sda", "vdc", "sdb"]);
         assert_eq!(p.disks[0].volume.name, "p-1-a.disk-disk1.qcow2");
@@ -228,11 +262,28 @@ mod tests {
     }
 
     #[test]
+    fn a_boxs_further_disks_come_before_the_extra_disks() {
+        let hw = hardware("machines:\n  - name: a\n    disks: [{size: 1G}]\n");
+        let bases = [("/pool/box-2.qcow2".into(), 5 << 30)];
+        let p = HardwarePlan::new("p-1-a", &hw, &bases, CpuVendor::Intel);
+        assert_eq!(p.box_disks[0].name, "p-1-a.disk.box2.qcow2");
+        assert_eq!(p.box_disks[0].capacity_bytes, 5 << 30);
+        assert_eq!(p.disks[0].dev, "vdc");
+        let spec = p.spec(Path::new("/pool"), Accel::Tcg);
+        let devs: Vec<_> = spec.disks.iter().map(|d| d.dev.as_str()).collect();
+        assert_eq!(devs, ["vdb", "vdc"]);
+        assert_eq!(spec.disks[0].path, Path::new("/pool/p-1-a.disk.box2.qcow2"));
+        assert!(p.box_disks[0]
+            .name
+            .starts_with(&disk_volume_prefix("p-1-a")));
+    }
+
+    #[test]
     fn efi_gets_its_own_nvram_and_secure_boot_the_ms_images() {
         let p = HardwarePlan::new(
             "p-1-a",
             &hardware("defaults:\n  firmware: efi\n"),
-            1,
+            &[],
             CpuVendor::Intel,
         );
         let spec = p.spec(Path::new("/pool"), Accel::Kvm);
@@ -246,7 +297,7 @@ mod tests {
         let p = HardwarePlan::new(
             "p-1-a",
             &hardware("defaults:\n  secure_boot: true\n"),
-            1,
+            &[],
             CpuVendor::Intel,
         );
         let spec = p.spec(Path::new("/pool"), Accel::Kvm);
@@ -254,7 +305,7 @@ mod tests {
         assert!(uefi.secure_boot);
         assert_eq!(uefi.vars_template, Path::new(hw::OVMF_VARS_SECURE));
         assert_eq!(spec.machine_type, Some("q35"));
-        let bios = HardwarePlan::new("p-1-a", &hardware(""), 1, CpuVendor::Intel);
+        let bios = HardwarePlan::new("p-1-a", &hardware(""), &[], CpuVendor::Intel);
         assert_eq!(
             bios.spec(Path::new("/pool"), Accel::Kvm),
             HardwareSpec::default()
@@ -267,7 +318,7 @@ mod tests {
             "defaults:\n  nested: true\n  cpu_features: [{name: avx2, policy: disable}]\n",
         );
         let feats = |vendor, accel| {
-            HardwarePlan::new("d", &hw, 1, vendor)
+            HardwarePlan::new("d", &hw, &[], vendor)
                 .spec(Path::new("/p"), accel)
                 .cpu_features
         };

@@ -55,6 +55,8 @@ pub enum LifecycleError {
     },
     #[error("interrupted; what this run created was removed")]
     Cancelled,
+    #[error(transparent)]
+    Arch(#[from] super::arch::ArchError),
 }
 
 impl LifecycleError {
@@ -65,6 +67,7 @@ impl LifecycleError {
             LifecycleError::Project(e) => e.hint(),
             LifecycleError::UnknownMachine { .. } => Some("see `kvmdrive status`".into()),
             LifecycleError::NoSubnet => Some("set `network: {subnet: ...}` in kvmdrive.yml".into()),
+            LifecycleError::Arch(e) => Some(e.hint()),
             LifecycleError::Net(e) => e.hint(),
             LifecycleError::PortInUse { .. } => Some(
                 "pick another `host` port in forwarded_ports (see `ss -ltnp` for who holds it)"
@@ -254,6 +257,9 @@ pub fn up_with(
     opts: UpOptions,
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
     let machines = select(config, names)?;
+    for m in &machines {
+        super::arch::check(&m.box_name, m.box_architecture.as_deref())?;
+    }
     let _lock = env.project.lock()?;
     if env.hv.uri().starts_with("qemu:///system") {
         // Cheap host checks (a few ms) that explain slow or failing starts.
@@ -293,11 +299,14 @@ fn up_locked(
     // Boxes and their base volumes, once per distinct box, before any machine.
     let specs: Vec<BoxSpec> = machines.iter().map(|m| box_spec(env.project, m)).collect();
     let mut bases: HashMap<&BoxSpec, (PathBuf, u64)> = HashMap::new();
+    // A v2 box's further disks (bases beside the first), per box.
+    let mut box_disks: HashMap<&BoxSpec, Vec<(PathBuf, u64)>> = HashMap::new();
     for spec in &specs {
         if bases.contains_key(spec) {
             continue;
         }
         let installed = boxes::ensure(env.store, spec, env.out)?;
+        super::arch::check_box(&installed)?;
         env.out.detail(
             None,
             format!(
@@ -308,6 +317,10 @@ fn up_locked(
             ),
         );
         let base = ensure_base_volume(env, &pool_dir, &installed)?;
+        box_disks.insert(
+            spec,
+            super::disks::ensure_box_bases(env.hv, &installed, &base)?,
+        );
         bases.insert(spec, (base, installed.virtual_size));
     }
 
@@ -318,7 +331,8 @@ fn up_locked(
     for (m, spec) in machines.iter().zip(&specs) {
         let choice = accel::choose(m.accel, &facts);
         let (base, size) = &bases[spec];
-        let plan = MachinePlan::new(env.project, m, base, *size, choice);
+        let plan =
+            MachinePlan::new(env.project, m, base, *size, choice).with_box_disks(&box_disks[spec]);
         let ip = netplan::assign_ip(&net.subnet, &net.hosts, &plan.mac)
             .ok_or(LifecycleError::NoSubnet)?;
         if !net
@@ -450,6 +464,8 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
 struct Created {
     overlay: bool,
     domain: bool,
+    /// Extra disks (see `machine::disks`).
+    disks: bool,
 }
 
 fn bring_up(
@@ -460,7 +476,7 @@ fn bring_up(
 ) -> Result<MachineRecord, Failure> {
     let mut created = Created::default();
     let result = bring_up_inner(env, plan, ip, nics, &mut created);
-    if result.is_err() && (created.domain || created.overlay) {
+    if result.is_err() && (created.domain || created.overlay || created.disks) {
         let name = Some(plan.machine.name.0.as_str());
         env.out.step(name, "removing what this run created");
         if created.domain {
@@ -471,6 +487,12 @@ fn bring_up(
         if created.overlay {
             if let Err(e) = env.hv.delete_volume(POOL_NAME, &plan.overlay.name) {
                 env.out.warn(name, format!("could not remove disk: {e}"));
+            }
+        }
+        if created.disks {
+            if let Err(e) = super::disks::remove(env.hv, &plan.domain) {
+                env.out
+                    .warn(name, format!("could not remove extra disks: {e}"));
             }
         }
         let _ = env.project.forget(&plan.machine.name.0);
@@ -501,6 +523,10 @@ fn bring_up_inner(
                 "created disk {} (linked clone of the box)",
                 plan.overlay.name
             ));
+            created.disks = true;
+            for d in super::disks::create(env.hv, plan)? {
+                out(format!("created disk {d}"));
+            }
             accel = define_and_start(env, plan, &disk, accel, created)?;
         }
         Some(DomainState::Running) => out("already running".into()),
@@ -742,7 +768,7 @@ fn wait_ready(
         user: SSH_USER.into(),
         identities,
     };
-    let script = ssh::key_replacement_script(&key.public_line, name);
+    let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
     run_until_ok(&first, &script, deadline)?;
     run_until_ok(&SshTarget::from_record(&record), "true", deadline)?;
     env.out.detail(
@@ -903,6 +929,8 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
     env.hv.remove_domain(&domain)?;
     env.hv
         .delete_volume(POOL_NAME, &plan::overlay_name(&domain))?;
+    super::disks::remove(env.hv, &domain)?;
+    super::disks::remove_nvram(&domain);
     let mac = plan::mac_address(env.project, machine);
     if let Some(xml) = env.hv.network_xml(network)? {
         for h in netplan::read_network(&xml)

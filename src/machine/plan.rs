@@ -116,12 +116,24 @@ impl MachinePlan {
                 capacity_bytes: machine.disk_size.unwrap_or(0).max(box_virtual_size),
                 backing: Some(base_image.to_owned()),
             },
-            hardware: HardwarePlan::new(&domain, &machine.hardware, 1, CpuVendor::host()),
+            hardware: HardwarePlan::new(&domain, &machine.hardware, &[], CpuVendor::host()),
             domain,
             machine: machine.clone(),
             accel,
             nics: super::nics::plan_nics(project, machine),
         }
+    }
+
+    /// Attaches the box's further disks (v2 boxes): (base image, virtual size)
+    /// of its second, third, ... disk.
+    pub fn with_box_disks(mut self, bases: &[(PathBuf, u64)]) -> MachinePlan {
+        self.hardware = HardwarePlan::new(
+            &self.domain,
+            &self.machine.hardware,
+            bases,
+            self.hardware.vendor,
+        );
+        self
     }
 
     /// The host name the first login gives the guest (`None`: keep the box's).
