@@ -677,7 +677,11 @@ platforms:
         assert_eq!(p.instances[0].groups, vec!["web"]);
         assert_eq!(p.instances[0].children, vec!["frontend"]);
         assert_eq!(p.instances[1].name, "Instance_2");
-        assert_eq!(m[0].networks.len(), 1, "the DHCP private_network is a second NIC");
+        assert_eq!(
+            m[0].networks.len(),
+            1,
+            "the DHCP private_network is a second NIC"
+        );
         assert!(m[1].networks.is_empty());
     }
 
@@ -687,9 +691,15 @@ platforms:
         let m = &p.config.machines()[0];
         assert_eq!(m.nic_model, crate::net_config::NicModel::E1000);
         assert_eq!(m.networks.len(), 1);
-        assert_eq!((m.forwarded_ports[0].guest, m.forwarded_ports[0].host), (80, 8080));
+        assert_eq!(
+            (m.forwarded_ports[0].guest, m.forwarded_ports[0].host),
+            (80, 8080)
+        );
         let e = err("- name: a\n  provider_options:\n    nic_model_type: ne2k_pci\n");
-        assert!(e.contains("nic_model_type") && e.contains("ne2k_pci"), "{e}");
+        assert!(
+            e.contains("nic_model_type") && e.contains("ne2k_pci"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -699,7 +709,10 @@ platforms:
             assert!(w.contains(key), "no warning about {key}: {w}");
         }
         assert!(!w.contains("cpu_mode"), "{w}");
-        assert!(!w.contains("interfaces"), "a DHCP private network is honoured: {w}");
+        assert!(
+            !w.contains("interfaces"),
+            "a DHCP private network is honoured: {w}"
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@ use std::process::Command;
 
 use kvmdrive::config::Subnet;
 use kvmdrive::net_config::{DirectMode, Forward, NicModel};
-use kvmdrive::virt::interface::{InterfaceSource, InterfaceSpec};
 use kvmdrive::virt::data_volume::DataVolumeSpec;
 use kvmdrive::virt::domain::{Accel, CpuSpec, DomainSpec};
 use kvmdrive::virt::filesystem::{FilesystemSpec, FsDriver, VIRTIOFSD};
 use kvmdrive::virt::hardware::{self as hw, Bus, DiskSpec, HardwareSpec, UefiSpec};
+use kvmdrive::virt::interface::{InterfaceSource, InterfaceSpec};
 use kvmdrive::virt::network::{DhcpHost, NetworkSpec};
 use kvmdrive::virt::storage::{PoolSpec, VolumeSpec};
 
@@ -165,7 +165,10 @@ fn domains_validate_with_every_interface_kind_and_model() {
             network: "kvmdrive-abc123".into(),
             nic_model: model,
             interfaces: vec![
-                nic(1, InterfaceSource::Network("kvmdrive-abc123-backend".into())),
+                nic(
+                    1,
+                    InterfaceSource::Network("kvmdrive-abc123-backend".into()),
+                ),
                 nic(
                     2,
                     InterfaceSource::Direct {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::interface::{InterfaceSource, InterfaceSpec, InterfaceXml};
 use super::filesystem::{self, FilesystemSpec, FilesystemXml, MemoryBackingXml};
 use super::hardware::{self as hw, HardwareSpec};
+use super::interface::{InterfaceSource, InterfaceSpec, InterfaceXml};
 use super::{to_xml, Empty};
 use crate::net_config::NicModel;
 
@@ -484,7 +484,10 @@ pub(crate) mod tests {
         let xml = s.to_xml();
         crate::testutil::assert_golden("domain-networks.xml", &xml);
         let first = xml.find("<interface").unwrap();
-        assert!(xml[first..].starts_with(r#"<interface type="network">"#), "{xml}");
+        assert!(
+            xml[first..].starts_with(r#"<interface type="network">"#),
+            "{xml}"
+        );
         assert!(xml[first..].contains(r#"<model type="e1000"/>"#));
         assert_eq!(xml.matches("<interface ").count(), 4, "{xml}");
     }
