@@ -232,6 +232,19 @@ pub fn configure_script(system: GuestSystem, nics: &[GuestNic]) -> String {
     s
 }
 
+/// Waits up to `seconds` until every address in `ips` is on an interface
+/// (a DHCP lease can take a moment after the configuration is applied);
+/// prints the missing ones and fails otherwise.
+pub fn wait_script(ips: &[std::net::Ipv4Addr], seconds: u32) -> String {
+    let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    format!(
+        "for _ in $(seq 1 {n}); do missing=; for a in {ips}; do ip -4 -o addr show | grep -qF \" inet $a/\" || missing=\"$missing $a\"; done; \
+         [ -z \"$missing\" ] && exit 0; sleep 0.5; done; echo \"missing:$missing\" >&2; exit 1",
+        n = seconds * 2,
+        ips = list.join(" ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +385,30 @@ mod tests {
             "{s}"
         );
         assert!(configure_script(GuestSystem::Netplan, &[nic(stat())]).contains("netplan apply"));
+    }
+
+    #[test]
+    fn wait_script_checks_every_address() {
+        let s = wait_script(
+            &[
+                "192.168.56.11".parse().unwrap(),
+                "10.0.0.5".parse().unwrap(),
+            ],
+            15,
+        );
+        assert!(s.contains("seq 1 30"), "{s}");
+        assert!(s.contains("for a in 192.168.56.11 10.0.0.5;"), "{s}");
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(&s)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The script runs: files land, a second run changes nothing.

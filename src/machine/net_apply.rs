@@ -292,6 +292,23 @@ pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Res
                 out.lines().last().unwrap_or("").trim()
             ),
         );
+        // Static and reserved addresses the configured NICs must get.
+        let expected: Vec<std::net::Ipv4Addr> = plan
+            .nics
+            .iter()
+            .zip(&record.networks)
+            .filter(|(n, _)| n.auto_config)
+            .filter_map(|(_, a)| a.ip)
+            .collect();
+        if !expected.is_empty() {
+            let wait = guest_net::wait_script(&expected, 15);
+            if let Err(e) = run(&target, &wait) {
+                env.out.warn(
+                    name,
+                    format!("extra NICs: not every address came up in 15 s ({e})"),
+                );
+            }
+        }
     }
     let dir = env.project.machine_dir(&plan.machine.name.0);
     match forward::start(&dir, record, &plan.machine.forwarded_ports) {
