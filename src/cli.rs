@@ -224,9 +224,17 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["kvmdrive", "up", "--provision", "--no-provision"]).is_err());
         let cli = Cli::try_parse_from(["kvmdrive", "reload", "--no-provision"]).unwrap();
-        assert!(matches!(cli.command, Command::Reload(UpArgs { no_provision: true, .. })));
+        assert!(matches!(
+            cli.command,
+            Command::Reload(UpArgs {
+                no_provision: true,
+                ..
+            })
+        ));
         let cli = Cli::try_parse_from(["kvmdrive", "provision", "a", "b"]).unwrap();
-        assert!(matches!(cli.command, Command::Provision(MachineSelection { names }) if names.len() == 2));
+        assert!(
+            matches!(cli.command, Command::Provision(MachineSelection { names }) if names.len() == 2)
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ pub mod virt;
 // Ansible role testing (Molecule driver and the lifecycle without Molecule).
 pub mod ansible;
 pub mod interpolate;
-pub mod molecule_networks;
 pub mod molecule_hardware;
+pub mod molecule_networks;
 pub mod platforms;
 pub mod scenario;
 pub mod steps;

@@ -164,8 +164,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
         Command::Up(a) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             sc.save()?;
-            let records =
-                lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
+            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
                 print_json(&records);
             }
@@ -175,8 +174,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
             cancel::install_handler();
             lifecycle::halt(env, &sc.config, &a.selection.names)?;
             // As `vagrant reload`: provisioners that ran stay done unless --provision.
-            let records =
-                lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
+            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
                 print_json(&records);
             }
@@ -188,7 +186,10 @@ fn run(cli: Cli) -> Result<(), UserError> {
             if g.json {
                 // One JSON line per provisioner run, also when one failed.
                 for r in &runs {
-                    println!("{}", serde_json::to_string(r).expect("plain data serialises"));
+                    println!(
+                        "{}",
+                        serde_json::to_string(r).expect("plain data serialises")
+                    );
                 }
             }
             Ok(outcome?)

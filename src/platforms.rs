@@ -336,8 +336,12 @@ impl Checker<'_> {
                 "interfaces" => self.interfaces(&at, v, &mut s)?,
                 "provider_options" => self.provider_options(&at, v, &mut s)?,
                 "config_options" => self.config_options(&at, v, &mut s)?,
-                "provider_raw_config_args" => self.raw_config_args(&at, v, &mut s, Scope::Provider)?,
-                "instance_raw_config_args" => self.raw_config_args(&at, v, &mut s, Scope::Instance)?,
+                "provider_raw_config_args" => {
+                    self.raw_config_args(&at, v, &mut s, Scope::Provider)?
+                }
+                "instance_raw_config_args" => {
+                    self.raw_config_args(&at, v, &mut s, Scope::Instance)?
+                }
                 k if VAGRANT_ONLY_KEYS.contains(&k) => {
                     self.warn(&at, "only means something to Vagrant: ignored".into())
                 }
@@ -472,10 +476,13 @@ impl Checker<'_> {
             let at = format!("{at}[{j}] (`{}`)", text.trim());
             let call = crate::vagrant_ruby::parse_line(text, &crate::vagrant_ruby::ProcessEnv)
                 .map_err(|e| self.err(&at, &e.message))?;
-            let settings = raw_config_args::classify(&call, scope).map_err(|e| self.err(&at, &e))?;
+            let settings =
+                raw_config_args::classify(&call, scope).map_err(|e| self.err(&at, &e))?;
             for setting in settings {
                 match setting {
-                    RawSetting::SyncedFolder(f) => s.synced_folders.get_or_insert_with(Vec::new).push(f),
+                    RawSetting::SyncedFolder(f) => {
+                        s.synced_folders.get_or_insert_with(Vec::new).push(f)
+                    }
                     RawSetting::Provision(p) => s.provision.get_or_insert_with(Vec::new).push(p),
                     RawSetting::Hostname(h) => {
                         s.hostname = Some(
@@ -485,16 +492,20 @@ impl Checker<'_> {
                     }
                     RawSetting::BootTimeout(t) => {
                         s.boot_timeout = Some(
-                            positive(&t).ok_or_else(|| self.err(&at, "expected a number of seconds"))?,
+                            positive(&t)
+                                .ok_or_else(|| self.err(&at, "expected a number of seconds"))?,
                         )
                     }
                     RawSetting::Interface(iface) => {
-                        let mapped = crate::molecule_networks::interfaces(&at, &Value::Array(vec![iface]))
-                            .map_err(|(at, m)| self.err(&at, &m))?;
+                        let mapped =
+                            crate::molecule_networks::interfaces(&at, &Value::Array(vec![iface]))
+                                .map_err(|(at, m)| self.err(&at, &m))?;
                         for (at, m) in mapped.warnings {
                             self.warn(&at, m);
                         }
-                        s.networks.get_or_insert_with(Vec::new).extend(mapped.networks);
+                        s.networks
+                            .get_or_insert_with(Vec::new)
+                            .extend(mapped.networks);
                         s.forwarded_ports
                             .get_or_insert_with(Vec::new)
                             .extend(mapped.forwarded_ports);
@@ -705,7 +716,10 @@ platforms:
     #[test]
     fn vagrant_only_keys_are_named_in_warnings() {
         let w = ok(VAGRANT_SCENARIO).warnings.join("\n");
-        for key in ["provider_raw_config_args[0] (`cpuset = '1-4,^3,6'`)", "video_type"] {
+        for key in [
+            "provider_raw_config_args[0] (`cpuset = '1-4,^3,6'`)",
+            "video_type",
+        ] {
             assert!(w.contains(key), "no warning about {key}: {w}");
         }
         assert!(!w.contains("cpu_mode"), "{w}");
@@ -740,13 +754,22 @@ platforms:
         assert_eq!(m.forwarded_ports.len(), 1);
         assert_eq!((m.memory_mib, m.cpus), (1536, 2));
         let w = p.warnings.join("\n");
-        assert!(w.contains("instance_raw_config_args[5] (`vm.box_check_update = false`)"), "{w}");
-        assert!(w.contains("provider_raw_config_args[2] (`cpuset = '1-2'`)"), "{w}");
+        assert!(
+            w.contains("instance_raw_config_args[5] (`vm.box_check_update = false`)"),
+            "{w}"
+        );
+        assert!(
+            w.contains("provider_raw_config_args[2] (`cpuset = '1-2'`)"),
+            "{w}"
+        );
         // The default folder can be switched off the Vagrant way.
         let p = ok("- name: a\n  config_options: {synced_folder: true}\n  instance_raw_config_args:\n    - \"vm.synced_folder '.', '/vagrant', disabled: true\"\n");
         assert!(p.config.machines()[0].synced_folders.is_empty());
         let e = err("- name: a\n  instance_raw_config_args:\n    - \"vm.synced_folder \\\"#{`id`}\\\", '/x'\"\n");
-        assert!(e.contains("instance_raw_config_args[0]") && e.contains("only #{Dir.pwd}"), "{e}");
+        assert!(
+            e.contains("instance_raw_config_args[0]") && e.contains("only #{Dir.pwd}"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -191,7 +191,9 @@ mod tests {
 
     #[test]
     fn bad_provisioners_are_refused() {
-        assert!(parse("- {type: shell}\n").unwrap_err().contains("exactly one"));
+        assert!(parse("- {type: shell}\n")
+            .unwrap_err()
+            .contains("exactly one"));
         assert!(parse("- {type: shell, inline: a, path: b}\n")
             .unwrap_err()
             .contains("exactly one"));
@@ -202,9 +204,11 @@ mod tests {
         assert!(parse("- {type: file, source: a}\n")
             .unwrap_err()
             .contains("destination"));
-        assert!(parse("- {type: file, source: a, destination: b, mode: 1}\n")
-            .unwrap_err()
-            .contains("mode"));
+        assert!(
+            parse("- {type: file, source: a, destination: b, mode: 1}\n")
+                .unwrap_err()
+                .contains("mode")
+        );
         assert!(parse("- {type: shell, inline: a, sudo: true}\n")
             .unwrap_err()
             .contains("sudo"));

@@ -115,7 +115,9 @@ fn two_strings(call: &Call, what: &str) -> Result<(String, String), String> {
             (Some(a), Some(b)) => Ok((a.to_owned(), b.to_owned())),
             _ => Err(format!("{what} takes two strings")),
         },
-        _ => Err(format!("{what} takes two arguments (host path, guest path)")),
+        _ => Err(format!(
+            "{what} takes two arguments (host path, guest path)"
+        )),
     }
 }
 
@@ -199,7 +201,10 @@ fn provision(call: &Call) -> Result<Vec<RawSetting>, String> {
     let first = call.args.first().and_then(Value::as_name);
     let (kind, name) = match call.option("type").and_then(Value::as_name) {
         Some(t) => (t, first),
-        None => (first.ok_or("vm.provision takes the provisioner type first")?, None),
+        None => (
+            first.ok_or("vm.provision takes the provisioner type first")?,
+            None,
+        ),
     };
     let (keys, vagrant_only) = provisioner_keys(kind);
     if keys.is_empty() {
@@ -290,35 +295,65 @@ mod tests {
         assert_eq!(f.exclude, vec![".git/"]);
         assert_eq!(f.owner.as_deref(), Some("www-data"));
         assert!(matches!(&s[1], RawSetting::Unmapped(w) if w.contains("create")));
-        let s = one(r#"vm.synced_folder '.', '/vagrant', disabled: true"#, Scope::Instance);
+        let s = one(
+            r#"vm.synced_folder '.', '/vagrant', disabled: true"#,
+            Scope::Instance,
+        );
         assert!(matches!(&s[0], RawSetting::SyncedFolder(f) if f.disabled));
-        let s = one(r#"vm.synced_folder "data", "/srv/data", :type => :virtiofs"#, Scope::Instance);
+        let s = one(
+            r#"vm.synced_folder "data", "/srv/data", :type => :virtiofs"#,
+            Scope::Instance,
+        );
         assert!(matches!(&s[0], RawSetting::SyncedFolder(f) if f.kind == SyncType::Virtiofs));
-        assert!(err(r#"vm.synced_folder ".", "/vagrant", type: "nfs""#, Scope::Instance).contains("nfs"));
+        assert!(err(
+            r#"vm.synced_folder ".", "/vagrant", type: "nfs""#,
+            Scope::Instance
+        )
+        .contains("nfs"));
         assert!(err(r#"vm.synced_folder ".", "vagrant""#, Scope::Instance).contains("absolute"));
         assert!(err(r#"vm.synced_folder ".""#, Scope::Instance).contains("two arguments"));
     }
 
     #[test]
     fn provisioners_map_in_every_spelling() {
-        let s = one(r#"vm.provision :shell, inline: "echo hi", privileged: false, args: ["a", 2]"#, Scope::Instance);
+        let s = one(
+            r#"vm.provision :shell, inline: "echo hi", privileged: false, args: ["a", 2]"#,
+            Scope::Instance,
+        );
         let RawSetting::Provision(Provisioner::Shell(sh)) = &s[0] else {
             panic!("{s:?}")
         };
         assert_eq!(sh.script, Script::Inline("echo hi".into()));
         assert!(!sh.privileged);
         assert_eq!(sh.args, vec!["a", "2"]);
-        let s = one(r#"vm.provision "shell", path: "scripts/setup.sh", args: "--fast""#, Scope::Instance);
-        assert!(matches!(&s[0], RawSetting::Provision(Provisioner::Shell(sh)) if sh.args_line.as_deref() == Some("--fast")));
-        let s = one(r#"vm.provision "bootstrap", type: "shell", inline: "true", run: "always""#, Scope::Instance);
+        let s = one(
+            r#"vm.provision "shell", path: "scripts/setup.sh", args: "--fast""#,
+            Scope::Instance,
+        );
+        assert!(
+            matches!(&s[0], RawSetting::Provision(Provisioner::Shell(sh)) if sh.args_line.as_deref() == Some("--fast"))
+        );
+        let s = one(
+            r#"vm.provision "bootstrap", type: "shell", inline: "true", run: "always""#,
+            Scope::Instance,
+        );
         assert!(matches!(&s[0], RawSetting::Provision(p) if p.label() == "shell (bootstrap)"));
         assert!(matches!(&s[1], RawSetting::Unmapped(w) if w.contains("`run`")));
-        let s = one(r#"vm.provision :file, source: "files/motd", destination: "/tmp/motd""#, Scope::Instance);
-        assert!(matches!(&s[0], RawSetting::Provision(Provisioner::File(f)) if f.destination == "/tmp/motd"));
+        let s = one(
+            r#"vm.provision :file, source: "files/motd", destination: "/tmp/motd""#,
+            Scope::Instance,
+        );
+        assert!(
+            matches!(&s[0], RawSetting::Provision(Provisioner::File(f)) if f.destination == "/tmp/motd")
+        );
         let s = one(r#"vm.provision :puppet"#, Scope::Instance);
         assert!(matches!(&s[0], RawSetting::Unmapped(w) if w.contains("puppet")));
         assert!(err(r#"vm.provision :shell"#, Scope::Instance).contains("exactly one"));
-        assert!(err(r#"vm.provision :shell, inline: "x", sudo: true"#, Scope::Instance).contains("sudo"));
+        assert!(err(
+            r#"vm.provision :shell, inline: "x", sudo: true"#,
+            Scope::Instance
+        )
+        .contains("sudo"));
     }
 
     #[test]
@@ -328,12 +363,22 @@ mod tests {
             vec![RawSetting::Hostname("web.example.com".into())]
         );
         assert_eq!(
-            one(r#"vm.network :private_network, ip: "192.168.56.10""#, Scope::Instance),
-            vec![RawSetting::Interface(json!({"network_name": "private_network", "ip": "192.168.56.10"}))]
+            one(
+                r#"vm.network :private_network, ip: "192.168.56.10""#,
+                Scope::Instance
+            ),
+            vec![RawSetting::Interface(
+                json!({"network_name": "private_network", "ip": "192.168.56.10"})
+            )]
         );
         assert_eq!(
-            one(r#"vm.network "forwarded_port", guest: 80, host: 8080"#, Scope::Instance),
-            vec![RawSetting::Interface(json!({"network_name": "forwarded_port", "guest": 80, "host": 8080}))]
+            one(
+                r#"vm.network "forwarded_port", guest: 80, host: 8080"#,
+                Scope::Instance
+            ),
+            vec![RawSetting::Interface(
+                json!({"network_name": "forwarded_port", "guest": 80, "host": 8080})
+            )]
         );
         assert_eq!(
             one("memory = 2048", Scope::Provider),
@@ -341,11 +386,25 @@ mod tests {
         );
         assert_eq!(
             one("libvirt.nic_model_type = 'e1000'", Scope::Provider),
-            vec![RawSetting::ProviderOption("nic_model_type".into(), json!("e1000"))]
+            vec![RawSetting::ProviderOption(
+                "nic_model_type".into(),
+                json!("e1000")
+            )]
         );
-        assert_eq!(one("storage :file, size: '10G', bus: 'scsi'", Scope::Provider), vec![RawSetting::Storage]);
-        assert!(matches!(&one("cpuset = '1-4,^3,6'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("cpuset")));
-        assert!(matches!(&one("vm.box_check_update = false", Scope::Instance)[0], RawSetting::Unmapped(_)));
-        assert!(matches!(&one("memory = 1024", Scope::Instance)[0], RawSetting::Unmapped(_)));
+        assert_eq!(
+            one("storage :file, size: '10G', bus: 'scsi'", Scope::Provider),
+            vec![RawSetting::Storage]
+        );
+        assert!(
+            matches!(&one("cpuset = '1-4,^3,6'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("cpuset"))
+        );
+        assert!(matches!(
+            &one("vm.box_check_update = false", Scope::Instance)[0],
+            RawSetting::Unmapped(_)
+        ));
+        assert!(matches!(
+            &one("memory = 1024", Scope::Instance)[0],
+            RawSetting::Unmapped(_)
+        ));
     }
 }

@@ -45,7 +45,9 @@ impl GuestPath {
             ));
         }
         let trimmed = s.trim_end_matches('/');
-        Ok(GuestPath(if trimmed.is_empty() { "/" } else { trimmed }.to_owned()))
+        Ok(GuestPath(
+            if trimmed.is_empty() { "/" } else { trimmed }.to_owned(),
+        ))
     }
 }
 
@@ -164,8 +166,9 @@ mod tests {
     #[test]
     fn machine_folders_replace_defaults_by_dest_and_disabled_drops() {
         let d = parse("- {src: ., dest: /vagrant}\n- {src: a, dest: /a}\n").unwrap();
-        let m = parse("- {src: b, dest: /a, type: 9p}\n- {src: ., dest: /vagrant, disabled: true}\n")
-            .unwrap();
+        let m =
+            parse("- {src: b, dest: /a, type: 9p}\n- {src: ., dest: /vagrant, disabled: true}\n")
+                .unwrap();
         let out = merge(&d, &m);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].src, PathBuf::from("b"));

@@ -19,9 +19,9 @@ use super::project::{MachineRecord, Project};
 use super::ssh::{shell_quote, SshTarget};
 use super::sync::{self, SyncError};
 use crate::config::{Config, Machine};
-use crate::virt::hypervisor::DomainState;
 use crate::output::Reporter;
 use crate::provisioner::{Ansible, FileCopy, Provisioner, Script, Shell};
+use crate::virt::hypervisor::DomainState;
 
 /// File in the machine's state directory recording provisioner runs.
 pub const STATE_FILE: &str = "provisioned.json";
@@ -103,7 +103,11 @@ pub fn read_state(project: &Project, machine: &str) -> Option<ProvisionState> {
     serde_json::from_str(&text).ok()
 }
 
-fn write_state(project: &Project, machine: &str, st: &ProvisionState) -> Result<(), ProvisionError> {
+fn write_state(
+    project: &Project,
+    machine: &str,
+    st: &ProvisionState,
+) -> Result<(), ProvisionError> {
     let dir = project.machine_dir(machine);
     let path = dir.join(STATE_FILE);
     let err = |source| ProvisionError::State {
@@ -504,7 +508,9 @@ fn ansible(
         cmd.arg("--extra-vars")
             .arg(serde_json::to_string(&vars).expect("plain data serialises"));
     }
-    cmd.arg(&playbook).current_dir(&project.dir).stdin(Stdio::null());
+    cmd.arg(&playbook)
+        .current_dir(&project.dir)
+        .stdin(Stdio::null());
     for (k, v) in [
         ("ANSIBLE_HOST_KEY_CHECKING", "False"),
         ("ANSIBLE_RETRY_FILES_ENABLED", "False"),
@@ -543,10 +549,7 @@ mod tests {
             r#"sudo -n env K='v'\''1' "$(command -v bash || echo sh)" '/tmp/kvmdrive-shell-1' 'a' 'b c'"#
         );
         let s = shell_of("- {type: shell, path: s.sh, args: '--x \"$HOME\"', privileged: false}\n");
-        assert_eq!(
-            shell_command(&s, "/tmp/k", true),
-            r#"'/tmp/k' --x "$HOME""#
-        );
+        assert_eq!(shell_command(&s, "/tmp/k", true), r#"'/tmp/k' --x "$HOME""#);
     }
 
     #[test]
@@ -569,7 +572,10 @@ mod tests {
         assert!(!due(ProvisionPolicy::Always, &p, b), "nothing to run");
         let mut st = ProvisionState::default();
         write_state(&p, "a", &st).unwrap();
-        assert!(due(ProvisionPolicy::Auto, &p, a), "an unfinished run counts as not provisioned");
+        assert!(
+            due(ProvisionPolicy::Auto, &p, a),
+            "an unfinished run counts as not provisioned"
+        );
         st.complete = true;
         write_state(&p, "a", &st).unwrap();
         assert!(!due(ProvisionPolicy::Auto, &p, a));
