@@ -248,8 +248,17 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         }
         r
     };
+    // Recorded before the body goes out: a client may finish reading it and
+    // the test look at `seen` before this thread gets back here.
+    let index = {
+        let mut st = state.lock().unwrap();
+        st.seen.push(seen.clone());
+        st.seen.len() - 1
+    };
     let result = respond(&mut out, &method, route, &mut seen);
-    state.lock().unwrap().seen.push(seen);
+    if let Some(slot) = state.lock().unwrap().seen.get_mut(index) {
+        *slot = seen;
+    }
     let _ = out.shutdown(Shutdown::Both);
     result
 }
