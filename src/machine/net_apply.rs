@@ -13,6 +13,11 @@ use super::plan::MachinePlan;
 use super::project::MachineRecord;
 use super::ssh::{shell_quote, SshTarget};
 use super::{forward, guest_net, netplan};
+
+/// How long `up` waits for the extra NICs' addresses. A DHCP client under
+/// TCG, with its retry back-off, can need tens of seconds; the wait costs
+/// nothing once every address is there.
+const ADDRESS_WAIT_SECS: u32 = 60;
 use crate::config::{Machine, Subnet};
 use crate::virt::network::{DhcpHost, NetworkSpec};
 use crate::virt::VirtError;
@@ -301,11 +306,11 @@ pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Res
             .filter_map(|(_, a)| a.ip)
             .collect();
         if !expected.is_empty() {
-            let wait = guest_net::wait_script(&expected, 15);
+            let wait = guest_net::wait_script(&expected, ADDRESS_WAIT_SECS);
             if let Err(e) = run(&target, &wait) {
                 env.out.warn(
                     name,
-                    format!("extra NICs: not every address came up in 15 s ({e})"),
+                    format!("extra NICs: not every address came up in {ADDRESS_WAIT_SECS} s ({e})"),
                 );
             }
         }

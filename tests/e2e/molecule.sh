@@ -40,7 +40,7 @@ export KVMDRIVE_HOME=${KVMDRIVE_HOME:-$HOME/.local/share/kvmdrive} HOME="$work/h
 mkdir -p "$HOME"
 cp -r "$REPO/tests/fixtures/sample-role" "$work/sample-role"
 role="$work/sample-role"
-trap 'cd "$role" && for s in default single vagrant; do molecule destroy -s $s >/dev/null 2>&1; done;
+trap 'cd "$role" && for s in default single vagrant raw-args multinode; do molecule destroy -s $s >/dev/null 2>&1; done;
       "$KVMDRIVE" -C "$role/molecule/default" destroy >/dev/null 2>&1; rm -rf "$work"' EXIT
 cd "$role"
 
@@ -132,5 +132,23 @@ check "the molecule-vagrant scenario passes unchanged (rc $rc)" test "$rc" = 0
 [ "$rc" = 0 ] || tail -n 60 "$work/vagrant.log"
 check "its Vagrant-only keys are named in warnings" grep -q "provider_raw_config_args" "$work/vagrant.log"
 check "nothing left after molecule test -s vagrant" nothing_left "$work/home"
+
+# ---- 4. Vagrantfile lines: synced_folder: true, instance_raw_config_args --------------
+t0=$(now)
+molecule test -s raw-args > "$work/raw-args.log" 2>&1
+rc=$?
+echo "molecule test -s raw-args took $(elapsed "$t0")"
+check "the raw-args scenario passes: role at /vagrant, vm.synced_folder copy, vm.provision mark once (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 60 "$work/raw-args.log"
+check "nothing left after molecule test -s raw-args" nothing_left "$work/home"
+
+# ---- 5. A molecule-vagrant two-node scenario with private networks ------------------
+t0=$(now)
+molecule test -s multinode > "$work/multinode.log" 2>&1
+rc=$?
+echo "molecule test -s multinode took $(elapsed "$t0")"
+check "the two-node private-network scenario passes (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 60 "$work/multinode.log"
+check "nothing left after molecule test -s multinode" nothing_left "$work/home"
 
 finish
