@@ -21,3 +21,34 @@ pub fn assert_golden(name: &str, actual: &str) {
     });
     pretty_assertions::assert_eq!(expected, actual, "golden file {name} differs");
 }
+
+/// A machine record as `up` leaves it: `web` at 192.168.121.10, key under
+/// `/p/.kvmdrive/machines/web`.
+pub fn machine_record() -> crate::machine::project::MachineRecord {
+    crate::machine::project::MachineRecord {
+        name: "web".into(),
+        domain: "p-1-web".into(),
+        address: "192.168.121.10".into(),
+        port: 22,
+        user: "vagrant".into(),
+        identity_file: "/p/.kvmdrive/machines/web/id_ed25519".into(),
+        mac: "52:54:00:00:00:01".into(),
+        domain_type: "qemu".into(),
+        networks: Vec::new(),
+    }
+}
+
+/// Asserts that `script` is valid POSIX sh (`sh -n`), with sh's complaint.
+pub fn assert_sh_syntax(script: &str) {
+    let out = std::process::Command::new("sh")
+        .arg("-n")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -181,17 +181,7 @@ mod tests {
     use super::*;
 
     fn record() -> MachineRecord {
-        MachineRecord {
-            name: "web".into(),
-            domain: "p-1-web".into(),
-            address: "192.168.121.10".into(),
-            port: 22,
-            user: "vagrant".into(),
-            identity_file: "/p/id".into(),
-            mac: "52:54:00:00:00:01".into(),
-            domain_type: "qemu".into(),
-            networks: Vec::new(),
-        }
+        crate::testutil::machine_record()
     }
 
     #[test]
@@ -222,7 +212,10 @@ mod tests {
         );
         assert!(joined.contains("-L 0.0.0.0:8443:10.0.0.5:443"), "{joined}");
         assert!(joined.contains("ExitOnForwardFailure=yes"), "{joined}");
-        assert!(joined.contains("-i /p/id"), "{joined}");
+        assert!(
+            joined.contains("-i /p/.kvmdrive/machines/web/id_ed25519"),
+            "{joined}"
+        );
         assert!(joined.contains("vagrant@192.168.121.10"), "{joined}");
         assert!(args.contains(&"-N".to_owned()));
     }

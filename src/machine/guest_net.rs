@@ -398,17 +398,7 @@ mod tests {
         );
         assert!(s.contains("seq 1 30"), "{s}");
         assert!(s.contains("for a in 192.168.56.11 10.0.0.5;"), "{s}");
-        let out = std::process::Command::new("sh")
-            .arg("-n")
-            .arg("-c")
-            .arg(&s)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::testutil::assert_sh_syntax(&s);
     }
 
     /// The script runs: files land, a second run changes nothing.

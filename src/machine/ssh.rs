@@ -173,17 +173,7 @@ mod tests {
     use std::net::TcpListener;
 
     fn record() -> MachineRecord {
-        MachineRecord {
-            name: "web".into(),
-            domain: "p-1-web".into(),
-            address: "192.168.121.10".into(),
-            port: 22,
-            user: "vagrant".into(),
-            identity_file: "/p/.kvmdrive/machines/web/id_ed25519".into(),
-            mac: "52:54:00:00:00:01".into(),
-            domain_type: "qemu".into(),
-            networks: Vec::new(),
-        }
+        crate::testutil::machine_record()
     }
 
     #[test]
@@ -231,17 +221,7 @@ mod tests {
     fn host_name_script_runs_in_a_shell() {
         let fqdn = Hostname::parse("node1.example.com").unwrap();
         let s = key_replacement_script("k", Some(&fqdn));
-        let out = Command::new("sh")
-            .arg("-n")
-            .arg("-c")
-            .arg(&s)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::testutil::assert_sh_syntax(&s);
     }
 
     #[test]

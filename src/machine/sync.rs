@@ -324,17 +324,7 @@ mod tests {
     use crate::synced_folder::GuestPath;
 
     fn record() -> MachineRecord {
-        MachineRecord {
-            name: "web".into(),
-            domain: "p-1-web".into(),
-            address: "192.168.121.10".into(),
-            port: 22,
-            user: "vagrant".into(),
-            identity_file: "/p/.kvmdrive/machines/web/id_ed25519".into(),
-            mac: "52:54:00:00:00:01".into(),
-            domain_type: "qemu".into(),
-            networks: Vec::new(),
-        }
+        crate::testutil::machine_record()
     }
 
     fn folder(kind: SyncType) -> SyncedFolder {
