@@ -97,7 +97,7 @@ fn tag(mac: &str) -> String {
 pub fn networkd(nic: &GuestNic) -> GuestFile {
     let network = match nic.address {
         GuestAddress::Static(a) => format!("Address={a}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"),
-        GuestAddress::Dhcp => "DHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n[DHCPv4]\nUseRoutes=no\nUseDNS=no\n".into(),
+        GuestAddress::Dhcp => "DHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n[DHCPv4]\nClientIdentifier=mac\nUseRoutes=no\nUseDNS=no\n".into(),
     };
     GuestFile {
         path: format!("/etc/systemd/network/10-kvmdrive-{}.network", tag(&nic.mac)),
@@ -130,7 +130,7 @@ pub fn ifupdown(nic: &GuestNic) -> GuestFile {
 pub fn netplan(nic: &GuestNic) -> GuestFile {
     let addr = match nic.address {
         GuestAddress::Static(a) => format!("      addresses: [\"{a}\"]\n      dhcp4: false\n"),
-        GuestAddress::Dhcp => "      dhcp4: true\n      dhcp4-overrides:\n        use-routes: false\n        use-dns: false\n".into(),
+        GuestAddress::Dhcp => "      dhcp4: true\n      dhcp-identifier: mac\n      dhcp4-overrides:\n        use-routes: false\n        use-dns: false\n".into(),
     };
     GuestFile {
         path: format!("/etc/netplan/60-kvmdrive-{}.yaml", tag(&nic.mac)),
@@ -144,11 +144,16 @@ pub fn netplan(nic: &GuestNic) -> GuestFile {
 }
 
 /// NetworkManager: a keyfile connection bound to the MAC.
+///
+/// Every DHCP client here identifies itself by MAC: libvirt's DHCP host
+/// table, where kvmdrive reserves the address, is keyed by MAC, and a
+/// client-id that changes when our file replaces the box's (DUID vs MAC)
+/// makes dnsmasq hold the reserved address for the earlier lease.
 pub fn network_manager(nic: &GuestNic) -> GuestFile {
     let ipv4 = match nic.address {
         GuestAddress::Static(a) => format!("method=manual\naddress1={a}\n"),
         GuestAddress::Dhcp => {
-            "method=auto\nignore-auto-routes=true\nignore-auto-dns=true\nnever-default=true\n"
+            "method=auto\ndhcp-client-id=mac\nignore-auto-routes=true\nignore-auto-dns=true\nnever-default=true\n"
                 .into()
         }
     };
@@ -270,6 +275,19 @@ mod tests {
         assert_eq!(p.system, Some(GuestSystem::Networkd));
         assert_eq!(p.interfaces[1], ("52:54:00:ab:cd:ef".into(), "ens4".into()));
         assert_eq!(parse_probe("system=unknown\n").system, None);
+    }
+
+    /// The reservation is keyed by MAC: a DHCP client must say its MAC as
+    /// client id, as the box's own catch-all file does.
+    #[test]
+    fn dhcp_clients_identify_by_mac() {
+        let d = nic(GuestAddress::Dhcp);
+        assert!(networkd(&d)
+            .content
+            .contains("[DHCPv4]\nClientIdentifier=mac\n"));
+        assert!(netplan(&d).content.contains("dhcp-identifier: mac\n"));
+        assert!(network_manager(&d).content.contains("dhcp-client-id=mac\n"));
+        assert!(!networkd(&nic(stat())).content.contains("ClientIdentifier"));
     }
 
     #[test]
