@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::storage::{Capacity, Format};
 use super::to_xml;
 
 /// An empty volume of `capacity_bytes` in `format` (`qcow2` or `raw`).
@@ -23,14 +24,6 @@ struct VolumeXml<'a> {
 }
 
 #[derive(Serialize)]
-struct Capacity {
-    #[serde(rename = "@unit")]
-    unit: &'static str,
-    #[serde(rename = "$text")]
-    value: u64,
-}
-
-#[derive(Serialize)]
 struct Target {
     format: Format,
     /// qcow2 v3 (as the overlays): only for qcow2.
@@ -38,20 +31,11 @@ struct Target {
     compat: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct Format {
-    #[serde(rename = "@type")]
-    kind: &'static str,
-}
-
 impl DataVolumeSpec {
     pub fn to_xml(&self) -> String {
         to_xml(&VolumeXml {
             name: &self.name,
-            capacity: Capacity {
-                unit: "bytes",
-                value: self.capacity_bytes,
-            },
+            capacity: Capacity::bytes(self.capacity_bytes),
             target: Target {
                 format: Format { kind: self.format },
                 compat: (self.format == "qcow2").then_some("1.1"),

@@ -1,6 +1,6 @@
 //! Domain spec -> libvirt domain XML.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -183,7 +183,7 @@ struct Devices<'a> {
     disk: Disk,
     /// Extra disks, after the box's.
     #[serde(rename = "disk")]
-    extra_disks: Vec<hw::DiskXml>,
+    extra_disks: Vec<Disk>,
     controller: Vec<hw::ControllerXml>,
     #[serde(rename = "interface")]
     interfaces: Vec<InterfaceXml<'a>>,
@@ -200,8 +200,10 @@ struct Devices<'a> {
     memballoon: Model,
 }
 
+/// A file-backed disk as kvmdrive attaches every disk: the box disk and the
+/// extra ones ([`super::hardware`]).
 #[derive(Serialize)]
-struct Disk {
+pub(super) struct Disk {
     #[serde(rename = "@type")]
     kind: &'static str,
     #[serde(rename = "@device")]
@@ -227,10 +229,29 @@ struct FileSource {
     file: String,
 }
 
+impl Disk {
+    /// qemu driver, `discard='unmap'` (the guest's trims shrink the file).
+    pub(super) fn file(path: &Path, format: &'static str, dev: String, bus: &'static str) -> Disk {
+        Disk {
+            kind: "file",
+            device: "disk",
+            driver: DiskDriver {
+                name: "qemu",
+                format,
+                discard: "unmap",
+            },
+            source: FileSource {
+                file: path.display().to_string(),
+            },
+            target: DiskTarget { dev, bus },
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct DiskTarget {
     #[serde(rename = "@dev")]
-    dev: &'static str,
+    dev: String,
     #[serde(rename = "@bus")]
     bus: &'static str,
 }
@@ -355,22 +376,7 @@ impl DomainSpec {
             on_reboot: "restart",
             on_crash: "destroy",
             devices: Devices {
-                disk: Disk {
-                    kind: "file",
-                    device: "disk",
-                    driver: DiskDriver {
-                        name: "qemu",
-                        format: "qcow2",
-                        discard: "unmap",
-                    },
-                    source: FileSource {
-                        file: self.disk.display().to_string(),
-                    },
-                    target: DiskTarget {
-                        dev: "vda",
-                        bus: "virtio",
-                    },
-                },
+                disk: Disk::file(&self.disk, "qcow2", "vda".into(), "virtio"),
                 extra_disks: self.hardware.disks(),
                 controller: self.hardware.controllers(),
                 interfaces: std::iter::once(&management)

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::domain::Disk;
+
 /// Debian's OVMF images (package `ovmf`).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -107,41 +109,6 @@ pub(super) struct CpuFeatureXml {
 }
 
 #[derive(Serialize)]
-pub(super) struct DiskXml {
-    #[serde(rename = "@type")]
-    kind: &'static str,
-    #[serde(rename = "@device")]
-    device: &'static str,
-    driver: DriverXml,
-    source: SourceXml,
-    target: TargetXml,
-}
-
-#[derive(Serialize)]
-struct DriverXml {
-    #[serde(rename = "@name")]
-    name: &'static str,
-    #[serde(rename = "@type")]
-    format: &'static str,
-    #[serde(rename = "@discard")]
-    discard: &'static str,
-}
-
-#[derive(Serialize)]
-struct SourceXml {
-    #[serde(rename = "@file")]
-    file: String,
-}
-
-#[derive(Serialize)]
-struct TargetXml {
-    #[serde(rename = "@dev")]
-    dev: String,
-    #[serde(rename = "@bus")]
-    bus: &'static str,
-}
-
-#[derive(Serialize)]
 pub(super) struct ControllerXml {
     #[serde(rename = "@type")]
     kind: &'static str,
@@ -233,25 +200,10 @@ impl HardwareSpec {
             .collect()
     }
 
-    pub(super) fn disks(&self) -> Vec<DiskXml> {
+    pub(super) fn disks(&self) -> Vec<Disk> {
         self.disks
             .iter()
-            .map(|d| DiskXml {
-                kind: "file",
-                device: "disk",
-                driver: DriverXml {
-                    name: "qemu",
-                    format: d.format,
-                    discard: "unmap",
-                },
-                source: SourceXml {
-                    file: d.path.display().to_string(),
-                },
-                target: TargetXml {
-                    dev: d.dev.clone(),
-                    bus: d.bus.as_str(),
-                },
-            })
+            .map(|d| Disk::file(&d.path, d.format, d.dev.clone(), d.bus.as_str()))
             .collect()
     }
 

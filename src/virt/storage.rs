@@ -51,8 +51,9 @@ struct VolumeXml<'a> {
     backing_store: Option<BackingStore>,
 }
 
+/// A volume's size, shared with [`super::data_volume`].
 #[derive(Serialize)]
-struct Capacity {
+pub(super) struct Capacity {
     #[serde(rename = "@unit")]
     unit: &'static str,
     #[serde(rename = "$text")]
@@ -73,10 +74,20 @@ struct Features {
     lazy_refcounts: Empty,
 }
 
+impl Capacity {
+    pub(super) fn bytes(value: u64) -> Capacity {
+        Capacity {
+            unit: "bytes",
+            value,
+        }
+    }
+}
+
+/// A volume's format (`qcow2`, `raw`), shared with [`super::data_volume`].
 #[derive(Serialize)]
-struct Format {
+pub(super) struct Format {
     #[serde(rename = "@type")]
-    kind: &'static str,
+    pub(super) kind: &'static str,
 }
 
 #[derive(Serialize)]
@@ -101,10 +112,7 @@ impl VolumeSpec {
     pub fn to_xml(&self) -> String {
         to_xml(&VolumeXml {
             name: &self.name,
-            capacity: Capacity {
-                unit: "bytes",
-                value: self.capacity_bytes,
-            },
+            capacity: Capacity::bytes(self.capacity_bytes),
             target: VolTarget {
                 format: Format { kind: "qcow2" },
                 compat: QCOW2_COMPAT,
