@@ -32,12 +32,13 @@ fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("project");
     std::fs::create_dir_all(&dir).unwrap();
-    std::env::set_var("KVMDRIVE_HOME", tmp.path().join("home"));
     Fixture {
         the_box: common::tiny_box(tmp.path()),
         pool_dir: tmp.path().join("pool"),
         hv: Hypervisor::connect("test:///default").unwrap(),
-        store: BoxStore::from_env(),
+        // Not `from_env`: tests run in parallel threads, and a process-wide
+        // KVMDRIVE_HOME let one test's store land in another's temp dir.
+        store: BoxStore::new(tmp.path().join("home")),
         out: Reporter::new(false, 0),
         dir,
         _tmp: tmp,

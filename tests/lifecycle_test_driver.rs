@@ -43,11 +43,12 @@ fn fixture(machines: &[&str]) -> Fixture {
         yml.push_str(&format!("  - name: {m}\n"));
     }
     std::fs::write(dir.join("kvmdrive.yml"), yml).unwrap();
-    std::env::set_var("KVMDRIVE_HOME", tmp.path().join("home"));
     Fixture {
         pool_dir: tmp.path().join("pool"),
         hv: Hypervisor::connect("test:///default").unwrap(),
-        store: BoxStore::from_env(),
+        // Not `from_env`: tests run in parallel threads, and a process-wide
+        // KVMDRIVE_HOME let one test's store land in another's temp dir.
+        store: BoxStore::new(tmp.path().join("home")),
         out: Reporter::new(false, 0),
         dir,
         _tmp: tmp,
