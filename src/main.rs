@@ -10,13 +10,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use kvmdrive::boxes::BoxStore;
-use kvmdrive::config::{self, Config, ConfigError};
 use kvmdrive::machine::lifecycle::{self, Env, LifecycleError};
 use kvmdrive::machine::project::{Project, ProjectError};
 use kvmdrive::machine::{cancel, provision, ssh, sync};
 use kvmdrive::output::Reporter;
-use kvmdrive::scenario::{Scenario, ScenarioError};
-use kvmdrive::steps::{self, PlaybookStep, StepError};
+use kvmdrive::project::config::{self, Config, ConfigError};
+use kvmdrive::project::scenario::{Scenario, ScenarioError};
+use kvmdrive::roletest::steps::{self, PlaybookStep, StepError};
 use kvmdrive::virt::Hypervisor;
 
 mod cli;
@@ -356,7 +356,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
             for name in down {
                 out.warn(Some(&name), "not up: left out of the inventory");
             }
-            let text = kvmdrive::ansible::inventory_yaml(&hosts);
+            let text = kvmdrive::roletest::ansible::inventory_yaml(&hosts);
             match a.output {
                 Some(path) => std::fs::write(&path, text).map_err(|e| {
                     UserError::new(format!("cannot write {}: {e}", path.display()), None)

@@ -658,7 +658,7 @@ fn the_bundled_box_is_never_looked_up_on_a_server() {
     let home = tempfile::tempdir().unwrap();
     let store = store_for(home.path(), &server);
     let spec = BoxSpec {
-        name: kvmdrive::config::BUNDLED_BOX.into(),
+        name: kvmdrive::project::config::BUNDLED_BOX.into(),
         ..Default::default()
     };
     let err = ensure(&store, &spec, &reporter()).unwrap_err();

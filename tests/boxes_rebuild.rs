@@ -14,11 +14,11 @@ use std::sync::Mutex;
 use boxes_support::*;
 use kvmdrive::boxes::commands::prune;
 use kvmdrive::boxes::BoxStore;
-use kvmdrive::config::Config;
 use kvmdrive::machine::lifecycle::{self, Env};
 use kvmdrive::machine::plan;
 use kvmdrive::machine::project::Project;
 use kvmdrive::output::Reporter;
+use kvmdrive::project::config::Config;
 use kvmdrive::virt::storage::POOL_NAME;
 use kvmdrive::virt::Hypervisor;
 

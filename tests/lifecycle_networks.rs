@@ -9,11 +9,11 @@ mod common;
 use std::sync::Mutex;
 
 use kvmdrive::boxes::BoxStore;
-use kvmdrive::config::Config;
 use kvmdrive::machine::lifecycle::{self, Env};
 use kvmdrive::machine::project::Project;
 use kvmdrive::machine::{netplan, nics, plan};
 use kvmdrive::output::Reporter;
+use kvmdrive::project::config::Config;
 use kvmdrive::virt::Hypervisor;
 
 static LIBVIRT: Mutex<()> = Mutex::new(());

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use kvmdrive::boxes::BoxStore;
-use kvmdrive::config::Config;
 use kvmdrive::machine::lifecycle::{self, Env};
 use kvmdrive::machine::netplan;
 use kvmdrive::machine::plan;
 use kvmdrive::machine::project::Project;
 use kvmdrive::output::Reporter;
+use kvmdrive::project::config::Config;
 use kvmdrive::virt::hypervisor::DomainState;
 use kvmdrive::virt::storage::POOL_NAME;
 use kvmdrive::virt::Hypervisor;

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use kvmdrive::config::Subnet;
-use kvmdrive::net_config::{DirectMode, Forward, NicModel};
+use kvmdrive::project::config::Subnet;
+use kvmdrive::project::net_config::{DirectMode, Forward, NicModel};
 use kvmdrive::virt::data_volume::DataVolumeSpec;
 use kvmdrive::virt::domain::{Accel, CpuSpec, DomainSpec};
 use kvmdrive::virt::filesystem::{FilesystemSpec, FsDriver, VIRTIOFSD};

@@ -112,8 +112,8 @@ def test_bad_values_are_refused() -> None:
 
 
 def test_schema_keys_match_the_binarys() -> None:
-    """driver.json and src/platforms.rs must accept the same platform keys."""
-    rust = (REPO / "src/platforms.rs").read_text(encoding="utf-8")
+    """driver.json and src/project/molecule/platforms.rs must accept the same platform keys."""
+    rust = (REPO / "src/project/molecule/platforms.rs").read_text(encoding="utf-8")
 
     def const(name: str) -> set[str]:
         body = re.search(rf"{name}: &\[&str\] = &\[(.*?)\];", rust, re.S)

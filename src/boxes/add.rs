@@ -242,7 +242,7 @@ pub fn ensure(
     let source = match spec.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         Some(url) => url.to_owned(),
         // the bundled box is built here, never looked up on a server
-        None if spec.name == crate::config::BUNDLED_BOX => {
+        None if spec.name == crate::project::config::BUNDLED_BOX => {
             return Err(store.not_found(&spec.name, &constraint))
         }
         None if is_shorthand(&spec.name) => spec.name.clone(),

@@ -19,8 +19,8 @@ use super::progress::human_bytes;
 use super::store::{BoxStore, CachedBox, Origin};
 use super::version::{Constraint, Version};
 use super::BoxError;
-use crate::config::{Config, ConfigError};
 use crate::output::Reporter;
+use crate::project::config::{Config, ConfigError};
 
 /// Runs a `kvmdrive box` command for the project in the current directory;
 /// returns the exit code.

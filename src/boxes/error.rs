@@ -94,7 +94,7 @@ impl BoxError {
     pub fn hint(&self) -> Option<String> {
         let s = |t: &str| Some(t.to_owned());
         match self {
-            BoxError::NotFound { name, .. } if name == crate::config::BUNDLED_BOX => s(
+            BoxError::NotFound { name, .. } if name == crate::project::config::BUNDLED_BOX => s(
                 "build the bundled box and add it: `kvmdrive box add --name kvmdrive/debian-12 \"$(boxes/debian-12/build)\"`",
             ),
             BoxError::NotFound { .. } => s(

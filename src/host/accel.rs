@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use super::experience::{self, KvmFailure};
-use crate::config;
+use crate::project::config;
 use crate::virt::domain::Accel;
 
 /// What the host tells us about KVM.

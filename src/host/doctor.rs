@@ -8,7 +8,7 @@ use super::facts::HostFacts;
 use super::finding::{Finding, Status};
 use super::firewall::{self, LibvirtFirewall};
 use super::kvm_access::{self, DEV_KVM};
-use crate::config;
+use crate::project::config;
 use crate::virt::domain::Accel;
 
 /// The fix for anything `host up --fix` repairs.

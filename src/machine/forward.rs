@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::project::MachineRecord;
 use super::ssh::SshTarget;
-use crate::net_config::ForwardedPort;
+use crate::project::net_config::ForwardedPort;
 
 const PID_FILE: &str = "forward.pid";
 

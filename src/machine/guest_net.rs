@@ -253,7 +253,7 @@ pub fn wait_script(ips: &[std::net::Ipv4Addr], seconds: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net_config::IpWithPrefix;
+    use crate::project::net_config::IpWithPrefix;
 
     fn nic(addr: GuestAddress) -> GuestNic {
         GuestNic {

@@ -1,13 +1,13 @@
 //! A machine's hardware plan (pure): extra disk volumes and their target
 //! names, the UEFI NVRAM file, machine type, CPU features (nested
 //! virtualisation included), TPM, guest agent and VNC, decided from the
-//! typed settings of [`crate::hardware`]. `destroy` finds extra disks by the
+//! typed settings of [`crate::project::hardware`]. `destroy` finds extra disks by the
 //! volume-name prefix, so it also removes those of machines no longer in
 //! the config.
 
 use std::path::{Path, PathBuf};
 
-use crate::hardware::{DiskBus, Firmware, Hardware, MachineType};
+use crate::project::hardware::{DiskBus, Firmware, Hardware, MachineType};
 use crate::virt::data_volume::DataVolumeSpec;
 use crate::virt::domain::Accel;
 use crate::virt::hardware::{self as hw, Bus, DiskSpec, HardwareSpec, UefiSpec};
@@ -222,7 +222,7 @@ impl HardwarePlan {
             cpu_features,
             tpm: s.tpm,
             guest_agent: s.guest_agent,
-            vnc: s.graphics == crate::hardware::Graphics::Vnc,
+            vnc: s.graphics == crate::project::hardware::Graphics::Vnc,
         }
     }
 }
@@ -230,7 +230,7 @@ impl HardwarePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::project::config::Config;
 
     fn hardware(yaml: &str) -> Hardware {
         Config::parse(yaml, Path::new("k.yml"))

@@ -15,9 +15,9 @@ use super::project::{MachineRecord, Project, ProjectError};
 use super::provision::{self, ProvisionError, ProvisionPolicy};
 use super::ssh::{self, SshTarget, WaitError};
 use crate::boxes::{self, BoxError, BoxSpec, BoxStore, InstalledBox};
-use crate::config::{self, Config, Machine};
 use crate::host::accel::{self, KvmFacts};
 use crate::output::Reporter;
+use crate::project::config::{self, Config, Machine};
 use crate::virt::domain::{Accel, CpuSpec};
 use crate::virt::hypervisor::DomainState;
 use crate::virt::network::{DhcpHost, NetworkSpec};
@@ -445,7 +445,7 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
         bridge: plan::bridge_name(env.project),
         subnet,
         hosts: Vec::new(),
-        forward: crate::net_config::Forward::Nat,
+        forward: crate::project::net_config::Forward::Nat,
         dhcp_range: true,
     };
     env.out

@@ -18,7 +18,7 @@ use super::{forward, guest_net, netplan};
 /// TCG, with its retry back-off, can need tens of seconds; the wait costs
 /// nothing once every address is there.
 const ADDRESS_WAIT_SECS: u32 = 60;
-use crate::config::{Machine, Subnet};
+use crate::project::config::{Machine, Subnet};
 use crate::virt::network::{DhcpHost, NetworkSpec};
 use crate::virt::VirtError;
 
@@ -45,7 +45,7 @@ pub fn preflight(
     groups.retain(|g| {
         selected.iter().any(|m| {
             m.networks.iter().any(|n| {
-                matches!(&n.kind, crate::net_config::NetworkKind::Private(p) if nics::private_key(p) == g.key)
+                matches!(&n.kind, crate::project::net_config::NetworkKind::Private(p) if nics::private_key(p) == g.key)
             })
         })
     });
@@ -68,7 +68,7 @@ pub fn preflight(
     }
     for m in selected {
         for n in &m.networks {
-            if let crate::net_config::NetworkKind::Public { source, .. } = &n.kind {
+            if let crate::project::net_config::NetworkKind::Public { source, .. } = &n.kind {
                 check_public(&m.name.0, source, std::path::Path::new("/sys/class/net"))?;
             }
         }
@@ -95,10 +95,10 @@ pub fn preflight(
 /// A public network's device or bridge must exist on the host.
 pub fn check_public(
     machine: &str,
-    source: &crate::net_config::PublicSource,
+    source: &crate::project::net_config::PublicSource,
     sys_class_net: &std::path::Path,
 ) -> Result<(), NetPlanError> {
-    use crate::net_config::PublicSource;
+    use crate::project::net_config::PublicSource;
     match source {
         PublicSource::Direct { dev, .. } if !sys_class_net.join(dev).exists() => {
             Err(NetPlanError::MissingDevice {
@@ -180,8 +180,8 @@ pub fn ensure_private_networks(
             format!(
                 "creating private network {name} ({subnet}, {})",
                 match g.forward {
-                    crate::net_config::Forward::None => "isolated",
-                    crate::net_config::Forward::Nat => "nat",
+                    crate::project::net_config::Forward::None => "isolated",
+                    crate::project::net_config::Forward::Nat => "nat",
                 }
             ),
         );
@@ -432,7 +432,7 @@ pub fn domain_networks(xml: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net_config::{DirectMode, PublicSource};
+    use crate::project::net_config::{DirectMode, PublicSource};
 
     #[test]
     fn reads_names_and_attached_networks() {

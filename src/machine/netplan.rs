@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::Deserialize;
 
-use crate::config::Subnet;
+use crate::project::config::Subnet;
 use crate::virt::network::{DhcpHost, DYNAMIC_RANGE_START};
 
 /// First host number handed out to machines (below: gateway and spare).

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::project::Project;
-use crate::config::{Machine, Subnet};
-use crate::net_config::{Forward, IpWithPrefix, NetworkKind, PrivateNetwork, PublicSource};
+use crate::project::config::{Machine, Subnet};
+use crate::project::net_config::{
+    Forward, IpWithPrefix, NetworkKind, PrivateNetwork, PublicSource,
+};
 use crate::virt::interface::{InterfaceSource, InterfaceSpec};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -277,8 +279,8 @@ pub struct NicAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::net_config::NicModel;
+    use crate::project::config::Config;
+    use crate::project::net_config::NicModel;
     use std::path::Path;
 
     fn machines(yaml: &str) -> Vec<Machine> {

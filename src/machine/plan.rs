@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 
 use super::hardware::{CpuVendor, HardwarePlan};
 use super::project::Project;
-use crate::config::{CpuMode, Machine};
-use crate::hardware::{Hostname, HostnameSetting};
 use crate::host::accel::AccelChoice;
+use crate::project::config::{CpuMode, Machine};
+use crate::project::hardware::{Hostname, HostnameSetting};
 use crate::virt::domain::{Accel, CpuSpec, DomainSpec};
 use crate::virt::storage::VolumeSpec;
 
@@ -180,7 +180,7 @@ impl MachinePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::project::config::Config;
 
     fn machine(yaml: &str) -> Machine {
         Config::parse(yaml, Path::new("k.yml"))

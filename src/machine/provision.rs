@@ -18,9 +18,9 @@ use super::lifecycle::{self, Env, LifecycleError};
 use super::project::{MachineRecord, Project};
 use super::ssh::{shell_quote, SshTarget};
 use super::sync::{self, SyncError};
-use crate::config::{Config, Machine};
 use crate::output::Reporter;
-use crate::provisioner::{Ansible, FileCopy, Provisioner, Script, Shell};
+use crate::project::config::{Config, Machine};
+use crate::project::provisioner::{Ansible, FileCopy, Provisioner, Script, Shell};
 use crate::virt::hypervisor::DomainState;
 
 /// File in the machine's state directory recording provisioner runs.
@@ -488,14 +488,17 @@ fn ansible(
         return Err(format!("playbook {} does not exist", playbook.display()));
     }
     let inventory = project.machine_dir(&r.name).join("provision-inventory.yml");
-    let host = crate::ansible::InventoryHost {
+    let host = crate::roletest::ansible::InventoryHost {
         name: r.name.clone(),
         record: r.clone(),
         groups: Vec::new(),
         children: Vec::new(),
     };
-    std::fs::write(&inventory, crate::ansible::inventory_yaml(&[host]))
-        .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
+    std::fs::write(
+        &inventory,
+        crate::roletest::ansible::inventory_yaml(&[host]),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", inventory.display()))?;
     let program = std::env::var_os("KVMDRIVE_ANSIBLE_PLAYBOOK")
         .unwrap_or_else(|| OsString::from("ansible-playbook"));
     let mut cmd = Command::new(&program);
@@ -563,7 +566,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = Project::new(tmp.path(), None).unwrap();
         let yaml = "machines:\n  - name: a\n    provision:\n      - {type: shell, inline: 'true'}\n  - name: b\n";
-        let ms = crate::config::Config::parse(yaml, Path::new("k.yml"))
+        let ms = crate::project::config::Config::parse(yaml, Path::new("k.yml"))
             .unwrap()
             .machines();
         let (a, b) = (&ms[0], &ms[1]);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::cancel;
 use super::project::MachineRecord;
-use crate::hardware::Hostname;
+use crate::project::hardware::Hostname;
 
 /// Options that make a scripted, non-interactive login to a fresh VM work:
 /// its host key is new on every boot, so it is neither checked nor stored.

@@ -2,7 +2,7 @@
 //! folders add to a machine's domain, mounting them in the guest once it is
 //! up, and the one-way rsync copy over the machine's SSH (at `up` and with
 //! `kvmdrive rsync`). The folders themselves are typed in
-//! [`crate::synced_folder`].
+//! [`crate::project::synced_folder`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,8 +11,8 @@ use super::lifecycle::{self, Env, LifecycleError};
 use super::project::MachineRecord;
 use super::provision;
 use super::ssh::{shell_quote, SshTarget, CLIENT_OPTIONS};
-use crate::config::{Config, Machine};
-use crate::synced_folder::{SyncType, SyncedFolder};
+use crate::project::config::{Config, Machine};
+use crate::project::synced_folder::{SyncType, SyncedFolder};
 use crate::virt::filesystem::{FilesystemSpec, FsDriver, VIRTIOFSD};
 
 /// Exit status of the mount script when the guest kernel lacks the module.
@@ -321,7 +321,7 @@ pub fn rsync_auto(env: &Env, config: &Config, names: &[String]) -> Result<(), Li
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synced_folder::GuestPath;
+    use crate::project::synced_folder::GuestPath;
 
     fn record() -> MachineRecord {
         crate::testutil::machine_record()
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn only_9p_and_virtiofs_folders_become_devices() {
         let yaml = "machines:\n  - name: a\n    synced_folders:\n      - {src: ., dest: /r}\n      - {src: x, dest: /n, type: 9p}\n      - {src: /abs, dest: /v, type: virtiofs}\n";
-        let m = crate::config::Config::parse(yaml, Path::new("k.yml"))
+        let m = crate::project::config::Config::parse(yaml, Path::new("k.yml"))
             .unwrap()
             .machines()
             .remove(0);

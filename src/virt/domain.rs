@@ -8,7 +8,7 @@ use super::filesystem::{self, FilesystemSpec, FilesystemXml, MemoryBackingXml};
 use super::hardware::{self as hw, HardwareSpec};
 use super::interface::{InterfaceSource, InterfaceSpec, InterfaceXml};
 use super::{to_xml, Empty};
-use crate::net_config::NicModel;
+use crate::project::net_config::NicModel;
 
 /// XML namespace of kvmdrive's `<metadata>` element, which marks domains as
 /// ours and names their project and machine.

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::net_config::{DirectMode, NicModel};
+use crate::project::net_config::{DirectMode, NicModel};
 
 /// Where an interface is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]

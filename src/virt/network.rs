@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use super::to_xml;
-use crate::config::Subnet;
-use crate::net_config::Forward;
+use crate::project::config::Subnet;
+use crate::project::net_config::Forward;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {

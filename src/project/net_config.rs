@@ -1,7 +1,7 @@
 //! A machine's extra networks and forwarded ports in `kvmdrive.yml`
 //! (`networks:`, `forwarded_ports:`, `nic_model:`), typed while parsing:
 //! addresses are [`Ipv4Addr`]s with a prefix, modes are enums, and a bad value
-//! is a serde error, so [`crate::config`] reports it with file, line and key.
+//! is a serde error, so [`crate::project::config`] reports it with file, line and key.
 //!
 //! The plan ([`crate::machine::guest_net`]) groups private networks of a
 //! project into libvirt networks; the guest side is configured over SSH.
@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::config::Subnet;
+use crate::project::config::Subnet;
 
 /// The emulated network card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -504,7 +504,7 @@ mod tests {
 
     #[test]
     fn in_kvmdrive_yml_errors_name_line_and_key_and_machines_inherit() {
-        use crate::config::Config;
+        use crate::project::config::Config;
         let parse = |t: &str| Config::parse(t, std::path::Path::new("kvmdrive.yml"));
         let e = parse("machines:\n  - name: a\n    networks:\n      - type: private\n        ip: 10.0.0.300\n")
             .unwrap_err()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::hardware::{
+use crate::project::hardware::{
     CpuFeature, Disks, Firmware, Graphics, Hardware, HostnameSetting, MachineType,
 };
 
@@ -99,7 +99,7 @@ pub struct MachineSettings {
     pub cpus: Option<Positive>,
     /// Size of the machine's disk (at least the box's own size): `20G`, `512M` or GiB as a number.
     pub disk_size: Option<Size>,
-    // -- hardware (see [`crate::hardware`]) --
+    // -- hardware (see [`crate::project::hardware`]) --
     /// Guest host name (a DNS name, may be an FQDN), or `false` to keep the box's.
     pub hostname: Option<HostnameSetting>,
     /// Extra disks, attached after the box's (`vdb`, `vdc`, ... or `sdX`).
@@ -128,16 +128,16 @@ pub struct MachineSettings {
     pub accel: Option<Accel>,
     /// Seconds to wait for SSH after starting the machine (default 300).
     pub boot_timeout: Option<Positive>,
-    /// Host directories shown in the guest (see [`crate::synced_folder`]).
-    pub synced_folders: Option<Vec<crate::synced_folder::SyncedFolder>>,
-    /// Steps run in the machine at its first `up` (see [`crate::provisioner`]).
-    pub provision: Option<Vec<crate::provisioner::Provisioner>>,
-    /// Extra NICs: private and public networks (see [`crate::net_config`]).
-    pub networks: Option<Vec<crate::net_config::Network>>,
+    /// Host directories shown in the guest (see [`crate::project::synced_folder`]).
+    pub synced_folders: Option<Vec<crate::project::synced_folder::SyncedFolder>>,
+    /// Steps run in the machine at its first `up` (see [`crate::project::provisioner`]).
+    pub provision: Option<Vec<crate::project::provisioner::Provisioner>>,
+    /// Extra NICs: private and public networks (see [`crate::project::net_config`]).
+    pub networks: Option<Vec<crate::project::net_config::Network>>,
     /// Host ports forwarded to guest ports.
-    pub forwarded_ports: Option<Vec<crate::net_config::ForwardedPort>>,
+    pub forwarded_ports: Option<Vec<crate::project::net_config::ForwardedPort>>,
     /// Card model of the management NIC (default virtio).
-    pub nic_model: Option<crate::net_config::NicModel>,
+    pub nic_model: Option<crate::project::net_config::NicModel>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -377,12 +377,12 @@ pub struct Machine {
     pub accel: Accel,
     pub boot_timeout_s: u32,
     /// `defaults`' folders merged with the machine's (by guest path).
-    pub synced_folders: Vec<crate::synced_folder::SyncedFolder>,
+    pub synced_folders: Vec<crate::project::synced_folder::SyncedFolder>,
     /// `defaults`' provisioners, then the machine's.
-    pub provisioners: Vec<crate::provisioner::Provisioner>,
-    pub networks: Vec<crate::net_config::Network>,
-    pub forwarded_ports: Vec<crate::net_config::ForwardedPort>,
-    pub nic_model: crate::net_config::NicModel,
+    pub provisioners: Vec<crate::project::provisioner::Provisioner>,
+    pub networks: Vec<crate::project::net_config::Network>,
+    pub forwarded_ports: Vec<crate::project::net_config::ForwardedPort>,
+    pub nic_model: crate::project::net_config::NicModel,
 }
 
 impl Config {
@@ -491,11 +491,11 @@ impl Config {
             cpu_model: pick!(cpu_model),
             accel: pick!(accel).unwrap_or_default(),
             boot_timeout_s: pick!(boot_timeout).map_or(300, |p| p.0),
-            synced_folders: crate::synced_folder::merge(
+            synced_folders: crate::project::synced_folder::merge(
                 d.synced_folders.as_deref().unwrap_or_default(),
                 m.synced_folders.as_deref().unwrap_or_default(),
             ),
-            provisioners: crate::provisioner::merge(
+            provisioners: crate::project::provisioner::merge(
                 d.provision.as_deref().unwrap_or_default(),
                 m.provision.as_deref().unwrap_or_default(),
             ),

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::config::Size;
+use crate::project::config::Size;
 
 /// A host name given to the guest: a DNS name, possibly fully qualified
 /// (`node1.example.com`).

@@ -3,13 +3,13 @@
 //! that mean the same (`machine_type`, `loader`, `tpm_model`, `nested`,
 //! `cpu_feature`, `qemu_use_agent`, `graphics_type`, ...), and the
 //! `storage :file, size: '10G'` lines people put in `provider_raw_config_args`.
-//! Used by [`crate::platforms`]; the values land in the same typed settings
+//! Used by [`crate::project::molecule::platforms`]; the values land in the same typed settings
 //! `kvmdrive.yml` gives.
 
 use serde_json::Value;
 
-use crate::config::{MachineSettings, Size};
-use crate::hardware::{
+use crate::project::config::{MachineSettings, Size};
+use crate::project::hardware::{
     CpuFeature, DiskBus, DiskFormat, DiskSettings, Disks, Firmware, Graphics, MachineType,
 };
 
@@ -206,7 +206,7 @@ pub fn add_disks(s: &mut MachineSettings, extra: Vec<DiskSettings>) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::FeaturePolicy;
+    use crate::project::hardware::FeaturePolicy;
 
     #[test]
     fn storage_lines_in_both_ruby_spellings() {

@@ -1,5 +1,5 @@
 //! molecule-vagrant `interfaces:` -> kvmdrive's `networks:` and
-//! `forwarded_ports:` ([`crate::net_config`]): `private_network` (static `ip`
+//! `forwarded_ports:` ([`crate::project::net_config`]): `private_network` (static `ip`
 //! or `type: dhcp`), `public_network` (`dev`/`mode` macvtap, or a bridge) and
 //! `forwarded_port`, with vagrant-libvirt's `libvirt__*` options. Each entry
 //! is rewritten into kvmdrive's own spelling and checked by the same typed
@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::net_config::{ForwardedPort, IpWithPrefix, Network};
+use crate::project::net_config::{ForwardedPort, IpWithPrefix, Network};
 
 /// What the interfaces of one platform become.
 #[derive(Debug, Default)]
@@ -209,7 +209,7 @@ fn network(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net_config::{DirectMode, Forward, NetworkKind, NicModel, PublicSource};
+    use crate::project::net_config::{DirectMode, Forward, NetworkKind, NicModel, PublicSource};
 
     fn map(yaml: &str) -> Result<Interfaces, (String, String)> {
         let v: Value =

@@ -1,16 +1,16 @@
 //! What the Vagrantfile lines of molecule-vagrant's
 //! `instance_raw_config_args` (`vm.*`) and `provider_raw_config_args`
 //! (libvirt provider settings) mean to kvmdrive: each parsed
-//! [`Call`](crate::vagrant_ruby::Call) becomes a typed setting (a synced
+//! [`Call`](crate::project::molecule::vagrant_ruby::Call) becomes a typed setting (a synced
 //! folder, a provisioner, a host name, a network, a provider option, a disk)
 //! or a reason it is not applied, which the caller reports as a warning
 //! naming the line. `platforms` applies the settings.
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::provisioner::Provisioner;
-use crate::synced_folder::SyncedFolder;
-use crate::vagrant_ruby::{Call, Value};
+use crate::project::molecule::vagrant_ruby::{Call, Value};
+use crate::project::provisioner::Provisioner;
+use crate::project::synced_folder::SyncedFolder;
 
 /// Which list a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,9 +269,9 @@ fn network(call: &Call) -> Result<Vec<RawSetting>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provisioner::Script;
-    use crate::synced_folder::SyncType;
-    use crate::vagrant_ruby::{parse_line, ProcessEnv};
+    use crate::project::molecule::vagrant_ruby::{parse_line, ProcessEnv};
+    use crate::project::provisioner::Script;
+    use crate::project::synced_folder::SyncType;
 
     fn one(line: &str, scope: Scope) -> Vec<RawSetting> {
         classify(&parse_line(line, &ProcessEnv).unwrap(), scope).unwrap_or_else(|e| panic!("{e}"))

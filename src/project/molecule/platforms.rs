@@ -9,11 +9,11 @@
 
 use serde_json::Value;
 
-use crate::config::{
+use crate::project::config::{
     Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
 };
-use crate::molecule_hardware;
-use crate::raw_config_args::{self, RawSetting, Scope};
+use crate::project::molecule::hardware;
+use crate::project::molecule::raw_config_args::{self, RawSetting, Scope};
 
 /// Platform keys kvmdrive honours (molecule-vagrant's and its own).
 pub const HONOURED_KEYS: &[&str] = &[
@@ -39,7 +39,7 @@ pub const HONOURED_KEYS: &[&str] = &[
     "cpu_model",
     "accel",
     "boot_timeout",
-    // machine hardware (src/hardware.rs)
+    // machine hardware (project/hardware.rs)
     "disks",
     "firmware",
     "secure_boot",
@@ -301,7 +301,7 @@ impl Checker<'_> {
                     )
                 }
                 k if HARDWARE_KEYS.contains(&k) => {
-                    molecule_hardware::hardware_key(&mut s, k, v).map_err(|e| self.err(&at, &e))?
+                    hardware::hardware_key(&mut s, k, v).map_err(|e| self.err(&at, &e))?
                 }
                 "box" => s.box_name = Some(string(v).ok_or_else(|| bad("a string"))?),
                 "box_version" => s.box_version = Some(string(v).ok_or_else(|| bad("a string"))?),
@@ -364,15 +364,15 @@ impl Checker<'_> {
         Ok((s, instance))
     }
 
-    /// Vagrant networks (src/molecule_networks.rs): extra NICs and forwarded ports.
+    /// Vagrant networks (molecule/networks.rs): extra NICs and forwarded ports.
     fn interfaces(
         &mut self,
         at: &str,
         v: &Value,
         s: &mut MachineSettings,
     ) -> Result<(), PlatformError> {
-        let mapped =
-            crate::molecule_networks::interfaces(at, v).map_err(|(at, m)| self.err(&at, &m))?;
+        let mapped = crate::project::molecule::networks::interfaces(at, v)
+            .map_err(|(at, m)| self.err(&at, &m))?;
         for (at, m) in mapped.warnings {
             self.warn(&at, m);
         }
@@ -402,7 +402,7 @@ impl Checker<'_> {
                 "nic_model_type" => {
                     let m = v.as_str().ok_or_else(|| bad("a string"))?;
                     s.nic_model = Some(
-                        crate::net_config::NicModel::parse(m).map_err(|e| self.err(&at, &e))?,
+                        crate::project::net_config::NicModel::parse(m).map_err(|e| self.err(&at, &e))?,
                     )
                 }
                 "driver" => {
@@ -412,8 +412,8 @@ impl Checker<'_> {
                         _ => return Err(bad("`kvm` or `qemu`")),
                     })
                 }
-                k if molecule_hardware::PROVIDER_OPTIONS.contains(&k) => {
-                    if let Some(w) = molecule_hardware::provider_option(s, k, v)
+                k if hardware::PROVIDER_OPTIONS.contains(&k) => {
+                    if let Some(w) = hardware::provider_option(s, k, v)
                         .map_err(|e| self.err(&at, &e))?
                     {
                         self.warn(&at, w);
@@ -456,7 +456,7 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// Vagrantfile lines (src/vagrant_ruby.rs, src/raw_config_args.rs): what maps
+    /// Vagrantfile lines (vagrant_ruby.rs, raw_config_args.rs): what maps
     /// onto kvmdrive is applied, the rest is a warning naming the line.
     fn raw_config_args(
         &mut self,
@@ -474,8 +474,11 @@ impl Checker<'_> {
                 return Err(self.err(&format!("{at}[{j}]"), "expected a line of Ruby (a string)"));
             };
             let at = format!("{at}[{j}] (`{}`)", text.trim());
-            let call = crate::vagrant_ruby::parse_line(text, &crate::vagrant_ruby::ProcessEnv)
-                .map_err(|e| self.err(&at, &e.message))?;
+            let call = crate::project::molecule::vagrant_ruby::parse_line(
+                text,
+                &crate::project::molecule::vagrant_ruby::ProcessEnv,
+            )
+            .map_err(|e| self.err(&at, &e.message))?;
             let settings =
                 raw_config_args::classify(&call, scope).map_err(|e| self.err(&at, &e))?;
             for setting in settings {
@@ -497,9 +500,11 @@ impl Checker<'_> {
                         )
                     }
                     RawSetting::Interface(iface) => {
-                        let mapped =
-                            crate::molecule_networks::interfaces(&at, &Value::Array(vec![iface]))
-                                .map_err(|(at, m)| self.err(&at, &m))?;
+                        let mapped = crate::project::molecule::networks::interfaces(
+                            &at,
+                            &Value::Array(vec![iface]),
+                        )
+                        .map_err(|(at, m)| self.err(&at, &m))?;
                         for (at, m) in mapped.warnings {
                             self.warn(&at, m);
                         }
@@ -515,7 +520,7 @@ impl Checker<'_> {
                         one.insert(k, v);
                         self.provider_options(&at, &Value::Object(one), s)?
                     }
-                    RawSetting::Storage => match molecule_hardware::storage_line(text) {
+                    RawSetting::Storage => match hardware::storage_line(text) {
                         Some(disk) => disks.push(disk.map_err(|e| self.err(&at, &e))?),
                         None => self.warn(&at, "not a disk kvmdrive can add: ignored".into()),
                     },
@@ -524,7 +529,7 @@ impl Checker<'_> {
             }
         }
         if !disks.is_empty() {
-            molecule_hardware::add_disks(s, disks).map_err(|e| self.err(at, &e))?;
+            hardware::add_disks(s, disks).map_err(|e| self.err(at, &e))?;
         }
         Ok(())
     }
@@ -549,10 +554,10 @@ impl Checker<'_> {
                 }
                 // Vagrant's default folder: the project (the role) at /vagrant, by rsync.
                 "synced_folder" => match v.as_bool() {
-                    Some(true) => s
-                        .synced_folders
-                        .get_or_insert_with(Vec::new)
-                        .insert(0, crate::synced_folder::SyncedFolder::vagrant_default()),
+                    Some(true) => s.synced_folders.get_or_insert_with(Vec::new).insert(
+                        0,
+                        crate::project::synced_folder::SyncedFolder::vagrant_default(),
+                    ),
                     Some(false) => {}
                     None => return Err(self.err(&at, "expected true or false")),
                 },
@@ -613,7 +618,7 @@ fn cpu_mode(v: &Value) -> Result<CpuMode, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hardware::{DiskFormat, Firmware, Hostname, HostnameSetting, MachineType};
+    use crate::project::hardware::{DiskFormat, Firmware, Hostname, HostnameSetting, MachineType};
 
     fn ok(text: &str) -> Platforms {
         parse(text, "molecule.yml").unwrap_or_else(|e| panic!("{e}"))
@@ -700,7 +705,7 @@ platforms:
     fn interfaces_and_nic_model_type_map_onto_networks() {
         let p = ok("- name: a\n  provider_options:\n    nic_model_type: e1000\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n    - network_name: forwarded_port\n      guest: 80\n      host: 8080\n");
         let m = &p.config.machines()[0];
-        assert_eq!(m.nic_model, crate::net_config::NicModel::E1000);
+        assert_eq!(m.nic_model, crate::project::net_config::NicModel::E1000);
         assert_eq!(m.networks.len(), 1);
         assert_eq!(
             (m.forwarded_ports[0].guest, m.forwarded_ports[0].host),

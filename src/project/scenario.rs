@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ansible::InventoryHost;
-use crate::config::{self, Config, ConfigError};
-use crate::interpolate::interpolate;
 use crate::machine::project::{MachineRecord, Project, ProjectError};
-use crate::platforms::{self, Instance, PlatformError};
+use crate::project::config::{self, Config, ConfigError};
+use crate::project::interpolate::interpolate;
+use crate::project::molecule::platforms::{self, Instance, PlatformError};
+use crate::roletest::ansible::InventoryHost;
 
 /// The platforms document saved in the state directory at create time.
 pub const SAVED_FILE: &str = "scenario.json";
@@ -396,7 +396,7 @@ pub fn molecule_project_dir(dir: &Path) -> PathBuf {
 /// Makes relative synced folder sources and provisioner files absolute
 /// (from `base`), so later steps need not know where they came from.
 fn resolve_host_paths(config: &mut Config, base: &Path) {
-    use crate::provisioner::{Provisioner, Script};
+    use crate::project::provisioner::{Provisioner, Script};
     let abs = |p: &mut PathBuf| {
         if p.is_relative() {
             *p = base.join(&*p);

@@ -8,9 +8,9 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::ansible::{self, AnsibleError, PlaybookRun};
 use crate::machine::lifecycle::{self, Env, LifecycleError};
-use crate::scenario::{InstanceRecord, Scenario, ScenarioError};
+use crate::project::scenario::{InstanceRecord, Scenario, ScenarioError};
+use crate::roletest::ansible::{self, AnsibleError, PlaybookRun};
 
 /// Inventory file the steps write in the state directory.
 pub const INVENTORY_FILE: &str = "inventory.yml";
