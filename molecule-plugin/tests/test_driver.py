@@ -158,6 +158,7 @@ def test_connection_options_come_from_instance_config(tmp_path: Path) -> None:
     assert opts["ansible_private_key_file"] == INSTANCES[0]["identity_file"]
     assert opts["ansible_connection"] == "ssh"
     assert "StrictHostKeyChecking=no" in opts["ansible_ssh_common_args"]
+    assert opts["ansible_pipelining"] is True
     assert d.ansible_connection_options("db") == {}
     (tmp_path / "instance_config.yml").write_text("[]\n", encoding="utf-8")
     assert d.ansible_connection_options("web") == {}, "emptied by destroy"

@@ -53,6 +53,9 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
     );
     m.insert("ansible_connection".into(), json!("ssh"));
     m.insert("ansible_ssh_common_args".into(), json!(ssh_common_args()));
+    // One SSH round trip per task (no temp file put/chmod/rm), also for
+    // users who run ansible-playbook with `kvmdrive inventory` themselves.
+    m.insert("ansible_pipelining".into(), json!(true));
     if !r.networks.is_empty() {
         // Extra NICs: [{name, mac, ip, prefix}]; ansible_host stays the management address.
         m.insert("kvmdrive_networks".into(), json!(r.networks));
@@ -293,6 +296,7 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("StrictHostKeyChecking=no"));
+        assert_eq!(web["ansible_pipelining"].as_bool(), Some(true));
         assert!(v["all"]["hosts"]["db"].is_mapping());
         let app = &v["all"]["children"]["app"];
         assert!(app["hosts"].as_mapping().unwrap().contains_key("web"));
