@@ -11,6 +11,7 @@ pub mod output;
 pub mod project;
 pub mod roletest;
 pub mod virt;
+pub mod wait;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cancel;
 use super::project::MachineRecord;
 use crate::project::hardware::Hostname;
+use crate::wait::{wait_until, Poll, PollError};
 
 /// Options that make a scripted, non-interactive login to a fresh VM work:
 /// its host key is new on every boot, so it is neither checked nor stored.
@@ -84,27 +84,22 @@ pub fn wait_for_banner(
     deadline: Instant,
     mut check: impl FnMut() -> Result<(), String>,
 ) -> Result<(), WaitError> {
-    let step = Duration::from_millis(100);
-    loop {
-        if cancel::is_cancelled() {
-            return Err(WaitError::Cancelled);
-        }
-        if Instant::now() >= deadline {
-            return Err(WaitError::TimedOut);
-        }
-        let started = Instant::now();
+    let poll = Poll::until(Duration::from_millis(100), deadline).cancellable();
+    wait_until(poll, || {
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let mut buf = [0u8; 4];
             if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
-                return Ok(());
+                return Ok(Some(()));
             }
         }
-        check().map_err(WaitError::Aborted)?;
-        if let Some(rest) = step.checked_sub(started.elapsed()) {
-            std::thread::sleep(rest);
-        }
-    }
+        check().map(|()| None)
+    })
+    .map_err(|e| match e {
+        PollError::TimedOut => WaitError::TimedOut,
+        PollError::Cancelled => WaitError::Cancelled,
+        PollError::Failed(why) => WaitError::Aborted(why),
+    })
 }
 
 /// Remote script run at each first login of an `up`: installs the machine's

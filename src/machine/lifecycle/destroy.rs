@@ -1,0 +1,69 @@
+//! `destroy`: machines removed (domain, overlay and extra disks, NVRAM,
+//! DHCP reservation, console log, forwarded ports, state), also those since
+//! removed from the config; with the last one the project's networks and
+//! `.kvmdrive/`. Nothing to remove is not an error.
+
+use super::{collect, parallel, remaining_domains, select, Env, Failure, LifecycleError};
+use crate::machine::{netplan, plan};
+use crate::project::config::Config;
+use crate::virt::storage::POOL_NAME;
+
+/// Removes machines (domain, disk, reservation, console log, state); with
+/// the last one also the network and `.kvmdrive/`. Nothing to remove is fine.
+pub fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<(), LifecycleError> {
+    if !names.is_empty() {
+        select(config, names)?;
+    }
+    let _lock = env.project.lock()?;
+    // Machines from the config plus any of this project's domains libvirt
+    // still has (e.g. machines since removed from kvmdrive.yml).
+    let mut targets: Vec<String> = config.machines().into_iter().map(|m| m.name.0).collect();
+    for d in remaining_domains(env)? {
+        if !targets.contains(&d.machine) {
+            targets.push(d.machine);
+        }
+    }
+    targets.retain(|t| names.is_empty() || names.contains(t));
+    let network = plan::network_name(env.project);
+    let results = parallel(&targets, |t| (t.clone(), destroy_one(env, t, &network)));
+    collect(env.out, results)?;
+    for n in crate::machine::net_apply::remove_unused(env, &targets)? {
+        env.out.step(None, format!("removed network {n}"));
+    }
+    if remaining_domains(env)?.is_empty() {
+        if env.hv.network_exists(&network)? {
+            env.hv.remove_network(&network)?;
+            env.out.step(None, format!("removed network {network}"));
+        }
+        env.project.remove_state()?;
+    }
+    Ok(())
+}
+
+fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
+    let domain = plan::domain_name(env.project, machine);
+    let existed = env.hv.domain_state(&domain)?.is_some();
+    env.hv.remove_domain(&domain)?;
+    env.hv
+        .delete_volume(POOL_NAME, &plan::overlay_name(&domain))?;
+    crate::machine::disks::remove(env.hv, &domain)?;
+    crate::machine::disks::remove_nvram(&domain);
+    let mac = plan::mac_address(env.project, machine);
+    if let Some(xml) = env.hv.network_xml(network)? {
+        for h in netplan::read_network(&xml)
+            .hosts
+            .iter()
+            .filter(|h| h.mac == mac)
+        {
+            env.hv.remove_dhcp_host(network, &h.to_xml())?;
+        }
+    }
+    let _ = std::fs::remove_file(plan::console_log(&domain));
+    crate::machine::forward::stop(&env.project.machine_dir(machine));
+    env.project.forget(machine)?;
+    env.out.step(
+        Some(machine),
+        if existed { "destroyed" } else { "not created" },
+    );
+    Ok(())
+}

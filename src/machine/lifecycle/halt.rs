@@ -1,0 +1,65 @@
+//! `halt`: machines shut down in parallel: `poweroff` over SSH (or an ACPI
+//! request when there is no login), forced off when they are not stopped
+//! within a minute. Forwarded ports stop with them.
+
+use std::time::Duration;
+
+use super::{collect, parallel, select, Env, Failure, LifecycleError};
+use crate::machine::plan;
+use crate::machine::ssh::SshTarget;
+use crate::project::config::{Config, Machine};
+use crate::virt::hypervisor::DomainState;
+use crate::wait::{wait_until, Poll, PollError};
+
+/// Shuts machines down: `poweroff` over SSH (or ACPI), forcibly after a minute.
+pub fn halt(env: &Env, config: &Config, names: &[String]) -> Result<(), LifecycleError> {
+    let machines = select(config, names)?;
+    let _lock = env.project.lock()?;
+    let results = parallel(&machines, |m| (m.name.0.clone(), halt_one(env, m)));
+    collect(env.out, results).map(drop)
+}
+
+fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
+    let name = Some(m.name.0.as_str());
+    let domain = plan::domain_name(env.project, &m.name.0);
+    match env.hv.domain_state(&domain)? {
+        None => {
+            env.out.step(name, "not created");
+            return Ok(());
+        }
+        Some(DomainState::Shutoff) => {
+            env.out.step(name, "already stopped");
+            return Ok(());
+        }
+        Some(_) => {}
+    }
+    crate::machine::forward::stop(&env.project.machine_dir(&m.name.0));
+    env.out.step(name, "shutting down");
+    let asked = match env.project.record(&m.name.0)? {
+        Some(r) if !env.hv.is_test_driver() => SshTarget::from_record(&r)
+            .run("sudo -n systemctl poweroff || sudo -n poweroff", 5)
+            .is_ok(),
+        _ => false,
+    };
+    if !asked {
+        env.hv.shutdown_domain(&domain)?;
+    }
+    // Ctrl-C, like the minute passing, forces the machine off.
+    let poll = Poll::every(Duration::from_millis(200), Duration::from_secs(60)).cancellable();
+    let stopped = wait_until(poll, || {
+        env.hv
+            .domain_state(&domain)
+            .map(|s| matches!(s, Some(DomainState::Shutoff) | None).then_some(()))
+    });
+    match stopped {
+        Ok(()) => {
+            env.out.step(name, "stopped");
+            return Ok(());
+        }
+        Err(PollError::Failed(e)) => return Err(e.into()),
+        Err(PollError::TimedOut | PollError::Cancelled) => {}
+    }
+    env.out.warn(name, "did not stop in 60 s: forcing it off");
+    env.hv.destroy_domain(&domain)?;
+    Ok(())
+}

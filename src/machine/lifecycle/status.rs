@@ -1,0 +1,65 @@
+//! `status`: the state of every configured machine from libvirt and what
+//! `up` recorded (address, user, key, extra NICs); without project state
+//! libvirt is not asked at all.
+
+use std::path::PathBuf;
+
+use super::LifecycleError;
+use crate::machine::plan;
+use crate::machine::project::Project;
+use crate::project::config::Config;
+use crate::virt::hypervisor::DomainState;
+use crate::virt::Hypervisor;
+
+/// One line of `status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MachineStatus {
+    pub name: String,
+    /// `not_created`, `running`, `shutoff`, `paused`, ...
+    pub state: String,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+    /// Extra NICs: network name, MAC and address.
+    pub networks: Vec<crate::machine::nics::NicAddress>,
+}
+
+/// The state of every configured machine. Without state (nothing was ever
+/// brought up here) libvirt is not even asked.
+pub fn status(
+    hv: Option<&Hypervisor>,
+    project: &Project,
+    config: &Config,
+) -> Result<Vec<MachineStatus>, LifecycleError> {
+    config
+        .machines()
+        .into_iter()
+        .map(|m| {
+            let name = m.name.0;
+            let state = match hv {
+                Some(hv) => hv
+                    .domain_state(&plan::domain_name(project, &name))?
+                    .map_or("not_created", DomainState::as_str),
+                None => "not_created",
+            };
+            let record = if state == "not_created" {
+                None
+            } else {
+                project.record(&name)?
+            };
+            Ok(MachineStatus {
+                state: state.to_owned(),
+                address: record.as_ref().map(|r| r.address.clone()),
+                port: record.as_ref().map(|r| r.port),
+                user: record.as_ref().map(|r| r.user.clone()),
+                networks: record
+                    .as_ref()
+                    .map(|r| r.networks.clone())
+                    .unwrap_or_default(),
+                identity_file: record.map(|r| r.identity_file),
+                name,
+            })
+        })
+        .collect()
+}
