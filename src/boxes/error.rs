@@ -129,6 +129,9 @@ impl BoxError {
             BoxError::InUse { .. } => s("destroy the machines first, or pass --force"),
             BoxError::AmbiguousVersion { .. } => s("pass --box-version VERSION, or --all"),
             BoxError::BadArchive { .. } | BoxError::BadBox { .. } => s("use a libvirt box: a tar(.gz/.zst) with metadata.json (provider libvirt) and a self-contained qcow2 box.img"),
+            BoxError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => s(
+                "check the path in `box:` (relative to the project directory), or give a box name in the cache, a URL or `owner/name`",
+            ),
             BoxError::ProjectUnreadable { source } => source.hint().or_else(|| {
                 s("fix kvmdrive.yml, or pass --force to skip the in-use check")
             }),
