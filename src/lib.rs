@@ -2,9 +2,11 @@
 //! testing. Data flows one way: `project` (load and validate kvmdrive.yml or
 //! Molecule platforms) -> `machine::plan`
 //! (names, boxes, MACs, IPs, XML, all decided) -> apply through `virt` ->
-//! observe (SSH) -> report (`output`).
+//! observe (SSH) -> report (`output`). Every failure reaches the user as one
+//! [`Error`] with a hint and an exit code.
 
 pub mod boxes;
+pub mod error;
 pub mod host;
 pub mod machine;
 pub mod output;
@@ -12,6 +14,8 @@ pub mod project;
 pub mod roletest;
 pub mod virt;
 pub mod wait;
+
+pub use error::Error;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -1,8 +1,8 @@
-//! The `kvmdrive` binary: parse the command line, run the command, and turn
-//! errors into a message, a hint and an exit code (1 for errors, 130 when
-//! interrupted, 2 for usage errors from clap).
+//! The `kvmdrive` binary: parse the command line, run the command, and print
+//! its one [`Error`] (if any) in one place: text on stderr, and with `--json`
+//! also one `{"error", "hint", "exit_code"}` object on stdout. Exit codes come
+//! from [`Error::exit_code`] (2 for usage errors comes from clap).
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,134 +10,56 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use kvmdrive::boxes::BoxStore;
-use kvmdrive::machine::lifecycle::{self, Env, LifecycleError};
-use kvmdrive::machine::project::{Project, ProjectError};
+use kvmdrive::error::{self, Error};
+use kvmdrive::machine::lifecycle::{self, Env};
+use kvmdrive::machine::project::Project;
 use kvmdrive::machine::{cancel, provision, ssh, sync};
 use kvmdrive::output::Reporter;
-use kvmdrive::project::config::{self, Config, ConfigError};
-use kvmdrive::project::scenario::{Scenario, ScenarioError};
-use kvmdrive::roletest::steps::{self, PlaybookStep, StepError};
+use kvmdrive::project::config::{self, Config};
+use kvmdrive::project::scenario::Scenario;
+use kvmdrive::roletest::steps::{self, PlaybookStep, StepOutcome};
 use kvmdrive::virt::Hypervisor;
 
 mod cli;
 use cli::{Cli, Command};
 
-/// An error for the user: what went wrong and what to do about it.
-struct UserError {
-    message: String,
-    hint: Option<String>,
-    code: u8,
-}
-
-impl UserError {
-    fn new(message: impl Into<String>, hint: Option<String>) -> UserError {
-        UserError {
-            message: message.into(),
-            hint,
-            code: 1,
-        }
-    }
-}
-
-impl From<LifecycleError> for UserError {
-    fn from(e: LifecycleError) -> Self {
-        let code = if matches!(e, LifecycleError::Cancelled) {
-            130
-        } else {
-            1
-        };
-        UserError {
-            hint: e.hint(),
-            message: e.to_string(),
-            code,
-        }
-    }
-}
-
-impl From<ConfigError> for UserError {
-    fn from(e: ConfigError) -> Self {
-        UserError::new(e.to_string(), e.hint())
-    }
-}
-
-impl From<ProjectError> for UserError {
-    fn from(e: ProjectError) -> Self {
-        UserError::new(e.to_string(), e.hint())
-    }
-}
-
-impl From<kvmdrive::virt::VirtError> for UserError {
-    fn from(e: kvmdrive::virt::VirtError) -> Self {
-        UserError::new(e.to_string(), e.hint())
-    }
-}
-
-impl From<ScenarioError> for UserError {
-    fn from(e: ScenarioError) -> Self {
-        UserError::new(e.to_string(), e.hint())
-    }
-}
-
-impl From<StepError> for UserError {
-    fn from(e: StepError) -> Self {
-        UserError {
-            code: e.exit_code(),
-            hint: e.hint(),
-            message: e.to_string(),
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = cli.global.json;
-    match run(cli) {
+    let out = Reporter::new(cli.global.json, cli.global.verbose);
+    match run(cli, &out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
-            if let Some(h) = &e.hint {
-                eprintln!("hint: {h}");
+            if !e.is_reported() {
+                eprintln!("error: {e}");
+                if let Some(h) = e.hint() {
+                    eprintln!("hint: {h}");
+                }
+                if out.json() {
+                    // Programs reading stdout get the error as one JSON object.
+                    out.json_doc(&e.to_json());
+                }
             }
-            if json {
-                // Programs reading stdout get the error as one JSON object.
-                print_json(&serde_json::json!({
-                    "error": e.message,
-                    "hint": e.hint,
-                    "exit_code": e.code,
-                }));
-            }
-            ExitCode::from(e.code)
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), UserError> {
+fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
     let g = &cli.global;
     let dir = match &g.project_dir {
         Some(d) => d.clone(),
-        None => std::env::current_dir()
-            .map_err(|e| UserError::new(format!("cannot read the current directory: {e}"), None))?,
+        None => std::env::current_dir().map_err(Error::CurrentDir)?,
     };
-    let out = Reporter::new(g.json, g.verbose);
     match cli.command {
-        Command::Init(a) => init(&dir, a.force, &out),
+        Command::Init(a) => init(&dir, a.force, out),
         Command::Box(cmd) => {
-            match kvmdrive::boxes::commands::run_in(cmd, &out, g.json, Some(&dir)) {
-                Ok(0) => Ok(()),
-                Ok(code) => std::process::exit(code),
-                Err(e) => {
-                    let hint = e
-                        .downcast_ref::<kvmdrive::boxes::BoxError>()
-                        .and_then(|b| b.hint());
-                    Err(UserError::new(format!("{e:#}"), hint))
-                }
-            }
+            let code = kvmdrive::boxes::commands::run_in(cmd, out, Some(&dir))?;
+            error::verdict("box", code)
         }
-        Command::Host(cmd) => match kvmdrive::host::cli::run(cmd, &out, g.json) {
-            Ok(0) => Ok(()),
-            Ok(code) => std::process::exit(code),
-            Err(e) => Err(UserError::new(format!("{e:#}"), None)),
-        },
+        Command::Host(cmd) => {
+            let code = kvmdrive::host::cli::run(cmd, out)?;
+            error::verdict("host", code)
+        }
         Command::Status => {
             let sc = open(g, &dir)?;
             let (project, config) = (&sc.project, &sc.config);
@@ -148,62 +70,67 @@ fn run(cli: Cli) -> Result<(), UserError> {
             };
             let list = lifecycle::status(hv.as_ref(), project, config)?;
             if g.json {
-                print_json(&list);
+                out.json_doc(&list);
             } else {
-                let mut o = std::io::stdout().lock();
                 for m in list {
                     let addr = m
                         .address
                         .map(|a| format!("  {}@{a}", m.user.unwrap_or_default()))
                         .unwrap_or_default();
-                    let _ = writeln!(o, "{:<20} {:<12}{addr}", m.name, m.state);
+                    out.line(format!("{:<20} {:<12}{addr}", m.name, m.state));
                 }
             }
             Ok(())
         }
-        Command::Up(a) => with_env(g, &dir, &out, |env, sc| {
+        Command::Up(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             sc.save()?;
             let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
-                print_json(&records);
+                out.json_doc(&records);
             }
             Ok(())
         }),
-        Command::Reload(a) => with_env(g, &dir, &out, |env, sc| {
+        Command::Reload(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             lifecycle::halt(env, &sc.config, &a.selection.names)?;
             // As `vagrant reload`: provisioners that ran stay done unless --provision.
             let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
-                print_json(&records);
+                out.json_doc(&records);
             }
             Ok(())
         }),
-        Command::Provision(sel) => with_env(g, &dir, &out, |env, sc| {
+        Command::Provision(sel) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             let (runs, outcome) = provision::provision_machines(env, &sc.config, &sel.names)?;
             if g.json {
                 // One JSON line per provisioner run, also when one failed.
                 for r in &runs {
-                    println!(
-                        "{}",
-                        serde_json::to_string(r).expect("plain data serialises")
-                    );
+                    out.json_line(r);
                 }
             }
             Ok(outcome?)
         }),
-        Command::Rsync(sel) => with_env(g, &dir, &out, |env, sc| {
+        Command::Rsync(sel) => with_env(g, &dir, out, |env, sc| {
             Ok(sync::rsync_machines(env, &sc.config, &sel.names)?)
         }),
-        Command::RsyncAuto(sel) => with_env(g, &dir, &out, |env, sc| {
+        Command::RsyncAuto(sel) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             Ok(sync::rsync_auto(env, &sc.config, &sel.names)?)
         }),
-        Command::Halt(sel) => with_env(g, &dir, &out, |env, sc| {
+        Command::Halt(sel) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            Ok(lifecycle::halt(env, &sc.config, &sel.names)?)
+            lifecycle::halt(env, &sc.config, &sel.names)?;
+            if g.json {
+                // The halted machines and the state libvirt now reports.
+                let list: Vec<_> = lifecycle::status(Some(env.hv), env.project, &sc.config)?
+                    .into_iter()
+                    .filter(|m| sel.names.is_empty() || sel.names.contains(&m.name))
+                    .collect();
+                out.json_doc(&list);
+            }
+            Ok(())
         }),
         Command::Destroy(a) => {
             let sc = match Scenario::open_or_default(
@@ -227,7 +154,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
             let env = Env {
                 hv: &hv,
                 project: &sc.project,
-                out: &out,
+                out,
                 store: &store,
                 pool_dir: lifecycle::default_pool_dir(),
             };
@@ -241,7 +168,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
                     })
                     .map(|i| serde_json::json!({"instance": i.name, "state": "not_created"}))
                     .collect();
-                print_json(&gone);
+                out.json_doc(&gone);
             }
             Ok(())
         }
@@ -254,11 +181,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
             } else {
                 cmd.arg("--").args(&a.command);
             }
-            let err = cmd.exec();
-            Err(UserError::new(
-                format!("cannot run ssh: {err}"),
-                Some("install the OpenSSH client".into()),
-            ))
+            Err(Error::Ssh(cmd.exec()))
         }
         Command::SshConfig(a) => {
             let sc = open(g, &dir)?;
@@ -268,41 +191,50 @@ fn run(cli: Cli) -> Result<(), UserError> {
                 None => config.machines().into_iter().map(|m| m.name.0).collect(),
             };
             let mut text = String::new();
+            let mut entries = Vec::new();
             for n in &names {
                 lifecycle::select(config, std::slice::from_ref(n))?;
                 if let Some(r) = project.record(n)? {
                     text.push_str(&ssh::ssh_config_entry(&r));
                     text.push('\n');
+                    entries.push(serde_json::json!({
+                        "machine": r.name,
+                        "host": r.address,
+                        "port": r.port,
+                        "user": r.user,
+                        "identity_file": r.identity_file,
+                    }));
                 } else if names.len() == 1 {
                     return Err(not_up(n));
                 }
             }
-            print!("{text}");
+            if g.json {
+                out.json_doc(&entries);
+            } else {
+                out.text(&text);
+            }
             Ok(())
         }
 
         // ---- Ansible role testing: the Molecule-like lifecycle ----
-        Command::Create => with_env(g, &dir, &out, |env, sc| {
+        Command::Create => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             let records = steps::create(env, sc)?;
             if g.json {
-                print_json(&records);
+                out.json_doc(&records);
             }
             Ok(())
         }),
-        Command::Converge(a) => with_env(g, &dir, &out, |env, sc| {
+        Command::Converge(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            Ok(steps::converge(
-                env,
-                sc,
-                a.playbook.as_deref(),
-                &a.ansible_args,
-            )?)
+            let done = steps::converge(env, sc, a.playbook.as_deref(), &a.ansible_args)?;
+            report_steps(out, &done);
+            Ok(())
         }),
         Command::Idempotence(a) => {
             let sc = open(g, &dir)?;
             steps::run_step(
-                &out,
+                out,
                 &sc,
                 PlaybookStep::Idempotence,
                 a.playbook.as_deref(),
@@ -312,22 +244,21 @@ fn run(cli: Cli) -> Result<(), UserError> {
         }
         Command::Verify(a) => {
             let sc = open(g, &dir)?;
-            steps::run_step(
-                &out,
+            let ran = steps::run_step(
+                out,
                 &sc,
                 PlaybookStep::Verify,
                 a.playbook.as_deref(),
                 &a.ansible_args,
             )?;
+            report_steps(out, &[StepOutcome::of(PlaybookStep::Verify, ran)]);
             Ok(())
         }
-        Command::Test(a) => with_env(g, &dir, &out, |env, sc| {
+        Command::Test(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            Ok(steps::test(
-                env,
-                sc,
-                a.destroy == cli::DestroyPolicy::Always,
-            )?)
+            let done = steps::test(env, sc, a.destroy == cli::DestroyPolicy::Always)?;
+            report_steps(out, &done);
+            Ok(())
         }),
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -337,10 +268,7 @@ fn run(cli: Cli) -> Result<(), UserError> {
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(UserError::new(
-                    format!("cannot write the man page: {e}"),
-                    None,
-                )),
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Man(e)),
                 _ => Ok(()),
             }
         }
@@ -348,21 +276,22 @@ fn run(cli: Cli) -> Result<(), UserError> {
             let sc = open(g, &dir)?;
             let (hosts, down) = sc.inventory_hosts()?;
             if hosts.is_empty() {
-                return Err(UserError::new(
-                    "no machine is up",
-                    Some("run `kvmdrive create` first".into()),
-                ));
+                return Err(Error::NothingUp);
             }
             for name in down {
                 out.warn(Some(&name), "not up: left out of the inventory");
             }
             let text = kvmdrive::roletest::ansible::inventory_yaml(&hosts);
             match a.output {
-                Some(path) => std::fs::write(&path, text).map_err(|e| {
-                    UserError::new(format!("cannot write {}: {e}", path.display()), None)
-                }),
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|source| Error::Write { path, source })
+                }
+                None if g.json => {
+                    out.json_doc(&kvmdrive::roletest::ansible::inventory(&hosts));
+                    Ok(())
+                }
                 None => {
-                    print!("{text}");
+                    out.text(&text);
                     Ok(())
                 }
             }
@@ -384,7 +313,7 @@ fn up_options(a: &cli::UpArgs) -> lifecycle::UpOptions {
 }
 
 /// The project's machines, from --platforms, the state dir, kvmdrive.yml or molecule.yml.
-fn open(g: &cli::GlobalArgs, dir: &std::path::Path) -> Result<Scenario, UserError> {
+fn open(g: &cli::GlobalArgs, dir: &std::path::Path) -> Result<Scenario, Error> {
     Ok(Scenario::open(
         dir,
         g.state_dir.as_deref(),
@@ -392,11 +321,17 @@ fn open(g: &cli::GlobalArgs, dir: &std::path::Path) -> Result<Scenario, UserErro
     )?)
 }
 
-fn not_up(name: &str) -> UserError {
-    UserError::new(
-        format!("machine `{name}` is not up"),
-        Some(format!("run `kvmdrive up {name}`")),
-    )
+fn not_up(name: &str) -> Error {
+    Error::NotUp {
+        name: name.to_owned(),
+    }
+}
+
+/// `converge`, `verify` and `test` with `--json`: the steps and how each went.
+fn report_steps(out: &Reporter, done: &[StepOutcome]) {
+    if out.json() {
+        out.json_doc(&serde_json::json!({ "steps": done }));
+    }
 }
 
 /// The record of the machine `name` (or of the only machine).
@@ -404,23 +339,15 @@ fn running_record(
     project: &Project,
     config: &Config,
     name: Option<&str>,
-) -> Result<kvmdrive::machine::project::MachineRecord, UserError> {
+) -> Result<kvmdrive::machine::project::MachineRecord, Error> {
     let machines = config.machines();
     let name = match name {
         Some(n) => n.to_owned(),
         None if machines.len() == 1 => machines[0].name.0.clone(),
         None => {
-            return Err(UserError::new(
-                "this project has several machines: name one",
-                Some(format!(
-                    "machines: {}",
-                    machines
-                        .iter()
-                        .map(|m| m.name.0.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            ))
+            return Err(Error::NameOne {
+                machines: machines.iter().map(|m| m.name.0.clone()).collect(),
+            })
         }
     };
     lifecycle::select(config, std::slice::from_ref(&name))?;
@@ -431,8 +358,8 @@ fn with_env(
     g: &cli::GlobalArgs,
     dir: &std::path::Path,
     out: &Reporter,
-    f: impl FnOnce(&Env, &Scenario) -> Result<(), UserError>,
-) -> Result<(), UserError> {
+    f: impl FnOnce(&Env, &Scenario) -> Result<(), Error>,
+) -> Result<(), Error> {
     let sc = open(g, dir)?;
     let hv = Hypervisor::connect(&g.connect)?;
     let store = BoxStore::from_env();
@@ -446,23 +373,14 @@ fn with_env(
     f(&env, &sc)
 }
 
-fn init(dir: &std::path::Path, force: bool, out: &Reporter) -> Result<(), UserError> {
+fn init(dir: &std::path::Path, force: bool, out: &Reporter) -> Result<(), Error> {
     let path: PathBuf = dir.join(config::CONFIG_FILE);
     if path.exists() && !force {
-        return Err(UserError::new(
-            format!("{} already exists", path.display()),
-            Some("use `kvmdrive init --force` to overwrite it".into()),
-        ));
+        return Err(Error::ConfigExists { path });
     }
-    std::fs::write(&path, config::EXAMPLE)
-        .map_err(|e| UserError::new(format!("cannot write {}: {e}", path.display()), None))?;
+    if let Err(source) = std::fs::write(&path, config::EXAMPLE) {
+        return Err(Error::Write { path, source });
+    }
     out.step(None, format!("wrote {}", path.display()));
     Ok(())
-}
-
-fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("plain data serialises")
-    );
 }

@@ -1,7 +1,11 @@
-//! Output for people (one line per step on stderr) and for programs (`--json`
-//! on stdout). Commands report through a [`Reporter`].
+//! Output for people (one line per step on stderr, results on stdout) and for
+//! programs (`--json`: one JSON document, or JSON lines, on stdout). Every
+//! command reports through a [`Reporter`]; nothing else prints to stdout. A
+//! closed stdout (`kvmdrive status | head -1`) is not an error.
 
 use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -54,4 +58,42 @@ impl Reporter {
     pub fn warn(&self, machine: Option<&str>, msg: impl AsRef<str>) {
         self.step(machine, format!("warning: {}", msg.as_ref()));
     }
+
+    /// A result for people on stdout, one line (e.g. a table row).
+    pub fn line(&self, text: impl AsRef<str>) {
+        self.stdout(&format!("{}\n", text.as_ref()));
+    }
+
+    /// Text for people or other tools on stdout, exactly as given (an
+    /// ssh_config, an inventory file).
+    pub fn text(&self, text: &str) {
+        self.stdout(text);
+    }
+
+    /// The command's result for programs: one pretty-printed JSON document.
+    pub fn json_doc<T: Serialize + ?Sized>(&self, value: &T) {
+        self.stdout(&format!("{}\n", to_json(value, true)));
+    }
+
+    /// One JSON object per line, for results that stream (one per
+    /// provisioner run).
+    pub fn json_line<T: Serialize + ?Sized>(&self, value: &T) {
+        self.stdout(&format!("{}\n", to_json(value, false)));
+    }
+
+    fn stdout(&self, text: &str) {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut o = std::io::stdout().lock();
+        // A reader that went away (a pipe into `head`) ends our output, not us.
+        let _ = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T, pretty: bool) -> String {
+    let s = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    s.expect("reports are plain data with string keys")
 }

@@ -1,6 +1,6 @@
 //! `kvmdrive box ...`: turns a parsed [`BoxCommand`] into work on the cache
-//! and prints the result, for people (text) or programs (`--json` on stdout).
-//! Errors are returned as [`BoxError`]s inside `anyhow` (downcast for hints).
+//! and reports the result through the [`Reporter`], for people (text) or
+//! programs (`--json` on stdout). Errors are [`BoxError`]s, each with a hint.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -24,8 +24,8 @@ use crate::project::config::{Config, ConfigError};
 
 /// Runs a `kvmdrive box` command for the project in the current directory;
 /// returns the exit code.
-pub fn run(cmd: BoxCommand, reporter: &Reporter, json: bool) -> anyhow::Result<i32> {
-    run_in(cmd, reporter, json, None)
+pub fn run(cmd: BoxCommand, reporter: &Reporter) -> Result<i32, BoxError> {
+    run_in(cmd, reporter, None)
 }
 
 /// Like [`run`], for the project in `project_dir` (default: the current
@@ -33,32 +33,27 @@ pub fn run(cmd: BoxCommand, reporter: &Reporter, json: bool) -> anyhow::Result<i
 pub fn run_in(
     cmd: BoxCommand,
     reporter: &Reporter,
-    json: bool,
     project_dir: Option<&Path>,
-) -> anyhow::Result<i32> {
+) -> Result<i32, BoxError> {
+    let json = reporter.json();
     let store = BoxStore::from_env();
     let project_dir = match project_dir {
         Some(p) => p.to_owned(),
-        None => std::env::current_dir()?,
+        None => {
+            std::env::current_dir().map_err(super::error::io_err("read the current directory"))?
+        }
     };
     match cmd {
         BoxCommand::Add(a) => cmd_add(&store, a, reporter, json),
-        BoxCommand::List(a) => cmd_list(&store, a, json),
+        BoxCommand::List(a) => cmd_list(&store, a, reporter, json),
         BoxCommand::Remove(a) => cmd_remove(&store, a, reporter, json, &project_dir),
         BoxCommand::Prune(a) => cmd_prune(&store, a, reporter, json, &project_dir),
-        BoxCommand::Outdated(a) => cmd_outdated(&store, a, json),
-        BoxCommand::Index(a) => cmd_index(a, json),
+        BoxCommand::Outdated(a) => cmd_outdated(&store, a, reporter, json),
+        BoxCommand::Index(a) => cmd_index(a, reporter, json),
     }
 }
 
-fn print_json(value: &impl Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serializable")
-    );
-}
-
-fn cmd_add(store: &BoxStore, a: AddArgs, reporter: &Reporter, json: bool) -> anyhow::Result<i32> {
+fn cmd_add(store: &BoxStore, a: AddArgs, reporter: &Reporter, json: bool) -> Result<i32, BoxError> {
     let req = AddRequest {
         source: a.source,
         name: a.name,
@@ -71,7 +66,7 @@ fn cmd_add(store: &BoxStore, a: AddArgs, reporter: &Reporter, json: bool) -> any
     let outcome = add::add(store, &req, reporter)?;
     let b = &outcome.installed;
     if json {
-        print_json(&json!({
+        reporter.json_doc(&json!({
             "name": b.name,
             "version": b.version,
             "architecture": b.architecture,
@@ -84,22 +79,22 @@ fn cmd_add(store: &BoxStore, a: AddArgs, reporter: &Reporter, json: bool) -> any
             "download": outcome.download,
         }));
     } else if outcome.added {
-        println!(
+        reporter.line(format!(
             "box {} {} ({}) {}: {}",
             b.name,
             b.version,
             b.architecture,
             if outcome.updated { "updated" } else { "added" },
             b.dir.display()
-        );
+        ));
     } else {
-        println!(
+        reporter.line(format!(
             "box {} {} ({}) is already cached: {}",
             b.name,
             b.version,
             b.architecture,
             b.dir.display()
-        );
+        ));
     }
     Ok(0)
 }
@@ -129,7 +124,12 @@ fn sorted(mut boxes: Vec<CachedBox>) -> Vec<CachedBox> {
     boxes
 }
 
-fn cmd_list(store: &BoxStore, a: ListArgs, json: bool) -> anyhow::Result<i32> {
+fn cmd_list(
+    store: &BoxStore,
+    a: ListArgs,
+    reporter: &Reporter,
+    json: bool,
+) -> Result<i32, BoxError> {
     let boxes = sorted(match &a.name {
         Some(n) => store.versions_of(n),
         None => store.list(),
@@ -154,9 +154,9 @@ fn cmd_list(store: &BoxStore, a: ListArgs, json: bool) -> anyhow::Result<i32> {
         })
         .collect();
     if json {
-        print_json(&entries);
+        reporter.json_doc(&entries);
     } else if entries.is_empty() {
-        println!("There are no cached boxes. Add one with `kvmdrive box add`.");
+        reporter.line("There are no cached boxes. Add one with `kvmdrive box add`.");
     } else {
         let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
         for e in &entries {
@@ -165,13 +165,13 @@ fn cmd_list(store: &BoxStore, a: ListArgs, json: bool) -> anyhow::Result<i32> {
             } else {
                 ""
             };
-            println!(
+            reporter.line(format!(
                 "{:width$} (libvirt, {}, ({})) {}{marker}",
                 e.name,
                 e.version,
                 e.architecture,
                 human_bytes(e.size)
-            );
+            ));
         }
     }
     Ok(0)
@@ -184,7 +184,7 @@ fn cmd_list(store: &BoxStore, a: ListArgs, json: bool) -> anyhow::Result<i32> {
 pub fn boxes_in_use(
     store: &BoxStore,
     project_dir: &Path,
-) -> Result<BTreeMap<PathBuf, Vec<String>>, anyhow::Error> {
+) -> Result<BTreeMap<PathBuf, Vec<String>>, BoxError> {
     let mut used: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     match Config::load(project_dir) {
         Ok(config) => {
@@ -220,7 +220,9 @@ pub fn boxes_in_use(
         }
         Err(ConfigError::Missing { .. }) => {}
         Err(e) => {
-            return Err(anyhow::Error::new(e).context("cannot tell which boxes the project uses"))
+            return Err(BoxError::ProjectUnreadable {
+                source: Box::new(e),
+            })
         }
     }
     let state = project_dir.join(".kvmdrive");
@@ -267,7 +269,7 @@ fn cmd_remove(
     reporter: &Reporter,
     json: bool,
     project_dir: &Path,
-) -> anyhow::Result<i32> {
+) -> Result<i32, BoxError> {
     let all = store.versions_of(&a.name);
     let arch = a
         .architecture
@@ -301,8 +303,7 @@ fn cmd_remove(
         return Err(BoxError::NotFound {
             name: a.name.clone(),
             searched,
-        }
-        .into());
+        });
     }
     if ours.len() > 1 && !a.all && wanted_version.is_none() {
         let versions: Vec<String> = ours
@@ -312,8 +313,7 @@ fn cmd_remove(
         return Err(BoxError::AmbiguousVersion {
             name: a.name.clone(),
             versions: versions.join(", "),
-        }
-        .into());
+        });
     }
     let used = if a.force {
         BTreeMap::new()
@@ -326,8 +326,7 @@ fn cmd_remove(
                 name: c.name.clone(),
                 version: c.version.to_string(),
                 users: users.join(", "),
-            }
-            .into());
+            });
         }
     }
     let _lock = store.lock(&a.name)?;
@@ -346,15 +345,15 @@ fn cmd_remove(
         removed.push(json!({"name": c.name, "version": c.version.to_string(), "architecture": c.arch_or_host()}));
     }
     if json {
-        print_json(&json!({ "removed": removed }));
+        reporter.json_doc(&json!({ "removed": removed }));
     } else {
         for r in &removed {
-            println!(
+            reporter.line(format!(
                 "removed box {} {} ({})",
                 r["name"].as_str().unwrap_or(""),
                 r["version"].as_str().unwrap_or(""),
                 r["architecture"].as_str().unwrap_or("")
-            );
+            ));
         }
     }
     Ok(0)
@@ -421,20 +420,20 @@ fn cmd_prune(
     reporter: &Reporter,
     json: bool,
     project_dir: &Path,
-) -> anyhow::Result<i32> {
+) -> Result<i32, BoxError> {
     let used = boxes_in_use(store, project_dir)?;
     let report = prune(store, a.name.as_deref(), &used, a.dry_run)?;
     if json {
-        print_json(
+        reporter.json_doc(
             &json!({"dry_run": a.dry_run, "removed": report.removed, "kept_in_use": report.kept_in_use}),
         );
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for r in &report.removed {
-            println!("{verb} box {r}");
+            reporter.line(format!("{verb} box {r}"));
         }
         for k in &report.kept_in_use {
-            println!("kept box {k}");
+            reporter.line(format!("kept box {k}"));
         }
         if report.removed.is_empty() {
             reporter.step(None, "nothing to prune");
@@ -457,7 +456,12 @@ struct OutdatedEntry {
     error: Option<String>,
 }
 
-fn cmd_outdated(store: &BoxStore, a: OutdatedArgs, json: bool) -> anyhow::Result<i32> {
+fn cmd_outdated(
+    store: &BoxStore,
+    a: OutdatedArgs,
+    reporter: &Reporter,
+    json: bool,
+) -> Result<i32, BoxError> {
     let boxes = match &a.name {
         Some(n) => store.versions_of(n),
         None => store.list(),
@@ -475,7 +479,7 @@ fn cmd_outdated(store: &BoxStore, a: OutdatedArgs, json: bool) -> anyhow::Result
     }
     if newest.is_empty() {
         if let Some(n) = &a.name {
-            return Err(store.not_found(n, &Constraint::any()).into());
+            return Err(store.not_found(n, &Constraint::any()));
         }
     }
     let mut fetcher: Option<Fetcher> = None;
@@ -550,21 +554,22 @@ fn cmd_outdated(store: &BoxStore, a: OutdatedArgs, json: bool) -> anyhow::Result
         entries.push(entry);
     }
     if json {
-        print_json(&entries);
+        reporter.json_doc(&entries);
     } else {
         for e in &entries {
             match (&e.latest, &e.error) {
-                (Some(latest), _) if e.outdated => println!(
+                (Some(latest), _) if e.outdated => reporter.line(format!(
                     "* '{}' for 'libvirt' ({}) is outdated! Current: {}. Latest: {}",
                     e.name, e.architecture, e.current, latest
-                ),
-                (Some(_), _) => println!(
+                )),
+                (Some(_), _) => reporter.line(format!(
                     "* '{}' for 'libvirt' ({}) (v{}) is up to date",
                     e.name, e.architecture, e.current
-                ),
-                (None, Some(err)) => {
-                    println!("* '{}' ({}) v{}: {err}", e.name, e.architecture, e.current)
-                }
+                )),
+                (None, Some(err)) => reporter.line(format!(
+                    "* '{}' ({}) v{}: {err}",
+                    e.name, e.architecture, e.current
+                )),
                 (None, None) => {}
             }
         }
@@ -572,7 +577,7 @@ fn cmd_outdated(store: &BoxStore, a: OutdatedArgs, json: bool) -> anyhow::Result
     Ok(if failed { 1 } else { 0 })
 }
 
-fn cmd_index(a: IndexArgs, json: bool) -> anyhow::Result<i32> {
+fn cmd_index(a: IndexArgs, reporter: &Reporter, json: bool) -> Result<i32, BoxError> {
     let report = index::index(&IndexOptions {
         dir: a.dir,
         base_url: a.base_url,
@@ -597,7 +602,7 @@ fn cmd_index(a: IndexArgs, json: bool) -> anyhow::Result<i32> {
             .iter()
             .map(|(p, why)| json!({"file": p, "reason": why}))
             .collect();
-        print_json(&json!({"catalogs": catalogs, "skipped": skipped}));
+        reporter.json_doc(&json!({"catalogs": catalogs, "skipped": skipped}));
     } else {
         for w in &report.catalogs {
             let versions: BTreeSet<String> = w
@@ -606,7 +611,7 @@ fn cmd_index(a: IndexArgs, json: bool) -> anyhow::Result<i32> {
                 .iter()
                 .map(|v| v.version.clone())
                 .collect();
-            println!(
+            reporter.line(format!(
                 "{}: {} version(s) ({})",
                 w.catalog.name.as_deref().unwrap_or("?"),
                 versions.len(),
@@ -616,13 +621,13 @@ fn cmd_index(a: IndexArgs, json: bool) -> anyhow::Result<i32> {
                     .map(|v| v.version.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
+            ));
             for (f, u) in w.files.iter().zip(&w.urls) {
-                println!("  wrote {} (served at {u})", f.display());
+                reporter.line(format!("  wrote {} (served at {u})", f.display()));
             }
         }
         for (p, why) in &report.skipped {
-            eprintln!("skipped {}: {why}", p.display());
+            reporter.step(None, format!("skipped {}: {why}", p.display()));
         }
     }
     Ok(0)

@@ -83,6 +83,10 @@ pub enum BoxError {
     },
     #[error("box `{name}` has several versions ({versions}); say which")]
     AmbiguousVersion { name: String, versions: String },
+    #[error("cannot tell which boxes the project uses: {source}")]
+    ProjectUnreadable {
+        source: Box<crate::project::config::ConfigError>,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -125,6 +129,12 @@ impl BoxError {
             BoxError::InUse { .. } => s("destroy the machines first, or pass --force"),
             BoxError::AmbiguousVersion { .. } => s("pass --box-version VERSION, or --all"),
             BoxError::BadArchive { .. } | BoxError::BadBox { .. } => s("use a libvirt box: a tar(.gz/.zst) with metadata.json (provider libvirt) and a self-contained qcow2 box.img"),
+            BoxError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => s(
+                "check the path in `box:` (relative to the project directory), or give a box name in the cache, a URL or `owner/name`",
+            ),
+            BoxError::ProjectUnreadable { source } => source.hint().or_else(|| {
+                s("fix kvmdrive.yml, or pass --force to skip the in-use check")
+            }),
             _ => None,
         }
     }

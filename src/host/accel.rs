@@ -114,7 +114,7 @@ pub fn choose(setting: config::Accel, facts: &KvmFacts) -> AccelChoice {
 /// True when a qemu log shows that KVM could not run the guest (the domain
 /// then sits paused): the cue to retry under TCG.
 pub fn kvm_failed_in_log(qemu_log: &str) -> bool {
-    qemu_log.contains("KVM internal error") || qemu_log.contains("failed to set MSR")
+    crate::virt::qemu_log::kvm_failure_line(qemu_log).is_some()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! point at, and switching it. Parsing `--query` output is pure; running
 //! the tool is at the bottom.
 
+use super::error::HostError;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -60,16 +61,22 @@ pub fn query(name: &str) -> Option<Alternative> {
 }
 
 /// `update-alternatives --set NAME PATH`.
-pub fn set(name: &str, path: &str) -> anyhow::Result<()> {
+pub fn set(name: &str, path: &str) -> Result<(), HostError> {
     let out = Command::new("update-alternatives")
         .args(["--set", name, path])
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot run update-alternatives: {e}"))?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => HostError::NotInstalled {
+                program: "update-alternatives",
+                package: "dpkg",
+            },
+            _ => HostError::io("run update-alternatives")(e),
+        })?;
     if !out.status.success() {
-        anyhow::bail!(
-            "update-alternatives --set {name} {path} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(HostError::CommandFailed {
+            command: format!("update-alternatives --set {name} {path}"),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `kvmdrive host ...`: clap definitions and the text/JSON output of the
-//! host commands. The lead wires [`HostCommand`] into the top-level CLI as
-//! `Host(HostCommand)` and calls [`run`].
+//! host commands (through the [`Reporter`]); failures to act are
+//! [`HostError`]s with a hint. The top-level CLI has `Host(HostCommand)` and
+//! calls [`run`].
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use super::doctor;
 use super::facts::{GatherOptions, HostFacts};
 use super::finding::{Finding, Status};
 use super::up::{self, UpOptions};
+use super::HostError;
 use crate::output::Reporter;
 
 /// Check and prepare the machine kvmdrive runs on.
@@ -47,27 +49,26 @@ pub struct UpArgs {
     pub timeout: u64,
 }
 
-/// Runs a host command; returns the exit code.
-pub fn run(cmd: HostCommand, reporter: &Reporter, json: bool) -> anyhow::Result<i32> {
+/// Runs a host command; returns its verdict as an exit code (0: a VM can
+/// run here, 1: a check failed; the findings say why). Errors are failures to
+/// act (a daemon that does not start, a fix that cannot be applied).
+pub fn run(cmd: HostCommand, out: &Reporter) -> Result<i32, HostError> {
     match cmd {
-        HostCommand::Check(a) => check(&a, json),
+        HostCommand::Check(a) => Ok(check(&a, out)),
         HostCommand::Up(a) => {
             let report = up::up(
                 &UpOptions {
                     fix: a.fix,
                     timeout: Duration::from_secs(a.timeout),
                 },
-                reporter,
+                out,
             )?;
             let code = doctor::exit_code(&report.problems);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "exit_code": code, "up": report }))?
-                );
+            if out.json() {
+                out.json_doc(&json!({ "exit_code": code, "up": report }));
             } else {
                 if !report.changed {
-                    println!("host up: nothing to do, nothing changed");
+                    out.line("host up: nothing to do, nothing changed");
                 }
                 let fixable: Vec<&Finding> = report
                     .problems
@@ -75,49 +76,48 @@ pub fn run(cmd: HostCommand, reporter: &Reporter, json: bool) -> anyhow::Result<
                     .filter(|f| f.status == Status::Fail)
                     .collect();
                 for f in &report.problems {
-                    print_finding(f);
+                    print_finding(out, f);
                 }
                 if !a.fix
                     && fixable
                         .iter()
                         .any(|f| f.fix.as_deref().is_some_and(|x| x.contains("--fix")))
                 {
-                    println!("run `kvmdrive host up --fix` to repair what `--fix` can");
+                    out.line("run `kvmdrive host up --fix` to repair what `--fix` can");
                 }
             }
             Ok(code)
         }
         HostCommand::Down => {
-            let report = up::down(reporter)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let report = up::down(out)?;
+            if out.json() {
+                out.json_doc(&report);
             }
             Ok(0)
         }
     }
 }
 
-fn check(a: &CheckArgs, json: bool) -> anyhow::Result<i32> {
+fn check(a: &CheckArgs, out: &Reporter) -> i32 {
     let start = Instant::now();
     let facts = HostFacts::gather(GatherOptions { probe: a.probe });
     let findings = doctor::run_checks(&facts);
     let code = doctor::exit_code(&findings);
-    if json {
-        let out = json!({
+    if out.json() {
+        out.json_doc(&json!({
             "exit_code": code,
             "vm_can_run": code == 0,
             "seconds": start.elapsed().as_secs_f32(),
             "findings": findings,
             "facts": facts,
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        }));
     } else {
         for f in &findings {
-            print_finding(f);
+            print_finding(out, f);
         }
         let fails = findings.iter().filter(|f| f.status == Status::Fail).count();
         let warns = findings.iter().filter(|f| f.status == Status::Warn).count();
-        println!(
+        out.line(format!(
             "{} check(s): {} ok, {warns} warn, {fails} fail: {}",
             findings.len(),
             findings.len() - fails - warns,
@@ -126,18 +126,23 @@ fn check(a: &CheckArgs, json: bool) -> anyhow::Result<i32> {
             } else {
                 "fix the failures before `kvmdrive up`"
             }
-        );
+        ));
     }
-    Ok(code)
+    code
 }
 
-fn print_finding(f: &Finding) {
-    println!("{:<4}  {:<16}  {}", f.status.as_str(), f.check, f.summary);
+fn print_finding(out: &Reporter, f: &Finding) {
+    out.line(format!(
+        "{:<4}  {:<16}  {}",
+        f.status.as_str(),
+        f.check,
+        f.summary
+    ));
     if !f.saw.is_empty() {
-        println!("{:24}saw: {}", "", f.saw);
+        out.line(format!("{:24}saw: {}", "", f.saw));
     }
     if let (Some(fix), true) = (&f.fix, f.status != Status::Ok) {
-        println!("{:24}fix: {fix}", "");
+        out.line(format!("{:24}fix: {fix}", ""));
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use super::error::HostError;
 use serde::{Deserialize, Serialize};
 
 /// Where the daemons' output goes (`KVMDRIVE_LOG_DIR` overrides it).
@@ -48,6 +48,14 @@ impl Daemon {
             Daemon::Dbus => "dbus",
             Daemon::Virtlogd => "virtlogd",
             Daemon::Libvirtd => "libvirtd",
+        }
+    }
+
+    /// The Debian package that installs it.
+    fn package(self) -> &'static str {
+        match self {
+            Daemon::Dbus => "dbus",
+            Daemon::Virtlogd | Daemon::Libvirtd => "libvirt-daemon-system",
         }
     }
 
@@ -213,27 +221,27 @@ pub fn load_state() -> Vec<Started> {
         .unwrap_or_default()
 }
 
-pub fn save_state(started: &[Started]) -> anyhow::Result<()> {
+pub fn save_state(started: &[Started]) -> Result<(), HostError> {
     let path = state_file();
     if started.is_empty() {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("remove {}", path.display()))
+                return Err(HostError::io(format!("remove {}", path.display()))(e))
             }
             _ => return Ok(()),
         }
     }
     std::fs::create_dir_all(run_dir())
-        .with_context(|| format!("create {}", run_dir().display()))?;
+        .map_err(HostError::io(format!("create {}", run_dir().display())))?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(started)?)
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("write {}", path.display()))?;
+    let json = serde_json::to_vec_pretty(started).expect("plain data serialises");
+    std::fs::write(&tmp, json).map_err(HostError::io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(HostError::io(format!("write {}", path.display())))?;
     Ok(())
 }
 
 /// Adds or replaces the record of `s.daemon`.
-pub fn record(s: Started) -> anyhow::Result<()> {
+pub fn record(s: Started) -> Result<(), HostError> {
     let mut all = load_state();
     all.retain(|o| o.daemon != s.daemon);
     all.push(s);
@@ -241,15 +249,18 @@ pub fn record(s: Started) -> anyhow::Result<()> {
 }
 
 /// Starts `d` detached and waits until its socket answers.
-pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
-    let program = super::facts::find_program(d.program())
-        .with_context(|| format!("{} is not installed", d.program()))?;
+pub fn spawn(d: Daemon, timeout: Duration) -> Result<Started, HostError> {
+    let program =
+        super::facts::find_program(d.program()).ok_or_else(|| HostError::NotInstalled {
+            program: d.program(),
+            package: d.package(),
+        })?;
     std::fs::create_dir_all(log_dir())
-        .with_context(|| format!("create {}", log_dir().display()))?;
+        .map_err(HostError::io(format!("create {}", log_dir().display())))?;
     if d == Daemon::Dbus {
         // dbus-daemon refuses to start over a stale pid file, and needs its
         // directory.
-        std::fs::create_dir_all("/run/dbus").context("create /run/dbus")?;
+        std::fs::create_dir_all("/run/dbus").map_err(HostError::io("create /run/dbus"))?;
         if running_pid(d).is_none() {
             let _ = std::fs::remove_file(d.pid_file());
         }
@@ -259,11 +270,14 @@ pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
         .create(true)
         .append(true)
         .open(&log_path)
-        .with_context(|| format!("open {}", log_path.display()))?;
+        .map_err(HostError::io(format!("open {}", log_path.display())))?;
+    let log_out = log
+        .try_clone()
+        .map_err(HostError::io(format!("open {}", log_path.display())))?;
     let mut cmd = Command::new(&program);
     cmd.args(d.args())
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
+        .stdout(log_out)
         .stderr(log);
     // SAFETY: setsid(2) is async-signal-safe and touches no memory of ours.
     unsafe {
@@ -275,29 +289,32 @@ pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
     }
     let mut child = cmd
         .spawn()
-        .with_context(|| format!("start {}", program.display()))?;
+        .map_err(HostError::io(format!("start {}", program.display())))?;
     let pid = child.id();
     let deadline = Instant::now() + timeout;
     loop {
         if UnixStream::connect(d.socket()).is_ok() {
             break;
         }
-        if let Some(st) = child.try_wait()? {
-            bail!(
-                "{} exited ({st}) before it answered on {}; see {}",
-                d.program(),
-                d.socket(),
-                log_path.display()
-            );
+        let exited = child
+            .try_wait()
+            .map_err(HostError::io(format!("wait for {}", program.display())))?;
+        if let Some(st) = exited {
+            return Err(HostError::DaemonExited {
+                daemon: d.program(),
+                status: st.to_string(),
+                socket: d.socket().to_string(),
+                log: log_path,
+            });
         }
         if Instant::now() > deadline {
-            bail!(
-                "{} (pid {pid}) did not answer on {} within {} s; see {}",
-                d.program(),
-                d.socket(),
-                timeout.as_secs(),
-                log_path.display()
-            );
+            return Err(HostError::DaemonSilent {
+                daemon: d.program(),
+                pid,
+                socket: d.socket().to_string(),
+                seconds: timeout.as_secs(),
+                log: log_path,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -313,7 +330,11 @@ pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
 
 /// Sends SIGTERM to `pid` and waits for it to go (SIGKILL after `grace`).
 /// Only if it is still the process recorded (same start time).
-pub fn terminate(pid: u32, recorded_start: Option<u64>, grace: Duration) -> anyhow::Result<bool> {
+pub fn terminate(
+    pid: u32,
+    recorded_start: Option<u64>,
+    grace: Duration,
+) -> Result<bool, HostError> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let alive =
@@ -322,7 +343,8 @@ pub fn terminate(pid: u32, recorded_start: Option<u64>, grace: Duration) -> anyh
         return Ok(false);
     }
     let target = Pid::from_raw(pid as i32);
-    kill(target, Signal::SIGTERM).with_context(|| format!("kill -TERM {pid}"))?;
+    kill(target, Signal::SIGTERM)
+        .map_err(|e| HostError::io(format!("kill -TERM {pid}"))(e.into()))?;
     let deadline = Instant::now() + grace;
     while alive() && !is_zombie(pid) {
         if Instant::now() > deadline {
@@ -348,16 +370,16 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 /// `systemctl ACTION UNIT`.
-pub fn systemctl(action: &str, unit: &str) -> anyhow::Result<()> {
+pub fn systemctl(action: &str, unit: &str) -> Result<(), HostError> {
     let out = Command::new("systemctl")
         .args([action, unit])
         .output()
-        .context("run systemctl")?;
+        .map_err(HostError::io("run systemctl"))?;
     if !out.status.success() {
-        bail!(
-            "systemctl {action} {unit} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(HostError::CommandFailed {
+            command: format!("systemctl {action} {unit}"),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
 }

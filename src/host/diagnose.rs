@@ -17,12 +17,6 @@ const PATTERNS: &[(&str, &str, &str, &str)] = &[
     ("could not access kvm kernel module", "kvm-access", "qemu cannot open /dev/kvm", doctor::FIX),
     ("failed to initialize kvm", "kvm-access", "qemu cannot open /dev/kvm", doctor::FIX),
     (
-        "kvm internal error",
-        "kvm-runs-guests",
-        "KVM cannot run this guest",
-        "use TCG: `accel: tcg` in kvmdrive.yml (`kvmdrive host check --probe` shows why)",
-    ),
-    (
         "failed to set msr",
         "cpu-modes",
         "this CPU mode does not start under KVM",
@@ -94,6 +88,12 @@ pub fn diagnose(message: &str, dev_kvm_exists: bool) -> Option<String> {
             "there is no /dev/kvm (check `kvm-device`): use `accel: tcg` in kvmdrive.yml, or give the container /dev/kvm"
                 .to_owned()
         });
+    }
+    if crate::virt::qemu_log::is_kvm_internal_error(message) {
+        return Some(
+            "KVM cannot run this guest (check `kvm-runs-guests`): use TCG: `accel: tcg` in kvmdrive.yml (`kvmdrive host check --probe` shows why)"
+                .to_owned(),
+        );
     }
     let (_, check, what, fix) = PATTERNS.iter().find(|(pat, ..)| lower.contains(pat))?;
     Some(format!("{what} (check `{check}`): {fix}"))

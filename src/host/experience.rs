@@ -41,11 +41,7 @@ pub fn path() -> PathBuf {
 
 /// Pure: the line of a qemu log that shows KVM could not run the guest.
 pub fn failure_line(qemu_log: &str) -> Option<&str> {
-    qemu_log
-        .lines()
-        .find(|l| l.contains("KVM internal error"))
-        .or_else(|| qemu_log.lines().find(|l| l.contains("failed to set MSR")))
-        .map(str::trim)
+    crate::virt::qemu_log::kvm_failure_line(qemu_log)
 }
 
 /// Pure: the record if it was made under the host state `key`.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use super::error::HostError;
 use serde::Serialize;
 
 use super::facts::HostFacts;
@@ -113,7 +113,7 @@ pub fn plan(f: &HostFacts) -> Vec<Fix> {
 }
 
 /// Applies one fix.
-pub fn apply(fix: &Fix, f: &HostFacts) -> anyhow::Result<()> {
+pub fn apply(fix: &Fix, f: &HostFacts) -> Result<(), HostError> {
     match fix {
         Fix::DevKvmUdevMode { kvm_gid } => {
             nix::unistd::chown(
@@ -121,27 +121,25 @@ pub fn apply(fix: &Fix, f: &HostFacts) -> anyhow::Result<()> {
                 Some(nix::unistd::Uid::from_raw(0)),
                 Some(nix::unistd::Gid::from_raw(*kvm_gid)),
             )
-            .with_context(|| format!("chown root:kvm {DEV_KVM}"))?;
+            .map_err(|e| HostError::io(format!("chown root:kvm {DEV_KVM}"))(e.into()))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(DEV_KVM, std::fs::Permissions::from_mode(0o660))
-                .with_context(|| format!("chmod 0660 {DEV_KVM}"))?;
+                .map_err(HostError::io(format!("chmod 0660 {DEV_KVM}")))?;
         }
         Fix::QemuRunsAsRoot => {
             let path = &f.qemu_conf.path;
             edit_conf(path, &[("user", "root"), ("group", "root")])?;
         }
         Fix::IptablesAlternative { backend } => {
-            let alt = super::alternatives::query("iptables").with_context(|| {
-                format!(
-                    "`iptables` is not managed by update-alternatives here: make it run {} by hand",
-                    backend.iptables_path()
-                )
+            let alt = super::alternatives::query("iptables").ok_or_else(|| {
+                HostError::NoAlternatives {
+                    wanted: backend.iptables_path().to_owned(),
+                }
             })?;
             if !alt.has_choice(backend.iptables_path()) {
-                anyhow::bail!(
-                    "{} is not installed as an alternative for iptables",
-                    backend.iptables_path()
-                );
+                return Err(HostError::NotAnAlternative {
+                    path: backend.iptables_path().to_owned(),
+                });
             }
             super::alternatives::set("iptables", backend.iptables_path())?;
             // ip6tables follows when it exists (libvirt also uses it for IPv6 networks).
@@ -159,25 +157,25 @@ pub fn apply(fix: &Fix, f: &HostFacts) -> anyhow::Result<()> {
         }
         Fix::IpForward => {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n")
-                .context("write /proc/sys/net/ipv4/ip_forward")?;
+                .map_err(HostError::io("write /proc/sys/net/ipv4/ip_forward"))?;
         }
         Fix::QemuLogDir => {
             use std::os::unix::fs::PermissionsExt;
             let dir = super::facts::QEMU_LOG_DIR;
-            std::fs::create_dir_all(dir).with_context(|| format!("mkdir -p {dir}"))?;
+            std::fs::create_dir_all(dir).map_err(HostError::io(format!("mkdir -p {dir}")))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-                .with_context(|| format!("chmod 0755 {dir}"))?;
+                .map_err(HostError::io(format!("chmod 0755 {dir}")))?;
         }
     }
     Ok(())
 }
 
 /// Sets string settings in a virConf file, writing it only when it changes.
-fn edit_conf(path: &Path, settings: &[(&str, &str)]) -> anyhow::Result<()> {
+fn edit_conf(path: &Path, settings: &[(&str, &str)]) -> Result<(), HostError> {
     let mut text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        Err(e) => return Err(HostError::io(format!("read {}", path.display()))(e)),
     };
     let mut changed = false;
     for (k, v) in settings {
@@ -187,7 +185,7 @@ fn edit_conf(path: &Path, settings: &[(&str, &str)]) -> anyhow::Result<()> {
         }
     }
     if changed {
-        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        std::fs::write(path, text).map_err(HostError::io(format!("write {}", path.display())))?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod daemons;
 pub mod diagnose;
 pub mod doctor;
+pub mod error;
 pub mod experience;
 pub mod facts;
 pub mod finding;
@@ -27,4 +28,5 @@ pub mod qemu_conf;
 pub mod up;
 
 pub use diagnose::{diagnose_start_failure, quick_preflight};
+pub use error::HostError;
 pub use finding::{Finding, Status};

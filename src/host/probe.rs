@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::virt::qemu_log::is_kvm_internal_error;
+
 /// Part of the cache key: a new probe guest must not reuse old verdicts
 /// (the real-mode probe of version 1 said "KVM runs" on kvm_pvm hosts).
 pub const PROBE_VERSION: &str = "probe-v2-long-mode-int3-iretq";
@@ -218,7 +220,7 @@ pub fn interpret(exit: Option<i32>, stderr: &str, timed_out: bool) -> Outcome {
             .trim_start_matches("qemu-system-x86_64: ")
             .to_owned()
     };
-    if let Some(line) = stderr.lines().find(|l| l.contains("KVM internal error")) {
+    if let Some(line) = stderr.lines().find(|l| is_kvm_internal_error(l)) {
         return Outcome::KvmError(line.trim().to_owned());
     }
     if exit == Some(EXIT_OK) {
@@ -267,7 +269,7 @@ pub fn run_trial(qemu: &Path, image: &Path, trial: Trial, timeout: Duration) -> 
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("KVM internal error") {
+            if is_kvm_internal_error(&line) {
                 seen.store(true, Ordering::Relaxed);
             }
             s.push_str(&line);
@@ -336,7 +338,7 @@ impl ProbeReport {
 }
 
 /// Runs the probe: the KVM trials when /dev/kvm exists, and TCG.
-pub fn run(qemu: &Path, with_kvm: bool, timeout: Duration) -> anyhow::Result<ProbeReport> {
+pub fn run(qemu: &Path, with_kvm: bool, timeout: Duration) -> std::io::Result<ProbeReport> {
     let dir = tempfile::tempdir()?;
     let image = dir.path().join("probe.img");
     std::fs::write(&image, boot_sector())?;
@@ -420,7 +422,7 @@ pub fn cached(qemu: &Path) -> Option<ProbeReport> {
     (report.key == cache_key(qemu)).then_some(report)
 }
 
-pub fn store(report: &ProbeReport) -> anyhow::Result<()> {
+pub fn store(report: &ProbeReport) -> std::io::Result<()> {
     let path = cache_path();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

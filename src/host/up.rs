@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use super::error::HostError;
 use serde::Serialize;
 
 use super::daemons::{self, Daemon, Started};
@@ -45,7 +45,7 @@ pub struct UpOptions {
 }
 
 /// Starts the daemons, applies fixes, re-checks.
-pub fn up(opts: &UpOptions, reporter: &Reporter) -> anyhow::Result<UpReport> {
+pub fn up(opts: &UpOptions, reporter: &Reporter) -> Result<UpReport, HostError> {
     let mut report = UpReport::default();
     let systemd = daemons::has_systemd();
     for d in daemons::ALL {
@@ -67,11 +67,11 @@ pub fn up(opts: &UpOptions, reporter: &Reporter) -> anyhow::Result<UpReport> {
             })?;
         } else {
             if let Some(pid) = st.pid {
-                anyhow::bail!(
-                    "{} (pid {pid}) runs but does not answer on {}: stop it (kill {pid}) and run `kvmdrive host up` again",
-                    d.name(),
-                    d.socket()
-                );
+                return Err(HostError::DaemonStuck {
+                    daemon: d.name(),
+                    pid,
+                    socket: d.socket().to_owned(),
+                });
             }
             let s = daemons::spawn(d, opts.timeout)?;
             reporter.step(
@@ -101,7 +101,11 @@ pub fn up(opts: &UpOptions, reporter: &Reporter) -> anyhow::Result<UpReport> {
         for f in &plan {
             let description = f.describe(&facts);
             reporter.step(None, format!("fix ({}): {description}", f.check()));
-            fix::apply(f, &facts).with_context(|| format!("fix {}: {description}", f.check()))?;
+            fix::apply(f, &facts).map_err(|e| HostError::Fix {
+                check: f.check(),
+                description: description.clone(),
+                source: Box::new(e),
+            })?;
             report.fixed.push(Applied {
                 check: f.check(),
                 fix: f.clone(),
@@ -130,23 +134,23 @@ fn pid_note(pid: Option<u32>) -> String {
 }
 
 /// Waits until a libvirt connection works and answers a call.
-pub fn wait_for_libvirt(timeout: Duration) -> anyhow::Result<()> {
+pub fn wait_for_libvirt(timeout: Duration) -> Result<(), HostError> {
     let deadline = Instant::now() + timeout;
     loop {
         match crate::virt::Hypervisor::connect(SYSTEM_URI).and_then(|h| h.lib_version()) {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
-                return Err(anyhow::anyhow!(
-                    "libvirt does not answer after {} s: {e}",
-                    timeout.as_secs()
-                ))
+                return Err(HostError::LibvirtSilent {
+                    seconds: timeout.as_secs(),
+                    source: e,
+                })
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }
 
-fn restart_libvirtd(timeout: Duration, systemd: bool) -> anyhow::Result<()> {
+fn restart_libvirtd(timeout: Duration, systemd: bool) -> Result<(), HostError> {
     if systemd {
         daemons::systemctl("restart", Daemon::Libvirtd.unit())?;
     } else {
@@ -175,7 +179,7 @@ pub struct DownReport {
 }
 
 /// Stops what `host up` started, in reverse order.
-pub fn down(reporter: &Reporter) -> anyhow::Result<DownReport> {
+pub fn down(reporter: &Reporter) -> Result<DownReport, HostError> {
     let mut report = DownReport::default();
     let mut state = daemons::load_state();
     if state.is_empty() {

@@ -48,7 +48,15 @@ impl ConfigError {
             ConfigError::Missing { .. } => {
                 Some("run `kvmdrive init` to write a commented example".into())
             }
-            _ => None,
+            ConfigError::Invalid { path, line, .. } => Some(format!(
+                "fix line {line} of {}: the README's kvmdrive.yml section lists every key and its values",
+                path.display()
+            )),
+            ConfigError::InvalidNoLocation { path, .. } => Some(format!(
+                "fix {}: the README's kvmdrive.yml section lists every key and its values",
+                path.display()
+            )),
+            ConfigError::Read { .. } => None,
         }
     }
 }

@@ -69,6 +69,11 @@ type GroupMembers = (Map<String, Value>, BTreeMap<String, Map<String, Value>>);
 /// An Ansible YAML inventory: every host with its connection variables under
 /// `all`, and groups (with Molecule's `children` semantics) below it.
 pub fn inventory_yaml(hosts: &[InventoryHost]) -> String {
+    serde_norway::to_string(&inventory(hosts)).expect("plain data serialises")
+}
+
+/// The inventory as a document (`inventory --json` prints it as JSON).
+pub fn inventory(hosts: &[InventoryHost]) -> Value {
     let mut all_hosts = Map::new();
     let mut groups: BTreeMap<String, GroupMembers> = BTreeMap::new();
     for h in hosts {
@@ -104,8 +109,7 @@ pub fn inventory_yaml(hosts: &[InventoryHost]) -> String {
             .collect();
         all.insert("children".into(), Value::Object(children));
     }
-    let doc = json!({ "all": all });
-    serde_norway::to_string(&doc).expect("plain data serialises")
+    json!({ "all": all })
 }
 
 #[derive(Debug, thiserror::Error)]

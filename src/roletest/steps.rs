@@ -56,14 +56,26 @@ impl StepError {
             _ => None,
         }
     }
+}
 
-    /// The exit status, as Molecule would end.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            StepError::Lifecycle(LifecycleError::Cancelled) => 130,
-            StepError::PlaybookFailed { code, .. } => u8::try_from(*code).unwrap_or(1).max(1),
-            _ => 1,
-        }
+/// One step of a sequence and how it went, for `--json` (a failed step ends
+/// the sequence with a [`StepError`] instead).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepOutcome {
+    pub step: &'static str,
+    /// `ok`, or `skipped` (an optional step without a playbook).
+    pub result: &'static str,
+}
+
+impl StepOutcome {
+    fn new(step: &'static str, ran: bool) -> StepOutcome {
+        let result = if ran { "ok" } else { "skipped" };
+        StepOutcome { step, result }
+    }
+
+    /// A playbook step that ran (`true`) or was skipped.
+    pub fn of(step: PlaybookStep, ran: bool) -> StepOutcome {
+        StepOutcome::new(step.name(), ran)
     }
 }
 
@@ -191,29 +203,45 @@ pub fn converge(
     sc: &Scenario,
     given: Option<&Path>,
     extra_args: &[String],
-) -> Result<(), StepError> {
+) -> Result<Vec<StepOutcome>, StepError> {
+    let mut done = Vec::new();
     let (_, down) = sc.inventory_hosts()?;
     if !down.is_empty() {
         create(env, sc)?;
+        done.push(StepOutcome::new("create", true));
     }
-    run_step(env.out, sc, PlaybookStep::Converge, given, extra_args).map(drop)
+    let ran = run_step(env.out, sc, PlaybookStep::Converge, given, extra_args)?;
+    done.push(StepOutcome::new(PlaybookStep::Converge.name(), ran));
+    Ok(done)
 }
 
 /// The whole sequence. With `destroy` false nothing is destroyed, neither
 /// before nor after (Molecule's `--destroy never`).
-pub fn test(env: &Env, sc: &Scenario, destroy_machines: bool) -> Result<(), StepError> {
+pub fn test(
+    env: &Env,
+    sc: &Scenario,
+    destroy_machines: bool,
+) -> Result<Vec<StepOutcome>, StepError> {
+    let mut done = Vec::new();
     if destroy_machines {
         env.out
             .step(None, "test: destroy (leftovers of an earlier run)");
         destroy(env, sc)?;
+        done.push(StepOutcome::new("destroy", true));
     }
-    let result = (|| {
+    let result: Result<(), StepError> = (|| {
         env.out.step(None, "test: create");
         create(env, sc)?;
-        run_step(env.out, sc, PlaybookStep::Prepare, None, &[])?;
-        run_step(env.out, sc, PlaybookStep::Converge, None, &[])?;
-        run_step(env.out, sc, PlaybookStep::Idempotence, None, &[])?;
-        run_step(env.out, sc, PlaybookStep::Verify, None, &[])?;
+        done.push(StepOutcome::new("create", true));
+        for step in [
+            PlaybookStep::Prepare,
+            PlaybookStep::Converge,
+            PlaybookStep::Idempotence,
+            PlaybookStep::Verify,
+        ] {
+            let ran = run_step(env.out, sc, step, None, &[])?;
+            done.push(StepOutcome::new(step.name(), ran));
+        }
         Ok(())
     })();
     if destroy_machines {
@@ -226,7 +254,11 @@ pub fn test(env: &Env, sc: &Scenario, destroy_machines: bool) -> Result<(), Step
                 .warn(None, format!("destroy after the failure: {e}"));
         }
     }
-    result
+    result?;
+    if destroy_machines {
+        done.push(StepOutcome::new("destroy", true));
+    }
+    Ok(done)
 }
 
 /// Environment for ansible-playbook: Molecule's ansible.cfg defaults (only
@@ -393,21 +425,6 @@ mod tests {
         assert_eq!(
             playbook_path(&sc, PlaybookStep::Verify, None),
             dir.join("verify.yml")
-        );
-    }
-
-    #[test]
-    fn exit_codes_follow_molecule() {
-        let failed = StepError::PlaybookFailed {
-            step: "converge",
-            playbook: "c.yml".into(),
-            code: 2,
-        };
-        assert_eq!(failed.exit_code(), 2);
-        assert_eq!(StepError::NotIdempotent { tasks: vec![] }.exit_code(), 1);
-        assert_eq!(
-            StepError::Lifecycle(LifecycleError::Cancelled).exit_code(),
-            130
         );
     }
 }

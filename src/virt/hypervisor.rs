@@ -5,62 +5,28 @@ use std::path::PathBuf;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
-use virt::error::ErrorNumber;
 use virt::network::Network;
 use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use super::domain::METADATA_NS;
+use super::error::{VirtError, VirtErrorKind};
 use super::storage::PoolSpec;
-
-#[derive(Debug, thiserror::Error)]
-pub enum VirtError {
-    #[error("cannot connect to libvirt at {uri}: {message}")]
-    Connect { uri: String, message: String },
-    #[error("{action}: {message}")]
-    Call { action: String, message: String },
-}
-
-impl VirtError {
-    /// What to do about it: a finding of `kvmdrive host check` when the
-    /// message matches one, else general advice.
-    pub fn hint(&self) -> Option<String> {
-        if let Some(finding) = crate::host::diagnose_start_failure(&self.to_string()) {
-            return Some(finding);
-        }
-        match self {
-            VirtError::Connect { .. } => Some(
-                "is libvirtd running? Without systemd start dbus-daemon, virtlogd and libvirtd by hand, \
-                 or pass --connect / set LIBVIRT_DEFAULT_URI"
-                    .into(),
-            ),
-            VirtError::Call { message, .. } if message.contains("Permission denied") => Some(
-                "libvirt (or qemu running as its own user) cannot access a file: check ownership of the \
-                 storage pool and of /dev/kvm"
-                    .into(),
-            ),
-            _ => None,
-        }
-    }
-}
 
 fn call(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> VirtError {
     let action = action.into();
-    move |e| VirtError::Call {
-        action,
-        message: e.message().to_owned(),
-    }
+    move |e| VirtError::call(action, &e)
 }
 
+/// libvirt says the domain (or its metadata), network, pool or volume does not exist.
 fn is_missing(e: &virt::error::Error) -> bool {
     matches!(
-        e.code().into(),
-        Ok(ErrorNumber::NoDomain
-            | ErrorNumber::NoNetwork
-            | ErrorNumber::NoStoragePool
-            | ErrorNumber::NoStorageVolume
-            | ErrorNumber::NoDomainMetadata)
+        VirtErrorKind::of(e),
+        VirtErrorKind::NoDomain
+            | VirtErrorKind::NoNetwork
+            | VirtErrorKind::NoStoragePool
+            | VirtErrorKind::NoStorageVol
     )
 }
 
@@ -213,7 +179,7 @@ impl Hypervisor {
         };
         match dom.destroy() {
             Ok(()) => Ok(()),
-            Err(e) if matches!(e.code().into(), Ok(ErrorNumber::OperationInvalid)) => Ok(()),
+            Err(e) if VirtErrorKind::of(&e) == VirtErrorKind::OperationInvalid => Ok(()),
             Err(e) => Err(call(format!("stop domain {name}"))(e)),
         }
     }
@@ -242,6 +208,7 @@ impl Hypervisor {
         self.domain(name)?.ok_or_else(|| VirtError::Call {
             action: format!("find domain {name}"),
             message: "no such domain".into(),
+            kind: VirtErrorKind::NoDomain,
         })
     }
 
@@ -409,10 +376,8 @@ impl Hypervisor {
         struct PoolTarget {
             path: PathBuf,
         }
-        let doc: PoolDoc = quick_xml::de::from_str(&xml).map_err(|e| VirtError::Call {
-            action: "read the storage pool's path".into(),
-            message: e.to_string(),
-        })?;
+        let doc: PoolDoc = quick_xml::de::from_str(&xml)
+            .map_err(|e| VirtError::other("read the storage pool's path", e.to_string()))?;
         Ok(doc.target.path)
     }
 

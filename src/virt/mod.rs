@@ -4,14 +4,17 @@
 
 pub mod data_volume;
 pub mod domain;
+pub mod error;
 pub mod filesystem;
 pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
 pub mod network;
+pub mod qemu_log;
 pub mod storage;
 
-pub use hypervisor::{Hypervisor, VirtError};
+pub use error::{VirtError, VirtErrorKind};
+pub use hypervisor::Hypervisor;
 
 /// Serialises a document struct with two-space indentation.
 pub(crate) fn to_xml<T: serde::Serialize>(doc: &T) -> String {
