@@ -329,7 +329,7 @@ fn up_locked(
     let mut private = super::net_apply::ensure_private_networks(env, &groups)?;
     let mut plans = Vec::new();
     for (m, spec) in machines.iter().zip(&specs) {
-        let choice = accel::choose(m.accel, &facts);
+        let choice = crate::remote::choose_accel(env.hv, m.accel, &facts);
         let (base, size) = &bases[spec];
         let plan =
             MachinePlan::new(env.project, m, base, *size, choice).with_box_disks(&box_disks[spec]);
@@ -379,6 +379,9 @@ fn ensure_base_volume(
     b: &InstalledBox,
 ) -> Result<PathBuf, LifecycleError> {
     let name = plan::base_volume_name(&b.name, &b.version, &b.content_id()?);
+    if crate::remote::is_remote(env.hv.uri()) {
+        return crate::remote::base_volume(env, &name, b);
+    }
     let path = pool_dir.join(&name);
     if path.exists() {
         return Ok(path);
@@ -433,9 +436,11 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
     if let Ok(groups) = super::nics::private_groups(&config.machines()) {
         taken.extend(groups.iter().filter_map(|g| g.subnet));
     }
-    taken.extend(netplan::read_routes(
-        &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
-    ));
+    if !crate::remote::is_remote(env.hv.uri()) {
+        taken.extend(netplan::read_routes(
+            &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+        ));
+    }
     let subnet = match config.network.subnet {
         Some(s) => s,
         None => netplan::choose_subnet(&taken).ok_or(LifecycleError::NoSubnet)?,
@@ -702,6 +707,7 @@ fn wait_ready(
         mac: plan.mac.clone(),
         domain_type: accel.domain_type().into(),
         networks: Vec::new(),
+        jump: crate::remote::Jump::from_uri(env.hv.uri()),
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.
@@ -730,7 +736,7 @@ fn wait_ready(
         }
     };
     let addr = SocketAddr::new(IpAddr::V4(ip), 22);
-    match ssh::wait_for_banner(addr, deadline, check) {
+    match crate::remote::jump::wait_for_banner(record.jump.as_ref(), addr, deadline, check) {
         Ok(()) => {}
         Err(_) if kvm_failed => return Err(ReadyError::KvmFailed),
         Err(WaitError::Cancelled) => return Err(failure("interrupted").into()),
@@ -744,7 +750,8 @@ fn wait_ready(
             .into())
         }
         Err(WaitError::Aborted(why)) => {
-            let console = read_tail(&plan::console_log(&plan.domain), 15);
+            let console =
+                crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
             return Err(failure(format!(
                 "stopped waiting for SSH: {why}\nlast console lines:\n{console}"
             ))
@@ -767,6 +774,7 @@ fn wait_ready(
         port: 22,
         user: SSH_USER.into(),
         identities,
+        jump: record.jump.clone(),
     };
     let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
     run_until_ok(&first, &script, deadline)?;
@@ -820,7 +828,7 @@ fn timeout_diagnosis(env: &Env, plan: &MachinePlan, ip: Ipv4Addr, secs: u32) -> 
     let took_address = arp
         .lines()
         .any(|l| l.split_whitespace().next() == Some(&ip.to_string()) && l.contains(" 0x2 "));
-    let console = read_tail(&plan::console_log(&plan.domain), 15);
+    let console = crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
     format!(
         "no SSH on {ip}:22 after {secs}s; domain is {state}; guest {} its address; last console lines ({}):\n{console}",
         if took_address { "took" } else { "did not take" },

@@ -10,6 +10,7 @@ pub mod hypervisor;
 pub mod interface;
 pub mod network;
 pub mod storage;
+pub mod upload;
 
 pub use hypervisor::{Hypervisor, VirtError};
 
