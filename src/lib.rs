@@ -11,6 +11,7 @@ pub mod host;
 pub mod machine;
 pub mod output;
 pub mod project;
+pub mod remote;
 pub mod roletest;
 pub mod virt;
 pub mod wait;

@@ -62,6 +62,9 @@ pub struct MachineRecord {
     /// Extra NICs (private and public networks) and their addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<super::nics::NicAddress>,
+    /// The hypervisor host to go through when it is not this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<crate::remote::Jump>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +257,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
             networks: Vec::new(),
+            jump: None,
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

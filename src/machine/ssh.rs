@@ -29,6 +29,8 @@ pub struct SshTarget {
     pub port: u16,
     pub user: String,
     pub identities: Vec<PathBuf>,
+    /// Through the (remote) hypervisor host.
+    pub jump: Option<crate::remote::Jump>,
 }
 
 impl SshTarget {
@@ -38,6 +40,7 @@ impl SshTarget {
             port: r.port,
             user: r.user.clone(),
             identities: vec![r.identity_file.clone()],
+            jump: r.jump.clone(),
         }
     }
 
@@ -50,6 +53,7 @@ impl SshTarget {
         for id in &self.identities {
             cmd.arg("-i").arg(id);
         }
+        cmd.args(self.jump.iter().flat_map(|j| j.ssh_args()));
         cmd.arg("-p")
             .arg(self.port.to_string())
             .arg(format!("{}@{}", self.user, self.host));
@@ -150,6 +154,9 @@ pub fn ssh_config_entry(r: &MachineRecord) -> String {
         "  IdentityFile {}\n",
         quote_config_path(&r.identity_file)
     ));
+    if let Some(j) = &r.jump {
+        out.push_str(&format!("  ProxyCommand {}\n", j.proxy_command()));
+    }
     out
 }
 

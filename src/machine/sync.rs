@@ -156,6 +156,9 @@ pub fn rsync_command(r: &MachineRecord, f: &SyncedFolder, base: &Path) -> Comman
         r.port,
         shell_quote(&r.identity_file.display().to_string())
     ));
+    if let Some(j) = &r.jump {
+        ssh.push_str(&format!(" {}", j.ssh_args_line()));
+    }
     let owner = f.owner.clone().unwrap_or_else(|| r.user.clone());
     let group = f.group.clone().unwrap_or_else(|| owner.clone());
     let mut cmd = Command::new("rsync");

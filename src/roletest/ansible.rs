@@ -52,7 +52,9 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
         json!(r.identity_file.to_string_lossy()),
     );
     m.insert("ansible_connection".into(), json!("ssh"));
-    m.insert("ansible_ssh_common_args".into(), json!(ssh_common_args()));
+    let jump = r.jump.as_ref().map(|j| format!(" {}", j.ssh_args_line()));
+    let common = ssh_common_args() + jump.as_deref().unwrap_or("");
+    m.insert("ansible_ssh_common_args".into(), json!(common));
     // One SSH round trip per task (no temp file put/chmod/rm), also for
     // users who run ansible-playbook with `kvmdrive inventory` themselves.
     m.insert("ansible_pipelining".into(), json!(true));
@@ -267,6 +269,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
             networks: Vec::new(),
+            jump: None,
         }
     }
 

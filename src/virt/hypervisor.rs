@@ -14,7 +14,7 @@ use super::domain::METADATA_NS;
 use super::error::{VirtError, VirtErrorKind};
 use super::storage::PoolSpec;
 
-fn call(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> VirtError {
+pub(super) fn call(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> VirtError {
     let action = action.into();
     move |e| VirtError::call(action, &e)
 }
@@ -111,6 +111,11 @@ impl Hypervisor {
 
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// The raw connection, for sibling modules (storage streams).
+    pub(super) fn connection(&self) -> &Connect {
+        &self.conn
     }
 
     /// True for libvirt's `test://` driver (no daemon, nothing really runs).
@@ -381,13 +386,13 @@ impl Hypervisor {
         Ok(doc.target.path)
     }
 
-    fn pool(&self, pool: &str) -> Result<StoragePool, VirtError> {
+    pub(super) fn pool(&self, pool: &str) -> Result<StoragePool, VirtError> {
         self.conn
             .lookup_storage_pool_by_name(pool)
             .map_err(call(format!("look up storage pool {pool}")))
     }
 
-    fn volume(&self, pool: &str, name: &str) -> Result<Option<StorageVol>, VirtError> {
+    pub(super) fn volume(&self, pool: &str, name: &str) -> Result<Option<StorageVol>, VirtError> {
         let Some(p) = optional(
             self.conn.lookup_storage_pool_by_name(pool),
             "look up the storage pool",

@@ -12,6 +12,7 @@ pub mod interface;
 pub mod network;
 pub mod qemu_log;
 pub mod storage;
+pub mod upload;
 
 pub use error::{VirtError, VirtErrorKind};
 pub use hypervisor::Hypervisor;

@@ -58,7 +58,9 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
             env.hv.remove_dhcp_host(network, &h.to_xml())?;
         }
     }
-    let _ = std::fs::remove_file(plan::console_log(&domain));
+    if !crate::remote::is_remote(env.hv.uri()) {
+        let _ = std::fs::remove_file(plan::console_log(&domain));
+    }
     crate::machine::forward::stop(&env.project.machine_dir(machine));
     env.project.forget(machine)?;
     env.out.step(

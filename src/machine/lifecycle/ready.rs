@@ -49,6 +49,7 @@ pub(super) fn wait_ready(
         mac: plan.mac.clone(),
         domain_type: accel.domain_type().into(),
         networks: Vec::new(),
+        jump: crate::remote::Jump::from_uri(env.hv.uri()),
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.
@@ -77,7 +78,7 @@ pub(super) fn wait_ready(
         }
     };
     let addr = SocketAddr::new(IpAddr::V4(ip), 22);
-    match ssh::wait_for_banner(addr, deadline, check) {
+    match crate::remote::jump::wait_for_banner(record.jump.as_ref(), addr, deadline, check) {
         Ok(()) => {}
         Err(_) if kvm_failed => return Err(ReadyError::KvmFailed),
         Err(WaitError::Cancelled) => return Err(failure("interrupted").into()),
@@ -91,7 +92,8 @@ pub(super) fn wait_ready(
             .into())
         }
         Err(WaitError::Aborted(why)) => {
-            let console = read_tail(&plan::console_log(&plan.domain), 15);
+            let console =
+                crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
             return Err(failure(format!(
                 "stopped waiting for SSH: {why}\nlast console lines:\n{console}"
             ))
@@ -114,6 +116,7 @@ pub(super) fn wait_ready(
         port: 22,
         user: SSH_USER.into(),
         identities,
+        jump: record.jump.clone(),
     };
     let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
     run_until_ok(&first, &script, deadline)?;
@@ -171,7 +174,7 @@ fn timeout_diagnosis(env: &Env, plan: &MachinePlan, ip: Ipv4Addr, secs: u32) -> 
     let took_address = arp
         .lines()
         .any(|l| l.split_whitespace().next() == Some(&ip.to_string()) && l.contains(" 0x2 "));
-    let console = read_tail(&plan::console_log(&plan.domain), 15);
+    let console = crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
     format!(
         "no SSH on {ip}:22 after {secs}s; domain is {state}; guest {} its address; last console lines ({}):\n{console}",
         if took_address { "took" } else { "did not take" },

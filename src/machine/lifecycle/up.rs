@@ -14,7 +14,7 @@ use super::{
     Failure, LifecycleError,
 };
 use crate::boxes::{self, BoxError, BoxSpec, InstalledBox};
-use crate::host::accel::{self, KvmFacts};
+use crate::host::accel::KvmFacts;
 use crate::machine::cancel;
 use crate::machine::netplan;
 use crate::machine::plan::{self, MachinePlan};
@@ -132,7 +132,7 @@ fn up_locked(
     let mut private = crate::machine::net_apply::ensure_private_networks(env, &groups)?;
     let mut plans = Vec::new();
     for (m, spec) in machines.iter().zip(&specs) {
-        let choice = accel::choose(m.accel, &facts);
+        let choice = crate::remote::choose_accel(env.hv, m.accel, &facts);
         let (base, size) = &bases[spec];
         let plan =
             MachinePlan::new(env.project, m, base, *size, choice).with_box_disks(&box_disks[spec]);
@@ -182,6 +182,9 @@ fn ensure_base_volume(
     b: &InstalledBox,
 ) -> Result<PathBuf, LifecycleError> {
     let name = plan::base_volume_name(&b.name, &b.version, &b.content_id()?);
+    if crate::remote::is_remote(env.hv.uri()) {
+        return crate::remote::base_volume(env, &name, b);
+    }
     let path = pool_dir.join(&name);
     if path.exists() {
         return Ok(path);
@@ -236,9 +239,11 @@ fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError
     if let Ok(groups) = crate::machine::nics::private_groups(&config.machines()) {
         taken.extend(groups.iter().filter_map(|g| g.subnet));
     }
-    taken.extend(netplan::read_routes(
-        &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
-    ));
+    if !crate::remote::is_remote(env.hv.uri()) {
+        taken.extend(netplan::read_routes(
+            &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+        ));
+    }
     let subnet = match config.network.subnet {
         Some(s) => s,
         None => netplan::choose_subnet(&taken).ok_or(LifecycleError::NoSubnet)?,
