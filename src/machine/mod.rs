@@ -11,6 +11,7 @@ pub mod hardware;
 pub mod keys;
 pub mod lifecycle;
 pub mod net_apply;
+pub mod net_error;
 pub mod netplan;
 pub mod nics;
 pub mod plan;

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use serde::Deserialize;
 
 use super::lifecycle::{Env, LifecycleError};
+use super::net_error::NetApplyError;
 use super::nics::{self, GuestAddress, NetPlanError, NicAddress, PrivateGroup};
 use super::plan::MachinePlan;
 use super::project::MachineRecord;
@@ -257,38 +258,48 @@ pub fn reserve(
 
 /// After the first login: configures the extra NICs inside the guest and
 /// (re)starts the forwarded ports. Nothing to do under libvirt's test driver.
-pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Result<(), String> {
+pub fn after_ready(
+    env: &Env,
+    plan: &MachinePlan,
+    record: &MachineRecord,
+) -> Result<(), NetApplyError> {
     if env.hv.is_test_driver() {
         return Ok(());
     }
-    let name = Some(plan.machine.name.0.as_str());
+    let machine = plan.machine.name.0.as_str();
+    let name = Some(machine);
     let wanted: Vec<&nics::NicPlan> = plan.nics.iter().filter(|n| n.auto_config).collect();
     if !wanted.is_empty() {
         let target = SshTarget::from_record(record);
-        let probe = run(&target, guest_net::PROBE_SCRIPT)?;
+        let probe = run(
+            machine,
+            &target,
+            "probing the guest's network",
+            guest_net::PROBE_SCRIPT,
+        )?;
         let probe = guest_net::parse_probe(&probe);
-        let system = probe.system.ok_or_else(|| {
-            "cannot configure the extra NICs: the guest runs none of netplan, NetworkManager, \
-             systemd-networkd or ifupdown (set `auto_config: false` and configure them yourself)"
-                .to_owned()
+        let system = probe.system.ok_or_else(|| NetApplyError::NoSystem {
+            machine: machine.into(),
         })?;
         let mut guest_nics = Vec::new();
         for n in wanted {
             let mac = n.interface.mac.to_ascii_lowercase();
-            let ifname = probe
-                .interfaces
-                .iter()
-                .find(|(m, _)| *m == mac)
-                .map(|(_, i)| i.clone())
-                .ok_or_else(|| format!("the guest has no interface with MAC {mac}"))?;
+            let Some((_, ifname)) = probe.interfaces.iter().find(|(m, _)| *m == mac) else {
+                return Err(missing_nic(env, plan, n, mac));
+            };
             guest_nics.push(guest_net::GuestNic {
                 mac,
-                ifname,
+                ifname: ifname.clone(),
                 address: n.address,
             });
         }
         let script = guest_net::configure_script(system, &guest_nics);
-        let out = run(&target, &format!("sudo -n sh -c {}", shell_quote(&script)))?;
+        let out = run(
+            machine,
+            &target,
+            "writing and applying the configuration",
+            &format!("sudo -n sh -c {}", shell_quote(&script)),
+        )?;
         env.out.detail(
             name,
             format!(
@@ -307,7 +318,7 @@ pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Res
             .collect();
         if !expected.is_empty() {
             let wait = guest_net::wait_script(&expected, ADDRESS_WAIT_SECS);
-            if let Err(e) = run(&target, &wait) {
+            if let Err(e) = run(machine, &target, "waiting for the addresses", &wait) {
                 env.out.warn(
                     name,
                     format!("extra NICs: not every address came up in {ADDRESS_WAIT_SECS} s ({e})"),
@@ -315,9 +326,15 @@ pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Res
             }
         }
     }
-    let dir = env.project.machine_dir(&plan.machine.name.0);
-    match forward::start(&dir, record, &plan.machine.forwarded_ports) {
-        Ok(Some(pid)) => env.out.step(
+    let dir = env.project.machine_dir(machine);
+    let forward_err = |source| NetApplyError::Forward {
+        machine: machine.into(),
+        source,
+    };
+    if let Some(pid) =
+        forward::start(&dir, record, &plan.machine.forwarded_ports).map_err(forward_err)?
+    {
+        env.out.step(
             name,
             format!(
                 "forwarding {} (ssh pid {pid})",
@@ -328,23 +345,57 @@ pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Res
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        ),
-        Ok(None) => {}
-        Err(e) => return Err(e.to_string()),
+        );
     }
     Ok(())
 }
 
-/// Runs a script over SSH; its stdout, or an error with its stderr.
-fn run(target: &SshTarget, script: &str) -> Result<String, String> {
+/// Why the guest shows no interface for a declared NIC: the domain lacks it
+/// (made before the network was declared) or the guest has no driver.
+fn missing_nic(env: &Env, plan: &MachinePlan, n: &nics::NicPlan, mac: String) -> NetApplyError {
+    let machine = plan.machine.name.0.clone();
+    let network = n.label.clone();
+    let in_domain = match env.hv.domain_xml(&plan.domain) {
+        Ok(Some(xml)) => domain_macs(&xml)
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&mac)),
+        _ => true,
+    };
+    if in_domain {
+        NetApplyError::NoGuestInterface {
+            machine,
+            mac,
+            model: n.interface.model.as_str(),
+            network,
+        }
+    } else {
+        NetApplyError::NicNotInDomain {
+            machine,
+            mac,
+            network,
+        }
+    }
+}
+
+/// Runs a script over SSH; its stdout, or an error naming `step`.
+fn run(
+    machine: &str,
+    target: &SshTarget,
+    step: &'static str,
+    script: &str,
+) -> Result<String, NetApplyError> {
     let out = target
         .run(script, 10)
-        .map_err(|e| format!("cannot run ssh: {e}"))?;
+        .map_err(|source| NetApplyError::Ssh {
+            machine: machine.into(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "configuring the extra NICs failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(NetApplyError::Script {
+            machine: machine.into(),
+            step,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -408,12 +459,32 @@ struct DevicesDoc {
 #[derive(Deserialize)]
 struct IfDoc {
     source: Option<IfSourceDoc>,
+    mac: Option<IfMacDoc>,
+}
+
+#[derive(Deserialize)]
+struct IfMacDoc {
+    #[serde(rename = "@address")]
+    address: String,
 }
 
 #[derive(Deserialize)]
 struct IfSourceDoc {
     #[serde(rename = "@network")]
     network: Option<String>,
+}
+
+/// MAC addresses of a domain's interfaces.
+pub fn domain_macs(xml: &str) -> Vec<String> {
+    let Ok(doc) = quick_xml::de::from_str::<DomDoc>(xml) else {
+        return Vec::new();
+    };
+    doc.devices
+        .map(|d| d.interface)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.mac.map(|m| m.address))
+        .collect()
 }
 
 /// Networks a domain's interfaces are attached to.
@@ -444,6 +515,12 @@ mod tests {
         assert_eq!(
             domain_networks(&spec.to_xml()),
             vec!["kvmdrive-1a2b3c", "kvmdrive-1a2b3c-backend"]
+        );
+        let macs = domain_macs(&spec.to_xml());
+        assert_eq!(macs.len(), spec.interfaces.len() + 1, "{macs:?}");
+        assert!(
+            spec.interfaces.iter().all(|i| macs.contains(&i.mac)),
+            "{macs:?}"
         );
         let net = crate::virt::network::tests::sample(0).to_xml();
         assert_eq!(network_name(&net).as_deref(), Some("kvmdrive-1a2b3c"));
