@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod net_apply;
 pub mod net_error;
 pub mod netplan;
+pub mod nic_setup;
 pub mod nics;
 pub mod plan;
 pub mod project;
