@@ -94,17 +94,37 @@ pub fn stop(dir: &Path) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    #[error("cannot start ssh for forwarded ports: {0}")]
-    Spawn(std::io::Error),
+    #[error("cannot start `ssh -N -L {ports}`: {source}")]
+    Spawn {
+        ports: String,
+        source: std::io::Error,
+    },
     #[error("forwarded ports {ports}: ssh exited: {stderr}")]
     Exited { ports: String, stderr: String },
     #[error("forwarded ports {ports}: {addr} did not start listening within 10 s")]
     NotListening { ports: String, addr: String },
     #[error("cannot write {path}: {source}")]
-    PidFile {
+    StateFile {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl ForwardError {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            ForwardError::Spawn { .. } => {
+                "install the OpenSSH client (apt-get install openssh-client)".into()
+            }
+            ForwardError::Exited { .. } | ForwardError::NotListening { .. } => {
+                "another program may hold the host port (`ss -ltnp`); pick another `host` port"
+                    .into()
+            }
+            ForwardError::StateFile { .. } => {
+                "the project's .kvmdrive directory must be writable".into()
+            }
+        })
+    }
 }
 
 /// (Re)starts the forwarder and waits until every host port listens.
@@ -119,7 +139,7 @@ pub fn start(
     }
     let names = ports.iter().map(spec).collect::<Vec<_>>().join(", ");
     let err_path = dir.join("forward.log");
-    let err_file = std::fs::File::create(&err_path).map_err(|source| ForwardError::PidFile {
+    let err_file = std::fs::File::create(&err_path).map_err(|source| ForwardError::StateFile {
         path: err_path.clone(),
         source,
     })?;
@@ -130,11 +150,14 @@ pub fn start(
         // Its own process group: Ctrl-C in kvmdrive's terminal leaves it alone.
         .process_group(0)
         .spawn()
-        .map_err(ForwardError::Spawn)?;
+        .map_err(|source| ForwardError::Spawn {
+            ports: names.clone(),
+            source,
+        })?;
     let pid = child.id();
     std::fs::write(pid_file(dir), format!("{pid}\n")).map_err(|source| {
         let _ = child.kill();
-        ForwardError::PidFile {
+        ForwardError::StateFile {
             path: pid_file(dir),
             source,
         }

@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ssh_key::{Algorithm, LineEnding, PrivateKey};
@@ -18,24 +17,38 @@ pub const INSECURE_KEYS: [(&str, &str); 2] = [
     ("insecure_rsa", include_str!("../../boxes/keys/vagrant")),
 ];
 
-/// Writes `contents` to `path` with mode 0600 (atomically replacing it).
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// A key file that could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the SSH key {}: {source}", path.display())]
+pub struct KeyFileError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Writes `contents` to `path` with mode 0600, atomically replacing it
+/// through a temporary file of its own: machines brought up in parallel
+/// write the same shared file at once (a fixed temporary name made the
+/// second rename fail with a bare "No such file or directory").
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
+    let err = |source| KeyFileError {
+        path: path.to_owned(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    fs::create_dir_all(dir).map_err(err)?;
+    // tempfile creates the file 0600.
+    let mut f = tempfile::Builder::new()
+        .prefix(".key-")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    f.write_all(contents).map_err(err)?;
+    f.as_file().sync_all().map_err(err)?;
+    f.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 /// Files holding the insecure keys under `dir` (written once).
-pub fn insecure_key_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn insecure_key_files(dir: &Path) -> Result<Vec<PathBuf>, KeyFileError> {
     INSECURE_KEYS
         .iter()
         .map(|(name, key)| {
@@ -69,16 +82,16 @@ pub fn machine_key(dir: &Path) -> Result<MachineKey, String> {
         let pem = key
             .to_openssh(LineEnding::LF)
             .map_err(|e| format!("cannot encode a key: {e}"))?;
-        write_private(&private_path, pem.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", private_path.display()))?;
+        write_private(&private_path, pem.as_bytes()).map_err(|e| e.to_string())?;
         key
     };
     let public_line = key
         .public_key()
         .to_openssh()
         .map_err(|e| format!("cannot encode a public key: {e}"))?;
-    fs::write(dir.join("id_ed25519.pub"), format!("{public_line}\n"))
-        .map_err(|e| format!("cannot write the public key: {e}"))?;
+    let public_path = dir.join("id_ed25519.pub");
+    fs::write(&public_path, format!("{public_line}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", public_path.display()))?;
     Ok(MachineKey {
         private_path,
         public_line,
@@ -120,5 +133,31 @@ mod tests {
                 0o600
             );
         }
+    }
+
+    /// Machines brought up in parallel write the shared insecure keys at
+    /// the same moment; every one of them must succeed.
+    #[test]
+    fn parallel_writers_of_the_insecure_keys_all_succeed() {
+        for _ in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("state");
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| insecure_key_files(&dir)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for r in results {
+                let paths = r.expect("a parallel writer failed");
+                assert_eq!(fs::read_to_string(&paths[0]).unwrap(), INSECURE_KEYS[0].1);
+            }
+        }
+        let e = insecure_key_files(Path::new("/proc/nonexistent/state")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/proc/nonexistent/state/insecure_ed25519"),
+            "{e}"
+        );
     }
 }

@@ -7,17 +7,13 @@ use std::net::TcpListener;
 
 use serde::Deserialize;
 
+pub use super::nic_setup::after_ready;
+
 use super::lifecycle::{Env, LifecycleError};
+use super::netplan;
 use super::nics::{self, GuestAddress, NetPlanError, NicAddress, PrivateGroup};
 use super::plan::MachinePlan;
-use super::project::MachineRecord;
-use super::ssh::{shell_quote, SshTarget};
-use super::{forward, guest_net, netplan};
 
-/// How long `up` waits for the extra NICs' addresses. A DHCP client under
-/// TCG, with its retry back-off, can need tens of seconds; the wait costs
-/// nothing once every address is there.
-const ADDRESS_WAIT_SECS: u32 = 60;
 use crate::project::config::{Machine, Subnet};
 use crate::virt::network::{DhcpHost, NetworkSpec};
 use crate::virt::VirtError;
@@ -255,100 +251,6 @@ pub fn reserve(
     Ok(out)
 }
 
-/// After the first login: configures the extra NICs inside the guest and
-/// (re)starts the forwarded ports. Nothing to do under libvirt's test driver.
-pub fn after_ready(env: &Env, plan: &MachinePlan, record: &MachineRecord) -> Result<(), String> {
-    if env.hv.is_test_driver() {
-        return Ok(());
-    }
-    let name = Some(plan.machine.name.0.as_str());
-    let wanted: Vec<&nics::NicPlan> = plan.nics.iter().filter(|n| n.auto_config).collect();
-    if !wanted.is_empty() {
-        let target = SshTarget::from_record(record);
-        let probe = run(&target, guest_net::PROBE_SCRIPT)?;
-        let probe = guest_net::parse_probe(&probe);
-        let system = probe.system.ok_or_else(|| {
-            "cannot configure the extra NICs: the guest runs none of netplan, NetworkManager, \
-             systemd-networkd or ifupdown (set `auto_config: false` and configure them yourself)"
-                .to_owned()
-        })?;
-        let mut guest_nics = Vec::new();
-        for n in wanted {
-            let mac = n.interface.mac.to_ascii_lowercase();
-            let ifname = probe
-                .interfaces
-                .iter()
-                .find(|(m, _)| *m == mac)
-                .map(|(_, i)| i.clone())
-                .ok_or_else(|| format!("the guest has no interface with MAC {mac}"))?;
-            guest_nics.push(guest_net::GuestNic {
-                mac,
-                ifname,
-                address: n.address,
-            });
-        }
-        let script = guest_net::configure_script(system, &guest_nics);
-        let out = run(&target, &format!("sudo -n sh -c {}", shell_quote(&script)))?;
-        env.out.detail(
-            name,
-            format!(
-                "extra NICs ({}): {}",
-                system.as_str(),
-                out.lines().last().unwrap_or("").trim()
-            ),
-        );
-        // Static and reserved addresses the configured NICs must get.
-        let expected: Vec<std::net::Ipv4Addr> = plan
-            .nics
-            .iter()
-            .zip(&record.networks)
-            .filter(|(n, _)| n.auto_config)
-            .filter_map(|(_, a)| a.ip)
-            .collect();
-        if !expected.is_empty() {
-            let wait = guest_net::wait_script(&expected, ADDRESS_WAIT_SECS);
-            if let Err(e) = run(&target, &wait) {
-                env.out.warn(
-                    name,
-                    format!("extra NICs: not every address came up in {ADDRESS_WAIT_SECS} s ({e})"),
-                );
-            }
-        }
-    }
-    let dir = env.project.machine_dir(&plan.machine.name.0);
-    match forward::start(&dir, record, &plan.machine.forwarded_ports) {
-        Ok(Some(pid)) => env.out.step(
-            name,
-            format!(
-                "forwarding {} (ssh pid {pid})",
-                plan.machine
-                    .forwarded_ports
-                    .iter()
-                    .map(|p| format!("{}:{} -> {}", p.host_ip, p.host, p.guest))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        Ok(None) => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    Ok(())
-}
-
-/// Runs a script over SSH; its stdout, or an error with its stderr.
-fn run(target: &SshTarget, script: &str) -> Result<String, String> {
-    let out = target
-        .run(script, 10)
-        .map_err(|e| format!("cannot run ssh: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "configuring the extra NICs failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Removes the project's private networks no remaining domain uses, and
 /// the DHCP reservations of machines that are gone from the others.
 /// Returns the names removed.
@@ -408,12 +310,32 @@ struct DevicesDoc {
 #[derive(Deserialize)]
 struct IfDoc {
     source: Option<IfSourceDoc>,
+    mac: Option<IfMacDoc>,
+}
+
+#[derive(Deserialize)]
+struct IfMacDoc {
+    #[serde(rename = "@address")]
+    address: String,
 }
 
 #[derive(Deserialize)]
 struct IfSourceDoc {
     #[serde(rename = "@network")]
     network: Option<String>,
+}
+
+/// MAC addresses of a domain's interfaces.
+pub fn domain_macs(xml: &str) -> Vec<String> {
+    let Ok(doc) = quick_xml::de::from_str::<DomDoc>(xml) else {
+        return Vec::new();
+    };
+    doc.devices
+        .map(|d| d.interface)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.mac.map(|m| m.address))
+        .collect()
 }
 
 /// Networks a domain's interfaces are attached to.
@@ -444,6 +366,12 @@ mod tests {
         assert_eq!(
             domain_networks(&spec.to_xml()),
             vec!["kvmdrive-1a2b3c", "kvmdrive-1a2b3c-backend"]
+        );
+        let macs = domain_macs(&spec.to_xml());
+        assert_eq!(macs.len(), spec.interfaces.len() + 1, "{macs:?}");
+        assert!(
+            spec.interfaces.iter().all(|i| macs.contains(&i.mac)),
+            "{macs:?}"
         );
         let net = crate::virt::network::tests::sample(0).to_xml();
         assert_eq!(network_name(&net).as_deref(), Some("kvmdrive-1a2b3c"));

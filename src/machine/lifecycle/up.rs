@@ -371,7 +371,12 @@ fn bring_up_inner(
             Err(ReadyError::Failed(f)) => return Err(f),
             Ok(mut record) => {
                 record.networks = nics.to_vec();
-                crate::machine::net_apply::after_ready(env, plan, &record).map_err(failure)?;
+                crate::machine::net_apply::after_ready(env, plan, &record).map_err(|e| {
+                    Failure {
+                        hint: e.hint(),
+                        message: e.to_string(),
+                    }
+                })?;
                 env.project.save_record(&record)?;
                 out(format!(
                     "ready: ssh {}@{} ({})",
