@@ -11,10 +11,12 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
+
+use crate::wait::{wait_until, Poll, PollError};
 
 /// Where the daemons' output goes (`KVMDRIVE_LOG_DIR` overrides it).
 pub fn log_dir() -> PathBuf {
@@ -277,29 +279,31 @@ pub fn spawn(d: Daemon, timeout: Duration) -> anyhow::Result<Started> {
         .spawn()
         .with_context(|| format!("start {}", program.display()))?;
     let pid = child.id();
-    let deadline = Instant::now() + timeout;
-    loop {
+    let answered = wait_until(Poll::every(Duration::from_millis(20), timeout), || {
         if UnixStream::connect(d.socket()).is_ok() {
-            break;
+            return Ok(Some(()));
         }
-        if let Some(st) = child.try_wait()? {
-            bail!(
+        match child.try_wait() {
+            Ok(Some(st)) => Err(anyhow::anyhow!(
                 "{} exited ({st}) before it answered on {}; see {}",
                 d.program(),
                 d.socket(),
                 log_path.display()
-            );
+            )),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        if Instant::now() > deadline {
-            bail!(
-                "{} (pid {pid}) did not answer on {} within {} s; see {}",
-                d.program(),
-                d.socket(),
-                timeout.as_secs(),
-                log_path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    });
+    match answered {
+        Ok(()) => {}
+        Err(PollError::Failed(e)) => return Err(e),
+        Err(PollError::TimedOut | PollError::Cancelled) => bail!(
+            "{} (pid {pid}) did not answer on {} within {} s; see {}",
+            d.program(),
+            d.socket(),
+            timeout.as_secs(),
+            log_path.display()
+        ),
     }
     // The child outlives us; dropping `child` does not kill it.
     Ok(Started {
@@ -323,14 +327,12 @@ pub fn terminate(pid: u32, recorded_start: Option<u64>, grace: Duration) -> anyh
     }
     let target = Pid::from_raw(pid as i32);
     kill(target, Signal::SIGTERM).with_context(|| format!("kill -TERM {pid}"))?;
-    let deadline = Instant::now() + grace;
-    while alive() && !is_zombie(pid) {
-        if Instant::now() > deadline {
-            let _ = kill(target, Signal::SIGKILL);
-            std::thread::sleep(Duration::from_millis(100));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let gone = wait_until(Poll::every(Duration::from_millis(20), grace), || {
+        Ok::<_, std::convert::Infallible>((!alive() || is_zombie(pid)).then_some(()))
+    });
+    if gone.is_err() {
+        let _ = kill(target, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Our own child (a restart in this process) must be reaped.
     let _ = nix::sys::wait::waitpid(target, Some(nix::sys::wait::WaitPidFlag::WNOHANG));

@@ -2,7 +2,7 @@
 //! with `--fix`, repair what the checks found), and later stop exactly what
 //! was started.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use super::facts::{GatherOptions, HostFacts, SYSTEM_URI};
 use super::finding::{Finding, Status};
 use super::fix::{self, Fix};
 use crate::output::Reporter;
+use crate::wait::{wait_until, Poll};
 
 /// What `host up` did.
 #[derive(Debug, Default, Serialize)]
@@ -131,18 +132,23 @@ fn pid_note(pid: Option<u32>) -> String {
 
 /// Waits until a libvirt connection works and answers a call.
 pub fn wait_for_libvirt(timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut last = None;
+    let answered = wait_until(Poll::every(Duration::from_millis(50), timeout), || {
         match crate::virt::Hypervisor::connect(SYSTEM_URI).and_then(|h| h.lib_version()) {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(anyhow::anyhow!(
-                    "libvirt does not answer after {} s: {e}",
-                    timeout.as_secs()
-                ))
+            Ok(_) => Ok::<_, std::convert::Infallible>(Some(())),
+            Err(e) => {
+                last = Some(e);
+                Ok(None)
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    });
+    match (answered, last) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), e) => Err(anyhow::anyhow!(
+            "libvirt does not answer after {} s: {}",
+            timeout.as_secs(),
+            e.map(|e| e.to_string()).unwrap_or_default()
+        )),
     }
 }
 
