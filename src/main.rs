@@ -161,6 +161,15 @@ fn run(cli: Cli) -> Result<(), UserError> {
             }
             Ok(())
         }
+        Command::Up(a) if a.dry_run => with_env(g, &dir, &out, |env, sc| {
+            let plan = lifecycle::plan_up(env, &sc.config, &a.selection.names)?;
+            if g.json {
+                print_json(&plan);
+            } else {
+                plan.summary().iter().for_each(|l| println!("{l}"));
+            }
+            Ok(())
+        }),
         Command::Up(a) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             sc.save()?;
@@ -170,6 +179,10 @@ fn run(cli: Cli) -> Result<(), UserError> {
             }
             Ok(())
         }),
+        Command::Reload(a) if a.dry_run => Err(UserError::new(
+            "`reload` has no --dry-run",
+            Some("`kvmdrive up --dry-run` prints what `up` would do".into()),
+        )),
         Command::Reload(a) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
             lifecycle::halt(env, &sc.config, &a.selection.names)?;

@@ -15,6 +15,7 @@ pub mod netplan;
 pub mod nics;
 pub mod plan;
 pub mod project;
+pub mod project_plan;
 pub mod provision;
 pub mod ssh;
 pub mod sync;
