@@ -163,6 +163,11 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_provision: bool,
 
+    /// Print the plan (machines, MACs, addresses, volumes, networks, domain
+    /// XML with --json) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
     #[command(flatten)]
     pub selection: MachineSelection,
 }

@@ -56,6 +56,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("`{command}` has no --dry-run")]
+    NoDryRun { command: &'static str },
     #[error("cannot run ssh: {0}")]
     Ssh(std::io::Error),
     #[error("cannot write the man page: {0}")]
@@ -86,6 +88,9 @@ impl Error {
                 Some("use `kvmdrive init --force` to overwrite it".into())
             }
             Error::Ssh(_) => Some("install the OpenSSH client".into()),
+            Error::NoDryRun { .. } => {
+                Some("`kvmdrive up --dry-run` prints what `up` would do".into())
+            }
             Error::CurrentDir(_) | Error::Write { .. } | Error::Man(_) | Error::Reported { .. } => {
                 None
             }

@@ -82,6 +82,15 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Up(a) if a.dry_run => with_env(g, &dir, out, |env, sc| {
+            let plan = lifecycle::plan_up(env, &sc.config, &a.selection.names)?;
+            if g.json {
+                out.json_doc(&plan);
+            } else {
+                plan.summary().iter().for_each(|l| out.line(l));
+            }
+            Ok(())
+        }),
         Command::Up(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             sc.save()?;
@@ -91,6 +100,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             }
             Ok(())
         }),
+        Command::Reload(a) if a.dry_run => Err(Error::NoDryRun { command: "reload" }),
         Command::Reload(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             lifecycle::halt(env, &sc.config, &a.selection.names)?;

@@ -256,6 +256,36 @@ pub fn ensure(
     session.add(&req, &wanted).map(|o| o.installed)
 }
 
+/// The box [`ensure`] would use, if the cache already holds it; never
+/// fetches (a `.box` path or URL is looked up by the name it is added under).
+/// `Err` carries where the box would be fetched from.
+pub fn find_cached(
+    store: &BoxStore,
+    spec: &BoxSpec,
+) -> Result<Result<InstalledBox, String>, BoxError> {
+    let name = if is_direct_reference(&spec.name) {
+        name_from_reference(&spec.name)
+    } else {
+        spec.name.clone()
+    };
+    let req = AddRequest {
+        source: spec.name.clone(),
+        name: None,
+        version: spec.version.clone(),
+        architecture: spec.architecture.clone(),
+        checksum: spec.checksum.clone(),
+        checksum_type: spec.checksum_type.clone(),
+        force: false,
+    };
+    let wanted = Wanted::from_request(&req)?;
+    let constraint = wanted.constraint.clone().unwrap_or_else(Constraint::any);
+    if let Some(found) = store.find_matching(&name, &constraint, &wanted.arch)? {
+        return Ok(Ok(found));
+    }
+    let url = spec.url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    Ok(Err(url.unwrap_or(&spec.name).to_owned()))
+}
+
 impl Session<'_> {
     fn partial_path(&self, name: &str, url: &Url) -> PathBuf {
         self.store

@@ -24,7 +24,7 @@ pub mod progress;
 pub mod store;
 pub mod version;
 
-pub use add::{add, ensure, AddOutcome, AddRequest};
+pub use add::{add, ensure, find_cached, AddOutcome, AddRequest};
 pub(crate) use error::io_err;
 pub use error::BoxError;
 pub use store::{BoxStore, InstalledBox};

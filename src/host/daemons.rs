@@ -11,10 +11,12 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::HostError;
 use serde::{Deserialize, Serialize};
+
+use crate::wait::{wait_until, Poll, PollError};
 
 /// Where the daemons' output goes (`KVMDRIVE_LOG_DIR` overrides it).
 pub fn log_dir() -> PathBuf {
@@ -291,32 +293,33 @@ pub fn spawn(d: Daemon, timeout: Duration) -> Result<Started, HostError> {
         .spawn()
         .map_err(HostError::io(format!("start {}", program.display())))?;
     let pid = child.id();
-    let deadline = Instant::now() + timeout;
-    loop {
+    let answered = wait_until(Poll::every(Duration::from_millis(20), timeout), || {
         if UnixStream::connect(d.socket()).is_ok() {
-            break;
+            return Ok(Some(()));
         }
-        let exited = child
-            .try_wait()
-            .map_err(HostError::io(format!("wait for {}", program.display())))?;
-        if let Some(st) = exited {
-            return Err(HostError::DaemonExited {
+        match child.try_wait() {
+            Ok(Some(st)) => Err(HostError::DaemonExited {
                 daemon: d.program(),
                 status: st.to_string(),
                 socket: d.socket().to_string(),
-                log: log_path,
-            });
+                log: log_path.clone(),
+            }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(HostError::io(format!("wait for {}", program.display()))(e)),
         }
-        if Instant::now() > deadline {
+    });
+    match answered {
+        Ok(()) => {}
+        Err(PollError::Failed(e)) => return Err(e),
+        Err(PollError::TimedOut | PollError::Cancelled) => {
             return Err(HostError::DaemonSilent {
                 daemon: d.program(),
                 pid,
                 socket: d.socket().to_string(),
                 seconds: timeout.as_secs(),
                 log: log_path,
-            });
+            })
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     // The child outlives us; dropping `child` does not kill it.
     Ok(Started {
@@ -345,14 +348,12 @@ pub fn terminate(
     let target = Pid::from_raw(pid as i32);
     kill(target, Signal::SIGTERM)
         .map_err(|e| HostError::io(format!("kill -TERM {pid}"))(e.into()))?;
-    let deadline = Instant::now() + grace;
-    while alive() && !is_zombie(pid) {
-        if Instant::now() > deadline {
-            let _ = kill(target, Signal::SIGKILL);
-            std::thread::sleep(Duration::from_millis(100));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let gone = wait_until(Poll::every(Duration::from_millis(20), grace), || {
+        Ok::<_, std::convert::Infallible>((!alive() || is_zombie(pid)).then_some(()))
+    });
+    if gone.is_err() {
+        let _ = kill(target, Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(100));
     }
     // Our own child (a restart in this process) must be reaped.
     let _ = nix::sys::wait::waitpid(target, Some(nix::sys::wait::WaitPidFlag::WNOHANG));

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::virt::qemu_log::is_kvm_internal_error;
+use crate::wait::{wait_until, Poll};
 
 /// Part of the cache key: a new probe guest must not reuse old verdicts
 /// (the real-mode probe of version 1 said "KVM runs" on kvm_pvm hosts).
@@ -277,23 +278,27 @@ pub fn run_trial(qemu: &Path, image: &Path, trial: Trial, timeout: Duration) -> 
         }
         s
     });
-    let deadline = Instant::now() + timeout;
-    let (exit, timed_out) = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break (st.code(), false),
+    let finished = wait_until(Poll::every(Duration::from_millis(20), timeout), || {
+        Ok::<_, std::convert::Infallible>(match child.try_wait() {
+            Ok(Some(st)) => Some((st.code(), false)),
             Ok(None) if kvm_error.load(Ordering::Relaxed) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break (None, false);
+                Some((None, false))
             }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
+            Ok(None) => None,
+            Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break (None, true);
+                Some((None, true))
             }
-        }
-    };
+        })
+    });
+    let (exit, timed_out) = finished.unwrap_or_else(|_| {
+        let _ = child.kill();
+        let _ = child.wait();
+        (None, true)
+    });
     let err = reader.join().unwrap_or_default();
     interpret(exit, &err, timed_out)
 }

@@ -2,7 +2,7 @@
 //! with `--fix`, repair what the checks found), and later stop exactly what
 //! was started.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::error::HostError;
 use serde::Serialize;
@@ -13,6 +13,7 @@ use super::facts::{GatherOptions, HostFacts, SYSTEM_URI};
 use super::finding::{Finding, Status};
 use super::fix::{self, Fix};
 use crate::output::Reporter;
+use crate::wait::{wait_until, Poll};
 
 /// What `host up` did.
 #[derive(Debug, Default, Serialize)]
@@ -135,18 +136,26 @@ fn pid_note(pid: Option<u32>) -> String {
 
 /// Waits until a libvirt connection works and answers a call.
 pub fn wait_for_libvirt(timeout: Duration) -> Result<(), HostError> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let mut last = None;
+    let answered = wait_until(Poll::every(Duration::from_millis(50), timeout), || {
         match crate::virt::Hypervisor::connect(SYSTEM_URI).and_then(|h| h.lib_version()) {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(HostError::LibvirtSilent {
-                    seconds: timeout.as_secs(),
-                    source: e,
-                })
+            Ok(_) => Ok::<_, std::convert::Infallible>(Some(())),
+            Err(e) => {
+                last = Some(e);
+                Ok(None)
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    });
+    match (answered, last) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(source)) => Err(HostError::LibvirtSilent {
+            seconds: timeout.as_secs(),
+            source,
+        }),
+        (Err(_), None) => Err(HostError::LibvirtSilent {
+            seconds: timeout.as_secs(),
+            source: crate::virt::VirtError::other(format!("connect to {SYSTEM_URI}"), "no answer"),
+        }),
     }
 }
 

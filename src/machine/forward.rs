@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::project::MachineRecord;
 use super::ssh::SshTarget;
 use crate::project::net_config::ForwardedPort;
+use crate::wait::{wait_until, Poll, PollError};
 
 const PID_FILE: &str = "forward.pid";
 
@@ -83,10 +84,10 @@ pub fn stop(dir: &Path) -> bool {
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while is_our_forwarder(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let _ = wait_until(
+            Poll::every(Duration::from_millis(50), Duration::from_secs(3)),
+            || Ok::<_, std::convert::Infallible>((!is_our_forwarder(pid)).then_some(())),
+        );
     }
     let _ = std::fs::remove_file(pid_file(dir));
     pid.is_some()
@@ -172,8 +173,19 @@ pub fn start(
             },
             p.host,
         ));
-        loop {
+        let listening = wait_until(Poll::until(Duration::from_millis(100), deadline), || {
             if let Ok(Some(_)) = child.try_wait() {
+                return Err(());
+            }
+            Ok(
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
+                    .then_some(()),
+            )
+        });
+        match listening {
+            Ok(()) => {}
+            Err(PollError::Failed(())) => {
                 let _ = std::fs::remove_file(pid_file(dir));
                 let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
                 return Err(ForwardError::Exited {
@@ -181,17 +193,13 @@ pub fn start(
                     stderr: stderr.trim().to_owned(),
                 });
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
-            }
-            if Instant::now() >= deadline {
+            Err(PollError::TimedOut | PollError::Cancelled) => {
                 stop(dir);
                 return Err(ForwardError::NotListening {
                     ports: names,
                     addr: addr.to_string(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
     // The forwarder outlives this process: it is reaped by init, stopped by pid.

@@ -17,6 +17,7 @@ pub mod nic_setup;
 pub mod nics;
 pub mod plan;
 pub mod project;
+pub mod project_plan;
 pub mod provision;
 pub mod ssh;
 pub mod sync;

@@ -1,7 +1,7 @@
 //! Extra networks against libvirt and the host: the checks `up` makes before
 //! it creates anything (groups agree, public devices exist, forwarded host
-//! ports are free), the project's private networks (made, reused, their DHCP
-//! reservations), and their removal with the last machine that uses them.
+//! ports are free), the project's private networks (found, or decided for
+//! the plan to make), and their removal with the last machine that uses them.
 
 use std::net::TcpListener;
 
@@ -11,8 +11,7 @@ pub use super::nic_setup::after_ready;
 
 use super::lifecycle::{Env, LifecycleError};
 use super::netplan;
-use super::nics::{self, GuestAddress, NetPlanError, NicAddress, PrivateGroup};
-use super::plan::MachinePlan;
+use super::nics::{self, NetPlanError, PrivateGroup};
 
 use crate::project::config::{Machine, Subnet};
 use crate::virt::network::{DhcpHost, NetworkSpec};
@@ -25,7 +24,12 @@ pub struct PrivateNet {
     pub name: String,
     pub subnet: Subnet,
     pub hosts: Vec<DhcpHost>,
+    /// Not there yet: `up` creates it from `xml`.
     pub created_now: bool,
+    /// The network's document: its current one, or the one to create.
+    pub xml: String,
+    /// Isolated or NAT (for the plan's summary).
+    pub forward: crate::project::net_config::Forward,
 }
 
 /// Checks that need no libvirt object: the project's private networks agree
@@ -112,12 +116,14 @@ pub fn check_public(
     }
 }
 
-/// Finds or makes each private network. A new one's subnet must overlap no
-/// other libvirt network and no host route (`also_taken`: subnets the
-/// project's management network uses).
-pub fn ensure_private_networks(
+/// Finds each private network, or decides the one to make: a new one's
+/// subnet must overlap no other libvirt network, no host route and nothing
+/// in `also_taken` (the management network when this run makes it).
+/// Changes nothing; `up` then makes those marked `created_now`.
+pub fn resolve_private_networks(
     env: &Env,
     groups: &[PrivateGroup],
+    also_taken: &[(String, Subnet)],
 ) -> Result<Vec<PrivateNet>, LifecycleError> {
     let mut out = Vec::new();
     let mut taken: Option<Vec<(String, Subnet)>> = None;
@@ -126,20 +132,25 @@ pub fn ensure_private_networks(
         if let Some(xml) = env.hv.network_xml(&name)? {
             let facts = netplan::read_network(&xml);
             if let Some(subnet) = facts.subnets.first().copied() {
-                env.hv.ensure_network(&name, &xml)?;
                 out.push(PrivateNet {
                     key: g.key.clone(),
                     name,
                     subnet,
                     hosts: facts.hosts,
                     created_now: false,
+                    xml,
+                    forward: g.forward,
                 });
                 continue;
             }
         }
         let taken = match &mut taken {
             Some(t) => t,
-            None => taken.insert(taken_subnets(env)?),
+            None => {
+                let mut t = taken_subnets(env)?;
+                t.extend(also_taken.iter().cloned());
+                taken.insert(t)
+            }
         };
         let subnet = match g.subnet {
             Some(s) => {
@@ -171,17 +182,6 @@ pub fn ensure_private_networks(
             forward: g.forward,
             dhcp_range: g.dhcp,
         };
-        env.out.step(
-            None,
-            format!(
-                "creating private network {name} ({subnet}, {})",
-                match g.forward {
-                    crate::project::net_config::Forward::None => "isolated",
-                    crate::project::net_config::Forward::Nat => "nat",
-                }
-            ),
-        );
-        env.hv.ensure_network(&name, &spec.to_xml())?;
         taken.push((format!("network {name}"), subnet));
         out.push(PrivateNet {
             key: g.key.clone(),
@@ -189,6 +189,8 @@ pub fn ensure_private_networks(
             subnet,
             hosts: Vec::new(),
             created_now: true,
+            xml: spec.to_xml(),
+            forward: g.forward,
         });
     }
     Ok(out)
@@ -207,48 +209,6 @@ fn taken_subnets(env: &Env) -> Result<Vec<(String, Subnet)>, VirtError> {
         taken.push(("a host route".to_owned(), s));
     }
     Ok(taken)
-}
-
-/// Reserves an address for each DHCP NIC on a private network (so the
-/// address is known before boot) and returns what each extra NIC gets.
-pub fn reserve(
-    env: &Env,
-    nets: &mut [PrivateNet],
-    plan: &MachinePlan,
-) -> Result<Vec<NicAddress>, LifecycleError> {
-    let mut out = Vec::new();
-    for nic in &plan.nics {
-        let mac = nic.interface.mac.clone();
-        let (ip, prefix) = match (nic.address, &nic.private_key) {
-            (GuestAddress::Static(a), _) => (Some(a.ip), Some(a.prefix)),
-            (GuestAddress::Dhcp, Some(key)) => {
-                let net = nets
-                    .iter_mut()
-                    .find(|n| &n.key == key)
-                    .expect("every private key has a network");
-                let ip = netplan::assign_ip(&net.subnet, &net.hosts, &mac)
-                    .ok_or(LifecycleError::NoSubnet)?;
-                if !net.hosts.iter().any(|h| h.mac.eq_ignore_ascii_case(&mac)) {
-                    let host = DhcpHost {
-                        mac: mac.clone(),
-                        name: plan.machine.name.0.clone(),
-                        ip,
-                    };
-                    env.hv.add_dhcp_host(&net.name, &host.to_xml())?;
-                    net.hosts.push(host);
-                }
-                (Some(ip), Some(net.subnet.prefix))
-            }
-            (GuestAddress::Dhcp, None) => (None, None),
-        };
-        out.push(NicAddress {
-            name: nic.label.clone(),
-            mac,
-            ip,
-            prefix,
-        });
-    }
-    Ok(out)
 }
 
 /// Removes the project's private networks no remaining domain uses, and

@@ -372,18 +372,18 @@ impl Hypervisor {
             pool.create(0)
                 .map_err(call(format!("start storage pool {}", spec.name)))?;
         }
-        let xml = pool.xml_desc(0).map_err(call("read the storage pool"))?;
-        #[derive(serde::Deserialize)]
-        struct PoolDoc {
-            target: PoolTarget,
+        pool_target(&pool)
+    }
+
+    /// The directory of an existing storage pool (`None`: not defined).
+    pub fn pool_path(&self, name: &str) -> Result<Option<PathBuf>, VirtError> {
+        match optional(
+            self.conn.lookup_storage_pool_by_name(name),
+            "look up the storage pool",
+        )? {
+            Some(p) => pool_target(&p).map(Some),
+            None => Ok(None),
         }
-        #[derive(serde::Deserialize)]
-        struct PoolTarget {
-            path: PathBuf,
-        }
-        let doc: PoolDoc = quick_xml::de::from_str(&xml)
-            .map_err(|e| VirtError::other("read the storage pool's path", e.to_string()))?;
-        Ok(doc.target.path)
     }
 
     pub(super) fn pool(&self, pool: &str) -> Result<StoragePool, VirtError> {
@@ -452,4 +452,20 @@ impl Hypervisor {
             None => Ok(Vec::new()),
         }
     }
+}
+
+/// A storage pool's target directory, from its XML.
+fn pool_target(pool: &StoragePool) -> Result<PathBuf, VirtError> {
+    let xml = pool.xml_desc(0).map_err(call("read the storage pool"))?;
+    #[derive(serde::Deserialize)]
+    struct PoolDoc {
+        target: PoolTarget,
+    }
+    #[derive(serde::Deserialize)]
+    struct PoolTarget {
+        path: PathBuf,
+    }
+    let doc: PoolDoc = quick_xml::de::from_str(&xml)
+        .map_err(|e| VirtError::other("read the storage pool's path", e.to_string()))?;
+    Ok(doc.target.path)
 }

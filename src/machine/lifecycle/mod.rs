@@ -18,13 +18,14 @@ use crate::virt::{Hypervisor, VirtError};
 mod destroy;
 mod halt;
 mod ready;
+mod resolve;
 mod status;
 mod up;
 
 pub use destroy::destroy;
 pub use halt::halt;
 pub use status::{status, MachineStatus};
-pub use up::{up, up_with, UpOptions};
+pub use up::{plan_up, up, up_with, UpOptions};
 
 /// The user kvmdrive logs in as (Vagrant's convention).
 pub const SSH_USER: &str = "vagrant";

@@ -4,36 +4,27 @@
 //! the domain (with the CPU fallback order and the KVM-to-TCG retry) and the
 //! wait until it answers on SSH. A failure removes what this run created.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use super::ready::{wait_ready, ReadyError};
+use super::resolve::{resolve, Fetch};
 use super::{
-    box_spec, collect, failure, parallel, qemu_log, read_tail, remaining_domains, select, Env,
-    Failure, LifecycleError,
+    collect, failure, parallel, qemu_log, read_tail, remaining_domains, select, Env, Failure,
+    LifecycleError,
 };
-use crate::boxes::{self, BoxError, BoxSpec, InstalledBox};
-use crate::host::accel::KvmFacts;
+use crate::boxes::{BoxError, InstalledBox};
 use crate::machine::cancel;
-use crate::machine::netplan;
 use crate::machine::plan::{self, MachinePlan};
 use crate::machine::project::MachineRecord;
+use crate::machine::project_plan::{cpu_label, plan_project, ProjectPlan, ResolvedBox};
 use crate::machine::provision::{self, ProvisionPolicy};
 use crate::project::config::{self, Config, Machine};
-use crate::virt::domain::{Accel, CpuSpec};
+use crate::virt::domain::Accel;
 use crate::virt::hypervisor::DomainState;
-use crate::virt::network::{DhcpHost, NetworkSpec};
+use crate::virt::network::DhcpHost;
 use crate::virt::storage::{PoolSpec, POOL_NAME};
 use crate::virt::VirtError;
-
-/// The project's network as found or made by this run.
-struct NetState {
-    name: String,
-    subnet: config::Subnet,
-    hosts: Vec<DhcpHost>,
-    created_now: bool,
-}
 
 /// Brings the selected machines up: missing ones are made, stopped ones
 /// started, running ones left alone; all in parallel.
@@ -83,6 +74,21 @@ pub fn up_with(
     outcome
 }
 
+/// The plan `up` would apply, changing nothing (`up --dry-run`): no lock,
+/// no state directory, no pool, volume or network, no box download.
+pub fn plan_up(
+    env: &Env,
+    config: &Config,
+    names: &[String],
+) -> Result<ProjectPlan, LifecycleError> {
+    let machines = select(config, names)?;
+    for m in &machines {
+        crate::machine::arch::check(&m.box_name, m.box_architecture.as_deref())?;
+    }
+    let inputs = resolve(env, config, &machines, Fetch::No)?;
+    plan_project(env.project, &inputs)
+}
+
 fn up_locked(
     env: &Env,
     config: &Config,
@@ -90,84 +96,75 @@ fn up_locked(
     network_created: &mut bool,
     opts: UpOptions,
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
-    let facts = KvmFacts::read();
-    // Extra networks and forwarded ports are checked before anything is made.
-    let groups = crate::machine::net_apply::preflight(env, &config.machines(), machines)?;
+    let inputs = resolve(env, config, machines, Fetch::Yes)?;
+    let plan = plan_project(env.project, &inputs)?;
 
     let pool_dir = env.hv.ensure_pool(&PoolSpec {
         name: POOL_NAME.into(),
         path: env.pool_dir.clone(),
     })?;
-
-    // Boxes and their base volumes, once per distinct box, before any machine.
-    let specs: Vec<BoxSpec> = machines.iter().map(|m| box_spec(env.project, m)).collect();
-    let mut bases: HashMap<&BoxSpec, (PathBuf, u64)> = HashMap::new();
-    // A v2 box's further disks (bases beside the first), per box.
-    let mut box_disks: HashMap<&BoxSpec, Vec<(PathBuf, u64)>> = HashMap::new();
-    for spec in &specs {
-        if bases.contains_key(spec) {
+    // Base volumes, once per distinct box, before any machine.
+    let mut imported: Vec<&PathBuf> = Vec::new();
+    for b in &inputs.boxes {
+        // A real `up` fetched every box in resolve: none is missing here.
+        let ResolvedBox::Cached { installed, .. } = b else {
+            continue;
+        };
+        if imported.contains(&&installed.dir) {
             continue;
         }
-        let installed = boxes::ensure(env.store, spec, env.out)?;
-        crate::machine::arch::check_box(&installed)?;
-        env.out.detail(
-            None,
-            format!(
-                "box {} {} at {}",
-                installed.name,
-                installed.version,
-                installed.dir.display()
-            ),
-        );
-        let base = ensure_base_volume(env, &pool_dir, &installed)?;
-        box_disks.insert(
-            spec,
-            crate::machine::disks::ensure_box_bases(env.hv, &installed, &base)?,
-        );
-        bases.insert(spec, (base, installed.virtual_size));
+        imported.push(&installed.dir);
+        let base = ensure_base_volume(env, &pool_dir, installed)?;
+        crate::machine::disks::ensure_box_bases(env.hv, installed, &base)?;
     }
 
-    let mut net = ensure_network(env, config)?;
-    *network_created = net.created_now;
-    let mut private = crate::machine::net_apply::ensure_private_networks(env, &groups)?;
-    let mut plans = Vec::new();
-    for (m, spec) in machines.iter().zip(&specs) {
-        let choice = crate::remote::choose_accel(env.hv, m.accel, &facts);
-        let (base, size) = &bases[spec];
-        let plan =
-            MachinePlan::new(env.project, m, base, *size, choice).with_box_disks(&box_disks[spec]);
-        let ip = netplan::assign_ip(&net.subnet, &net.hosts, &plan.mac)
-            .ok_or(LifecycleError::NoSubnet)?;
-        if !net
-            .hosts
-            .iter()
-            .any(|h| h.mac.eq_ignore_ascii_case(&plan.mac))
-        {
+    for n in &plan.networks {
+        if n.create {
+            env.out.step(
+                None,
+                if n.kind == "management" {
+                    format!("creating network {} ({})", n.name, n.subnet)
+                } else {
+                    format!(
+                        "creating private network {} ({}, {})",
+                        n.name,
+                        n.subnet,
+                        if n.xml.contains("<forward") {
+                            "nat"
+                        } else {
+                            "isolated"
+                        }
+                    )
+                },
+            );
+        }
+        env.hv.ensure_network(&n.name, &n.xml)?;
+        if n.kind == "management" {
+            *network_created = n.create;
+        }
+        for r in &n.reservations {
             let host = DhcpHost {
-                mac: plan.mac.clone(),
-                name: m.name.0.clone(),
-                ip,
+                mac: r.mac.clone(),
+                name: r.name.clone(),
+                ip: r.ip,
             };
-            env.hv.add_dhcp_host(&net.name, &host.to_xml())?;
-            net.hosts.push(host);
+            env.hv.add_dhcp_host(&n.name, &host.to_xml())?;
         }
-        let nics = crate::machine::net_apply::reserve(env, &mut private, &plan)?;
-        plans.push((plan, ip, nics));
     }
-    if let Some((p, _, _)) = plans.first() {
-        if p.accel.accel == Accel::Tcg {
-            env.out.step(None, p.accel.reason.clone());
+    if let Some(m) = plan.machines.first() {
+        if m.plan.accel.accel == Accel::Tcg {
+            env.out.step(None, m.accel_reason.clone());
         }
     }
 
-    let results = parallel(&plans, |(plan, ip, nics)| {
+    let results = parallel(&plan.machines, |m| {
         // Folders and provisioners run once the machine answers; their
         // failure leaves the machine up.
-        let r = bring_up(env, plan, *ip, nics).and_then(|rec| {
-            provision::finish_up(env, &plan.machine, &rec, opts.provision)?;
+        let r = bring_up(env, &m.plan, m.address, &m.networks).and_then(|rec| {
+            provision::finish_up(env, &m.plan.machine, &rec, opts.provision)?;
             Ok(rec)
         });
-        (plan.machine.name.0.clone(), r)
+        (m.name.clone(), r)
     });
     collect(env.out, results)
 }
@@ -213,58 +210,6 @@ fn ensure_base_volume(
     tmp.persist(&path).map_err(|e| io(e.error))?;
     env.hv.refresh_pool(POOL_NAME)?;
     Ok(path)
-}
-
-fn ensure_network(env: &Env, config: &Config) -> Result<NetState, LifecycleError> {
-    let name = plan::network_name(env.project);
-    if let Some(xml) = env.hv.network_xml(&name)? {
-        let facts = netplan::read_network(&xml);
-        if let Some(subnet) = facts.subnets.first().copied() {
-            env.hv.ensure_network(&name, &xml)?;
-            return Ok(NetState {
-                name,
-                subnet,
-                hosts: facts.hosts,
-                created_now: false,
-            });
-        }
-    }
-    let mut taken: Vec<config::Subnet> = env
-        .hv
-        .all_network_xml()?
-        .iter()
-        .flat_map(|x| netplan::read_network(x).subnets)
-        .collect();
-    // Subnets the project's private networks are given stay free for them.
-    if let Ok(groups) = crate::machine::nics::private_groups(&config.machines()) {
-        taken.extend(groups.iter().filter_map(|g| g.subnet));
-    }
-    if !crate::remote::is_remote(env.hv.uri()) {
-        taken.extend(netplan::read_routes(
-            &std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
-        ));
-    }
-    let subnet = match config.network.subnet {
-        Some(s) => s,
-        None => netplan::choose_subnet(&taken).ok_or(LifecycleError::NoSubnet)?,
-    };
-    let spec = NetworkSpec {
-        name: name.clone(),
-        bridge: plan::bridge_name(env.project),
-        subnet,
-        hosts: Vec::new(),
-        forward: crate::project::net_config::Forward::Nat,
-        dhcp_range: true,
-    };
-    env.out
-        .step(None, format!("creating network {name} ({subnet})"));
-    env.hv.ensure_network(&name, &spec.to_xml())?;
-    Ok(NetState {
-        name,
-        subnet,
-        hosts: Vec::new(),
-        created_now: true,
-    })
 }
 
 /// What one `up` made for a machine, so a failure can remove exactly that.
@@ -439,14 +384,6 @@ fn define_and_start(
         }
     }
     unreachable!("cpu_candidates is never empty")
-}
-
-fn cpu_label(cpu: &CpuSpec) -> String {
-    match cpu {
-        CpuSpec::HostPassthrough => "host-passthrough".into(),
-        CpuSpec::HostModel => "host-model".into(),
-        CpuSpec::Model(m) => m.clone(),
-    }
 }
 
 fn looks_like_cpu_problem(msg: &str) -> bool {
