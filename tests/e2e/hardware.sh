@@ -61,6 +61,7 @@ machines:
     box: $box
     memory: 512
     firmware: efi
+    boot_timeout: 900   # OVMF under TCG on a host shared with other test runs
   - name: e1000
     box: $box
     memory: 512
