@@ -57,23 +57,15 @@ start=$(date +%s%N)
 "$KVMDRIVE" up 2>&1 | tee up.log
 code=${PIPESTATUS[0]}
 echo "up took $(( ($(date +%s%N) - start) / 1000000 )) ms"
-# What the guest kernel offers (the bundled box's cloud kernel has no 9p).
+# The bundled box's kernel has 9p and virtiofs (modules, loaded on mount).
 echo "guest filesystems: $(in_guest 'grep -wE "9p|virtiofs" /proc/filesystems | tr -s "\t\n" "  "')"
-echo "guest 9p modules: $(in_guest 'find /lib/modules/$(uname -r) -name "9p*" | tr "\n" " "')"
-NINEP=1
-if [ "$code" -ne 0 ] && grep -q "cannot mount 9p (module 9p/9pnet_virtio missing) for /mnt/ninep" up.log; then
-    NINEP=0
-    ok "a guest without 9p gets an error naming the module (9p tests skipped: the box's kernel has no 9p)"
-    check "the machine stays up after that error" bash -c "'$KVMDRIVE' status | grep -q 'prov  *running'"
-    sed -i '/type: 9p/d' kvmdrive.yml
-    "$KVMDRIVE" up 2>&1 | tee up.log
-    code=${PIPESTATUS[0]}
-fi
 check "up with the synced folders and five provisioners succeeds" test "$code" -eq 0
+out=$(in_guest 'findmnt -no FSTYPE /mnt/ninep; findmnt -no FSTYPE /mnt/vfs')
+check "/mnt/ninep is a 9p mount and /mnt/vfs a virtiofs one ($(tr '\n' ' ' <<<"$out"))" \
+    test "$out" = $'9p\nvirtiofs'
 check "provisioner output is streamed with the machine's name" grep -q "^prov: .*provisioner 5/5: ansible" up.log
 
-dests="/vagrant /mnt/vfs"; [ "$NINEP" = 1 ] && dests="$dests /mnt/ninep"
-for d in $dests; do
+for d in /vagrant /mnt/vfs /mnt/ninep; do
     out=$(in_guest cat "$d/hello.txt")
     check "the project file is readable at $d ($out)" test "$out" = one
 done
@@ -82,7 +74,7 @@ check "rsync leaves out the excluded file" bash -c "! '$KVMDRIVE' ssh prov -- te
 check "rsync copies are owned by vagrant" test "$(in_guest stat -c %U /vagrant/hello.txt)" = vagrant
 
 echo two > share/hello.txt
-[ "$NINEP" = 1 ] && check "9p sees a change live" test "$(in_guest cat /mnt/ninep/hello.txt)" = two
+check "9p sees a change live" test "$(in_guest cat /mnt/ninep/hello.txt)" = two
 check "virtiofs sees a change live" test "$(in_guest cat /mnt/vfs/hello.txt)" = two
 check "the rsync copy is not updated before kvmdrive rsync" test "$(in_guest cat /vagrant/hello.txt)" = one
 check "kvmdrive rsync succeeds" "$KVMDRIVE" rsync
@@ -131,7 +123,7 @@ assert a["state"] == "running", a
 assert (b["address"], b["identity_file"]) == (a["address"], a["identity_file"]), (b, a)
 PY
 check "reload does not provision again" test "$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" -eq 6
-[ "$NINEP" = 1 ] && check "9p is mounted again after reload" test "$(in_guest cat /mnt/ninep/hello.txt)" = three
+check "9p is mounted again after reload" test "$(in_guest cat /mnt/ninep/hello.txt)" = three
 check "virtiofs is mounted again after reload" test "$(in_guest cat /mnt/vfs/hello.txt)" = three
 
 # A failing provisioner: exit 1, names machine and provisioner, machine stays up.
