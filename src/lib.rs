@@ -5,6 +5,7 @@
 //! observe (SSH) -> report (`output`).
 
 pub mod boxes;
+pub mod fault;
 pub mod host;
 pub mod machine;
 pub mod output;

@@ -444,6 +444,7 @@ impl BoxStore {
         } else {
             None
         };
+        crate::fault::point("box.rename");
         if let Err(e) = fs::rename(staged, &dest) {
             if let Some(old) = &old {
                 let _ = fs::rename(old, &dest);

@@ -8,6 +8,7 @@ pub mod disks;
 pub mod forward;
 pub mod guest_net;
 pub mod hardware;
+pub mod host_lock;
 pub mod keys;
 pub mod lifecycle;
 pub mod net_apply;

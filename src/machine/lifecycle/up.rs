@@ -98,6 +98,7 @@ fn up_locked(
         name: POOL_NAME.into(),
         path: env.pool_dir.clone(),
     })?;
+    crate::fault::point("up.pool-ready");
 
     // Boxes and their base volumes, once per distinct box, before any machine.
     let specs: Vec<BoxSpec> = machines.iter().map(|m| box_spec(env.project, m)).collect();
@@ -127,9 +128,13 @@ fn up_locked(
         bases.insert(spec, (base, installed.virtual_size));
     }
 
+    // Host-wide: concurrent `up`s choose and define their subnets one at a time.
+    let net_lock = crate::machine::host_lock::network(env.hv.uri())?;
     let mut net = ensure_network(env, config)?;
+    crate::fault::point("up.network-started");
     *network_created = net.created_now;
     let mut private = crate::machine::net_apply::ensure_private_networks(env, &groups)?;
+    drop(net_lock);
     let mut plans = Vec::new();
     for (m, spec) in machines.iter().zip(&specs) {
         let choice = accel::choose(m.accel, &facts);
@@ -149,6 +154,7 @@ fn up_locked(
                 ip,
             };
             env.hv.add_dhcp_host(&net.name, &host.to_xml())?;
+            crate::fault::point("up.dhcp-reserved");
             net.hosts.push(host);
         }
         let nics = crate::machine::net_apply::reserve(env, &mut private, &plan)?;
@@ -207,6 +213,7 @@ fn ensure_base_volume(
         .tempfile_in(pool_dir)
         .map_err(io)?;
     std::fs::copy(&b.image, tmp.path()).map_err(io)?;
+    crate::fault::point("up.base-import");
     tmp.persist(&path).map_err(|e| io(e.error))?;
     env.hv.refresh_pool(POOL_NAME)?;
     Ok(path)
@@ -403,13 +410,17 @@ fn define_and_start(
             .domain_spec(env.project, disk, accel, cpu.clone())
             .to_xml();
         env.hv.define_domain(&xml)?;
+        crate::fault::point("up.domain-defined");
         created.domain = true;
         env.out.step(
             name,
             format!("starting ({}, cpu {})", accel_label(accel), cpu_label(cpu)),
         );
         match env.hv.start_domain(&plan.domain) {
-            Ok(()) => return Ok(accel),
+            Ok(()) => {
+                crate::fault::point("up.domain-started");
+                return Ok(accel);
+            }
             Err(e) => match candidates.get(i + 1) {
                 Some(next) if looks_like_cpu_problem(&e.to_string()) => {
                     env.out.warn(
