@@ -3,6 +3,7 @@
 //! ([`lifecycle`]), and reaching them over SSH ([`ssh`], [`keys`]).
 
 pub mod arch;
+pub mod base_import;
 pub mod cancel;
 pub mod disks;
 pub mod forward;

@@ -36,6 +36,7 @@ pub fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<(), Lifec
             env.out.step(None, format!("removed network {network}"));
         }
         crate::fault::point("destroy.network");
+        crate::machine::base_import::remove_stale(&env.pool_dir);
         env.project.remove_state()?;
     }
     Ok(())

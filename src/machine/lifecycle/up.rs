@@ -207,14 +207,7 @@ fn ensure_base_volume(
         ),
         source: e,
     };
-    std::fs::create_dir_all(pool_dir).map_err(io)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".import-")
-        .tempfile_in(pool_dir)
-        .map_err(io)?;
-    std::fs::copy(&b.image, tmp.path()).map_err(io)?;
-    crate::fault::point("up.base-import");
-    tmp.persist(&path).map_err(|e| io(e.error))?;
+    crate::machine::base_import::import(&b.image, pool_dir, &path).map_err(io)?;
     env.hv.refresh_pool(POOL_NAME)?;
     Ok(path)
 }
