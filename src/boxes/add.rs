@@ -731,7 +731,7 @@ impl Session<'_> {
             fs::write(&record_path, text)
                 .map_err(io_err(format!("cannot write {}", record_path.display())))?;
             let dest = store.install(staging.path(), name, version, arch, replace)?;
-            let _ = staging.keep();
+            staging.keep();
             if let Some(url) = catalog_url {
                 store.write_metadata_url(name, url.as_str())?;
             }
