@@ -341,6 +341,7 @@ fn bring_up_inner(
             env.hv
                 .start_domain(&plan.domain)
                 .map_err(|e| start_failure(e, &plan.domain))?;
+            crate::fault::point("up.domain-started");
         }
     }
     loop {
