@@ -7,6 +7,7 @@
 
 pub mod boxes;
 pub mod error;
+pub mod fault;
 pub mod host;
 pub mod machine;
 pub mod output;

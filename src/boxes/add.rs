@@ -22,7 +22,7 @@ use super::catalog::{ArchRequest, Catalog, ResolveError};
 use super::checksum::{self, Checksum, Digests};
 use super::fetch::{self, Auth, Fetcher, Opened, Probe};
 use super::progress::{human_bytes, DownloadProgress};
-use super::store::{check_image, BoxStore, Origin, SourceRecord, RECORD_FILE};
+use super::store::{check_image, BoxStore, CachedBox, Origin, SourceRecord, RECORD_FILE};
 use super::version::{Constraint, Version};
 use super::{io_err, BoxError, BoxSpec, InstalledBox};
 use crate::output::Reporter;
@@ -148,6 +148,8 @@ struct Session<'a> {
     store: &'a BoxStore,
     reporter: &'a Reporter,
     fetcher: Option<Fetcher>,
+    /// A box lock taken before probing a URL, handed on to `install`.
+    held: Option<(String, super::store::BoxLock)>,
 }
 
 /// Parsed and validated request options.
@@ -198,6 +200,7 @@ pub fn add(
         store,
         reporter,
         fetcher: None,
+        held: None,
     };
     session.add(req, &wanted)
 }
@@ -227,6 +230,7 @@ pub fn ensure(
         store,
         reporter,
         fetcher: None,
+        held: None,
     };
     if is_direct_reference(&spec.name) {
         let req = AddRequest {
@@ -336,6 +340,25 @@ impl Session<'_> {
                         return self.add_direct(req, wanted, fetch);
                     }
                 }
+                // Under the box's lock before any request: of several
+                // processes adding the box from this URL, one downloads and
+                // the others find it here, without a request of their own.
+                if let Some(name) = req.name.as_deref().filter(|_| !wanted.force) {
+                    let lock = self.store.lock(name)?;
+                    if let Some(c) = self.cached_from(name, &url, wanted) {
+                        self.reporter.detail(
+                            None,
+                            format!("box {name} {}: already in the cache", c.version),
+                        );
+                        return Ok(AddOutcome {
+                            installed: self.store.installed(&c)?,
+                            added: false,
+                            updated: false,
+                            download: None,
+                        });
+                    }
+                    self.held = Some((name.to_owned(), lock));
+                }
                 match self.fetcher()?.probe(&url, auth.as_ref())? {
                     Probe::Catalog {
                         catalog,
@@ -357,6 +380,26 @@ impl Session<'_> {
                 self.add_from_catalog(req, wanted, &catalog, &url, &final_url, auth, Some(&name))
             }
         }
+    }
+
+    /// The box `name` kvmdrive added from `url` before, if it satisfies
+    /// what is wanted (version, architecture, SHA-256 when given).
+    fn cached_from(&self, name: &str, url: &Url, wanted: &Wanted) -> Option<CachedBox> {
+        let arch = wanted.arch.wanted();
+        self.store.versions_of(name).into_iter().find(|c| {
+            c.origin == Origin::Kvmdrive
+                && c.arch_or_host() == arch
+                && wanted
+                    .constraint
+                    .as_ref()
+                    .is_none_or(|k| k.is_satisfied_by(&c.version))
+                && c.record().is_some_and(|r| {
+                    r.source == url.as_str()
+                        && wanted.checksum.as_ref().is_none_or(|k| {
+                            k.kind != checksum::ChecksumType::Sha256 || k.hex == r.sha256
+                        })
+                })
+        })
     }
 
     /// Looks `owner/name` up at `$VAGRANT_SERVER_URL`: first Vagrant Cloud's
@@ -578,7 +621,10 @@ impl Session<'_> {
         super::store::check_component("version", version).map_err(invalid)?;
         super::store::check_component("architecture", arch).map_err(invalid)?;
         let label = format!("box {name} {version} ({arch})");
-        let lock = store.lock(name)?;
+        let lock = match self.held.take() {
+            Some((held, lock)) if held == name => lock,
+            _ => store.lock(name)?,
+        };
         if lock.waited {
             reporter.step(
                 None,
@@ -761,7 +807,7 @@ impl Session<'_> {
             fs::write(&record_path, text)
                 .map_err(io_err(format!("cannot write {}", record_path.display())))?;
             let dest = store.install(staging.path(), name, version, arch, replace)?;
-            let _ = staging.keep();
+            staging.keep();
             if let Some(url) = catalog_url {
                 store.write_metadata_url(name, url.as_str())?;
             }

@@ -222,6 +222,7 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<(), String> {
                 entry_path.display()
             ));
         }
+        crate::fault::point("box.unpack");
         count += 1;
     }
     if count == 0 {

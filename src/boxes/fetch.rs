@@ -486,6 +486,7 @@ impl Fetcher {
                     file.write_all(&chunk)
                         .map_err(|e| Failure::Fatal(io("cannot write")(e)))?;
                     offset += chunk.len() as u64;
+                    crate::fault::point("box.download");
                     hasher.update(chunk);
                     progressed = true;
                     progress.set_position(offset);

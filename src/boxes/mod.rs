@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod image;
 pub mod index;
 pub mod progress;
+pub mod staging;
 pub mod store;
 pub mod version;
 

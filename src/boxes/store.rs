@@ -444,6 +444,7 @@ impl BoxStore {
         } else {
             None
         };
+        crate::fault::point("box.rename");
         if let Err(e) = fs::rename(staged, &dest) {
             if let Some(old) = &old {
                 let _ = fs::rename(old, &dest);
@@ -498,17 +499,14 @@ impl BoxStore {
         fs::write(&path, url).map_err(io_err(format!("cannot write {}", path.display())))
     }
 
-    /// A fresh directory for unpacking, on the same file system as the cache.
-    pub fn staging_dir(&self) -> Result<tempfile::TempDir, BoxError> {
+    /// A fresh directory for unpacking, on the same file system as the
+    /// cache (what killed runs left there is removed first).
+    pub fn staging_dir(&self) -> Result<super::staging::Staging, BoxError> {
         let tmp = self.tmp_dir();
-        fs::create_dir_all(&tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
-        tempfile::Builder::new()
-            .prefix("unpack-")
-            .tempdir_in(&tmp)
-            .map_err(io_err(format!(
-                "cannot create a directory in {}",
-                tmp.display()
-            )))
+        super::staging::Staging::new_in(&tmp).map_err(io_err(format!(
+            "cannot create a directory in {}",
+            tmp.display()
+        )))
     }
 
     fn trash_path(&self) -> Result<PathBuf, BoxError> {
@@ -878,6 +876,7 @@ mod tests {
         let dest = store
             .install(staged.path(), "a/b", "1", "amd64", false)
             .unwrap();
+        staged.keep();
         assert!(dest.join("metadata.json").is_file());
         store.write_metadata_url("a/b", "https://x/a/b").unwrap();
         assert_eq!(
@@ -894,6 +893,7 @@ mod tests {
         store
             .install(again.path(), "a/b", "1", "amd64", true)
             .unwrap();
+        again.keep();
         assert!(dest.join("new").is_file(), "replaced with --force");
 
         let c = CachedBox {

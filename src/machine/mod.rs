@@ -3,11 +3,13 @@
 //! ([`lifecycle`]), and reaching them over SSH ([`ssh`], [`keys`]).
 
 pub mod arch;
+pub mod base_import;
 pub mod cancel;
 pub mod disks;
 pub mod forward;
 pub mod guest_net;
 pub mod hardware;
+pub mod host_lock;
 pub mod keys;
 pub mod lifecycle;
 pub mod net_apply;

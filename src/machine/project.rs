@@ -20,8 +20,8 @@ pub enum ProjectError {
         context: String,
         source: std::io::Error,
     },
-    #[error("another kvmdrive is working on this project (lock {path} is held)")]
-    Locked { path: PathBuf },
+    #[error("another kvmdrive is working on this project ({holder}; lock {path} is held)")]
+    Locked { path: PathBuf, holder: String },
     #[error("{path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
 }
@@ -108,25 +108,50 @@ impl Project {
         self.state_dir.join("machines").join(machine)
     }
 
-    /// Takes the project lock, creating the state directory. Fails at once
-    /// when another process holds it.
+    /// Takes the project lock, creating the state directory, and writes
+    /// this process's pid and command line into the lock file. Fails at once
+    /// when another process holds it, naming that process.
     pub fn lock(&self) -> Result<ProjectLock, ProjectError> {
-        fs::create_dir_all(&self.state_dir)
-            .map_err(io(format!("cannot create {}", self.state_dir.display())))?;
         let path = self.state_dir.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(format!("cannot open {}", path.display())))?;
-        match file.try_lock() {
-            Ok(()) => Ok(ProjectLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(ProjectError::Locked { path }),
-            Err(fs::TryLockError::Error(e)) => {
-                Err(io(format!("cannot lock {}", path.display()))(e))
+        // A holder that finishes removes `.kvmdrive/` (lock file included):
+        // a lock taken on the removed file would lock nothing, so try again.
+        for _ in 0..10 {
+            fs::create_dir_all(&self.state_dir)
+                .map_err(io(format!("cannot create {}", self.state_dir.display())))?;
+            let mut file = File::options()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io(format!("cannot open {}", path.display())))?;
+            match file.try_lock() {
+                Ok(()) => {
+                    if !same_file(&file, &path) {
+                        continue;
+                    }
+                    let me = format!("pid {}: {}\n", std::process::id(), command_line());
+                    // Best effort: the lock itself is what counts.
+                    let _ = file.set_len(0).and_then(|()| file.write_all(me.as_bytes()));
+                    return Ok(ProjectLock { _file: file });
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    let holder = fs::read_to_string(&path)
+                        .ok()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "process unknown".into());
+                    return Err(ProjectError::Locked { path, holder });
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io(format!("cannot lock {}", path.display()))(e))
+                }
             }
         }
+        Err(ProjectError::Locked {
+            path,
+            holder: "its state directory keeps being removed".into(),
+        })
     }
 
     pub fn record(&self, machine: &str) -> Result<Option<MachineRecord>, ProjectError> {
@@ -152,6 +177,7 @@ impl Project {
             .map_err(io(format!("cannot write in {}", dir.display())))?;
         tmp.write_all(json.as_bytes())
             .map_err(io("cannot write a machine record"))?;
+        crate::fault::point("up.state-write");
         tmp.persist(dir.join("machine.json"))
             .map_err(|e| io("cannot save a machine record")(e.error))?;
         Ok(())
@@ -177,6 +203,33 @@ impl Project {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether the open `file` is still the file at `path`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// `kvmdrive up ...` as this process was started (for the lock file).
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let first = args
+        .next()
+        .map(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(a)
+        })
+        .unwrap_or_else(|| "kvmdrive".into());
+    std::iter::once(first)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Held while a command changes the project; released on drop.
@@ -237,9 +290,30 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = Project::new(tmp.path(), None).unwrap();
         let held = p.lock().unwrap();
-        assert!(matches!(p.lock(), Err(ProjectError::Locked { .. })));
+        match p.lock() {
+            Err(ProjectError::Locked { holder, .. }) => {
+                assert!(
+                    holder.starts_with(&format!("pid {}:", std::process::id())),
+                    "{holder}"
+                )
+            }
+            other => panic!("expected Locked, got {:?}", other.err()),
+        }
         drop(held);
         p.lock().unwrap();
+    }
+
+    #[test]
+    fn the_lock_works_again_after_the_state_directory_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = Project::new(tmp.path(), None).unwrap();
+        let held = p.lock().unwrap();
+        // What `destroy` does as it finishes: the state goes, lock and all.
+        p.remove_state().unwrap();
+        let second = p.lock().unwrap();
+        assert!(p.state_dir.join("lock").exists());
+        assert!(matches!(p.lock(), Err(ProjectError::Locked { .. })));
+        drop((held, second));
     }
 
     #[test]

@@ -289,6 +289,7 @@ impl Hypervisor {
                 .define_network_xml(xml)
                 .map_err(call(format!("define network {name}")))?,
         };
+        crate::fault::point("up.network-defined");
         if !net
             .is_active()
             .map_err(call(format!("query network {name}")))?

@@ -35,6 +35,8 @@ pub fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<(), Lifec
             env.hv.remove_network(&network)?;
             env.out.step(None, format!("removed network {network}"));
         }
+        crate::fault::point("destroy.network");
+        crate::machine::base_import::remove_stale(&env.pool_dir);
         env.project.remove_state()?;
     }
     Ok(())
@@ -44,10 +46,14 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
     let domain = plan::domain_name(env.project, machine);
     let existed = env.hv.domain_state(&domain)?.is_some();
     env.hv.remove_domain(&domain)?;
+    crate::fault::point("destroy.domain");
     env.hv
         .delete_volume(POOL_NAME, &plan::overlay_name(&domain))?;
+    crate::fault::point("destroy.overlay");
     crate::machine::disks::remove(env.hv, &domain)?;
+    crate::fault::point("destroy.disks");
     crate::machine::disks::remove_nvram(&domain);
+    crate::fault::point("destroy.nvram");
     let mac = plan::mac_address(env.project, machine);
     if let Some(xml) = env.hv.network_xml(network)? {
         for h in netplan::read_network(&xml)
@@ -58,11 +64,13 @@ fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {
             env.hv.remove_dhcp_host(network, &h.to_xml())?;
         }
     }
+    crate::fault::point("destroy.reservation");
     if !crate::remote::is_remote(env.hv.uri()) {
         let _ = std::fs::remove_file(plan::console_log(&domain));
     }
     crate::machine::forward::stop(&env.project.machine_dir(machine));
     env.project.forget(machine)?;
+    crate::fault::point("destroy.machine-state");
     env.out.step(
         Some(machine),
         if existed { "destroyed" } else { "not created" },

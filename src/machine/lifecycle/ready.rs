@@ -60,6 +60,7 @@ pub(super) fn wait_ready(
     env.out.step(Some(name), format!("waiting for SSH on {ip}"));
     let mut kvm_failed = false;
     let check = || -> Result<(), String> {
+        crate::fault::point("up.ssh-wait");
         match env.hv.domain_state(&plan.domain) {
             Ok(Some(DomainState::Running)) => Ok(()),
             Ok(Some(DomainState::Paused)) if accel == Accel::Kvm => {
@@ -120,6 +121,7 @@ pub(super) fn wait_ready(
     };
     let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
     run_until_ok(&first, &script, deadline)?;
+    crate::fault::point("up.key-replaced");
     run_until_ok(&SshTarget::from_record(&record), "true", deadline)?;
     env.out.detail(
         Some(name),

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use super::ready::{wait_ready, ReadyError};
 use super::resolve::{resolve, Fetch};
 use super::{
-    collect, failure, parallel, qemu_log, read_tail, remaining_domains, select, Env, Failure,
-    LifecycleError,
+    box_spec, collect, failure, parallel, qemu_log, read_tail, remaining_domains, select, Env,
+    Failure, LifecycleError,
 };
-use crate::boxes::{BoxError, InstalledBox};
+use crate::boxes::{self, BoxError, InstalledBox};
 use crate::machine::cancel;
 use crate::machine::plan::{self, MachinePlan};
 use crate::machine::project::MachineRecord;
@@ -96,6 +96,17 @@ fn up_locked(
     network_created: &mut bool,
     opts: UpOptions,
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
+    // Downloads first, outside the host-wide lock below.
+    let mut fetched = Vec::new();
+    for spec in machines.iter().map(|m| box_spec(env.project, m)) {
+        if !fetched.contains(&spec) {
+            boxes::ensure(env.store, &spec, env.out)?;
+            fetched.push(spec);
+        }
+    }
+    // Host-wide: concurrent `up`s choose their subnets (resolve) and define
+    // their networks (below) one at a time.
+    let net_lock = crate::machine::host_lock::network(env.hv.uri())?;
     let inputs = resolve(env, config, machines, Fetch::Yes)?;
     let plan = plan_project(env.project, &inputs)?;
 
@@ -103,6 +114,7 @@ fn up_locked(
         name: POOL_NAME.into(),
         path: env.pool_dir.clone(),
     })?;
+    crate::fault::point("up.pool-ready");
     // Base volumes, once per distinct box, before any machine.
     let mut imported: Vec<&PathBuf> = Vec::new();
     for b in &inputs.boxes {
@@ -149,8 +161,11 @@ fn up_locked(
                 ip: r.ip,
             };
             env.hv.add_dhcp_host(&n.name, &host.to_xml())?;
+            crate::fault::point("up.dhcp-reserved");
         }
     }
+    crate::fault::point("up.network-started");
+    drop(net_lock);
     if let Some(m) = plan.machines.first() {
         if m.plan.accel.accel == Accel::Tcg {
             env.out.step(None, m.accel_reason.clone());
@@ -201,13 +216,7 @@ fn ensure_base_volume(
         ),
         source: e,
     };
-    std::fs::create_dir_all(pool_dir).map_err(io)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".import-")
-        .tempfile_in(pool_dir)
-        .map_err(io)?;
-    std::fs::copy(&b.image, tmp.path()).map_err(io)?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
+    crate::machine::base_import::import(&b.image, pool_dir, &path).map_err(io)?;
     env.hv.refresh_pool(POOL_NAME)?;
     Ok(path)
 }
@@ -291,6 +300,7 @@ fn bring_up_inner(
             env.hv
                 .start_domain(&plan.domain)
                 .map_err(|e| start_failure(e, &plan.domain))?;
+            crate::fault::point("up.domain-started");
         }
     }
     loop {
@@ -358,13 +368,17 @@ fn define_and_start(
             .domain_spec(env.project, disk, accel, cpu.clone())
             .to_xml();
         env.hv.define_domain(&xml)?;
+        crate::fault::point("up.domain-defined");
         created.domain = true;
         env.out.step(
             name,
             format!("starting ({}, cpu {})", accel_label(accel), cpu_label(cpu)),
         );
         match env.hv.start_domain(&plan.domain) {
-            Ok(()) => return Ok(accel),
+            Ok(()) => {
+                crate::fault::point("up.domain-started");
+                return Ok(accel);
+            }
             Err(e) => match candidates.get(i + 1) {
                 Some(next) if looks_like_cpu_problem(&e.to_string()) => {
                     env.out.warn(
