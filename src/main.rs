@@ -12,7 +12,7 @@ use clap::Parser;
 use kvmdrive::boxes::BoxStore;
 use kvmdrive::machine::lifecycle::{self, Env, LifecycleError};
 use kvmdrive::machine::project::{Project, ProjectError};
-use kvmdrive::machine::{cancel, provision, ssh, sync};
+use kvmdrive::machine::{cancel, provision, reuse, snapshot, ssh, suspend, sync};
 use kvmdrive::output::Reporter;
 use kvmdrive::project::config::{self, Config, ConfigError};
 use kvmdrive::project::scenario::{Scenario, ScenarioError};
@@ -45,6 +45,20 @@ impl From<LifecycleError> for UserError {
             130
         } else {
             1
+        };
+        UserError {
+            hint: e.hint(),
+            message: e.to_string(),
+            code,
+        }
+    }
+}
+
+impl From<snapshot::SnapshotError> for UserError {
+    fn from(e: snapshot::SnapshotError) -> Self {
+        let code = match &e {
+            snapshot::SnapshotError::Lifecycle(LifecycleError::Cancelled) => 130,
+            _ => 1,
         };
         UserError {
             hint: e.hint(),
@@ -146,7 +160,17 @@ fn run(cli: Cli) -> Result<(), UserError> {
             } else {
                 None
             };
-            let list = lifecycle::status(hv.as_ref(), project, config)?;
+            let mut list = lifecycle::status(hv.as_ref(), project, config)?;
+            let store = BoxStore::from_env();
+            for m in list
+                .iter_mut()
+                .filter(|m| m.state == "not_created" || m.state == "shutoff")
+            {
+                let domain = kvmdrive::machine::plan::domain_name(project, &m.name);
+                if reuse::parked(&store, &domain).is_some() {
+                    m.state = "parked".into();
+                }
+            }
             if g.json {
                 print_json(&list);
             } else {
@@ -231,7 +255,12 @@ fn run(cli: Cli) -> Result<(), UserError> {
                 store: &store,
                 pool_dir: lifecycle::default_pool_dir(),
             };
-            lifecycle::destroy(&env, &sc.config, &a.selection.names)?;
+            let names = &a.selection.names;
+            if !a.purge && (a.reuse || sc.driver_reuse()) {
+                reuse::park(&env, &sc.config, names)?;
+            } else {
+                reuse::purge(&env, &sc.config, names)?;
+            }
             if g.json {
                 let gone: Vec<serde_json::Value> = sc
                     .instances
@@ -245,6 +274,25 @@ fn run(cli: Cli) -> Result<(), UserError> {
             }
             Ok(())
         }
+        Command::Snapshot(cmd) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            use cli::SnapshotCommand as S;
+            match cmd {
+                S::Save(a) => snapshot::save(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Restore(a) => snapshot::restore(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Delete(a) => snapshot::delete(env, &sc.config, &a.name, &a.selection.names)?,
+                S::List => print_snapshots(&snapshot::list(env, &sc.config)?, g.json),
+            }
+            Ok(())
+        }),
+        Command::Suspend(sel) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            Ok(suspend::suspend(env, &sc.config, &sel.names)?)
+        }),
+        Command::Resume(sel) => with_env(g, &dir, &out, |env, sc| {
+            cancel::install_handler();
+            Ok(suspend::resume(env, &sc.config, &sel.names)?)
+        }),
         Command::Ssh(a) => {
             let sc = open(g, &dir)?;
             let record = running_record(&sc.project, &sc.config, a.name.as_deref())?;
@@ -282,9 +330,9 @@ fn run(cli: Cli) -> Result<(), UserError> {
         }
 
         // ---- Ansible role testing: the Molecule-like lifecycle ----
-        Command::Create => with_env(g, &dir, &out, |env, sc| {
+        Command::Create(a) => with_env(g, &dir, &out, |env, sc| {
             cancel::install_handler();
-            let records = steps::create(env, sc)?;
+            let records = steps::create_with(env, sc, a.reuse || sc.driver_reuse())?;
             if g.json {
                 print_json(&records);
             }
@@ -327,8 +375,39 @@ fn run(cli: Cli) -> Result<(), UserError> {
                 env,
                 sc,
                 a.destroy == cli::DestroyPolicy::Always,
+                a.reuse,
             )?)
         }),
+        Command::Gc(a) => {
+            let store = BoxStore::from_env();
+            let older = match (&a.older_than, a.all) {
+                (Some(d), _) => Some(
+                    reuse::parse_duration(d)
+                        .map_err(|e| UserError::new(e, Some("e.g. `--older-than 7d`".into())))?,
+                ),
+                (None, true) => None,
+                (None, false) => {
+                    for p in reuse::all_parked(&store) {
+                        let age = p.age().as_secs();
+                        println!(
+                            "{:<40} parked {}h{:02}m ago  {}",
+                            p.domain,
+                            age / 3600,
+                            age / 60 % 60,
+                            p.project_dir.display()
+                        );
+                    }
+                    return Ok(());
+                }
+            };
+            let parked = reuse::gc_candidates(&store, older);
+            if parked.is_empty() {
+                out.step(None, "no parked machine to remove");
+                return Ok(());
+            }
+            let hv = Hypervisor::connect(&g.connect)?;
+            Ok(reuse::gc(&hv, &store, &out, &parked)?)
+        }
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(a.shell, &mut cmd, "kvmdrive", &mut std::io::stdout());
@@ -458,6 +537,21 @@ fn init(dir: &std::path::Path, force: bool, out: &Reporter) -> Result<(), UserEr
         .map_err(|e| UserError::new(format!("cannot write {}: {e}", path.display()), None))?;
     out.step(None, format!("wrote {}", path.display()));
     Ok(())
+}
+
+fn print_snapshots(rows: &[snapshot::SnapshotRow], json: bool) {
+    if json {
+        return print_json(&rows);
+    }
+    let mut o = std::io::stdout().lock();
+    for r in rows {
+        let s = &r.snapshot;
+        let _ = writeln!(
+            o,
+            "{:<20} {:<24} {:<8} {}",
+            r.machine, s.name, s.state, s.creation_time
+        );
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

@@ -159,7 +159,7 @@ pub fn select(config: &Config, names: &[String]) -> Result<Vec<Machine>, Lifecyc
 
 /// What a machine asks of the box cache; a relative `.box` path is taken
 /// relative to the project directory, not to wherever kvmdrive runs.
-fn box_spec(project: &Project, m: &Machine) -> BoxSpec {
+pub(crate) fn box_spec(project: &Project, m: &Machine) -> BoxSpec {
     let is_relative_path = m.box_name.ends_with(".box")
         && !Path::new(&m.box_name).is_absolute()
         && !m.box_name.contains("://");
@@ -846,7 +846,7 @@ fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
             env.out.step(name, "not created");
             return Ok(());
         }
-        Some(DomainState::Shutoff) => {
+        Some(DomainState::Shutoff | DomainState::Saved) => {
             env.out.step(name, "already stopped");
             return Ok(());
         }

@@ -9,6 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::machine::lifecycle::{self, Env, LifecycleError};
+use crate::machine::reuse;
+use crate::machine::snapshot::SnapshotError;
 use crate::project::scenario::{InstanceRecord, Scenario, ScenarioError};
 use crate::roletest::ansible::{self, AnsibleError, PlaybookRun};
 
@@ -25,6 +27,8 @@ pub enum StepError {
     Scenario(#[from] ScenarioError),
     #[error(transparent)]
     Ansible(#[from] AnsibleError),
+    #[error(transparent)]
+    Reuse(#[from] crate::machine::snapshot::SnapshotError),
     #[error("{step}: {} exited with status {code}", playbook.display())]
     PlaybookFailed {
         step: &'static str,
@@ -48,6 +52,7 @@ impl StepError {
             StepError::Lifecycle(e) => e.hint(),
             StepError::Scenario(e) => e.hint(),
             StepError::Ansible(e) => e.hint(),
+            StepError::Reuse(e) => e.hint(),
             StepError::NotCreated { .. } => Some("run `kvmdrive create` (or `converge`) first".into()),
             StepError::NotIdempotent { .. } => Some(
                 "make those tasks report `changed` only when they change something (or tag them molecule-idempotence-notest)"
@@ -61,6 +66,7 @@ impl StepError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StepError::Lifecycle(LifecycleError::Cancelled) => 130,
+            StepError::Reuse(SnapshotError::Lifecycle(LifecycleError::Cancelled)) => 130,
             StepError::PlaybookFailed { code, .. } => u8::try_from(*code).unwrap_or(1).max(1),
             _ => 1,
         }
@@ -95,19 +101,39 @@ impl PlaybookStep {
     }
 }
 
-/// Creates (or starts) every machine and returns the instances' records.
+/// Creates (or starts) every machine and returns the instances' records;
+/// reusing parked machines when the scenario's driver says `reuse: true`.
 pub fn create(env: &Env, sc: &Scenario) -> Result<Vec<InstanceRecord>, StepError> {
+    create_with(env, sc, sc.driver_reuse())
+}
+
+/// [`create`]; with `reuse`, parked machines are reverted to their pristine
+/// snapshot and fresh ones get one (`create --reuse`).
+pub fn create_with(
+    env: &Env,
+    sc: &Scenario,
+    reuse: bool,
+) -> Result<Vec<InstanceRecord>, StepError> {
     for w in &sc.warnings {
         env.out.warn(None, w);
     }
     sc.save()?;
-    let records = lifecycle::up(env, &sc.config, &[])?;
+    let records = if reuse {
+        reuse::create(env, &sc.config, &[])?
+    } else {
+        lifecycle::up(env, &sc.config, &[])?
+    };
     Ok(records.iter().map(|r| sc.instance_record(r)).collect())
 }
 
-/// Removes every machine of the project.
-pub fn destroy(env: &Env, sc: &Scenario) -> Result<(), StepError> {
-    Ok(lifecycle::destroy(env, &sc.config, &[])?)
+/// Removes every machine of the project; with `reuse` (or the driver's
+/// `reuse: true`) machines with a pristine snapshot are parked instead.
+pub fn destroy(env: &Env, sc: &Scenario, reuse: bool) -> Result<(), StepError> {
+    if reuse || sc.driver_reuse() {
+        Ok(reuse::park(env, &sc.config, &[])?)
+    } else {
+        Ok(reuse::purge(env, &sc.config, &[])?)
+    }
 }
 
 /// The playbook a step runs: the one given (relative to the current
@@ -200,16 +226,23 @@ pub fn converge(
 }
 
 /// The whole sequence. With `destroy` false nothing is destroyed, neither
-/// before nor after (Molecule's `--destroy never`).
-pub fn test(env: &Env, sc: &Scenario, destroy_machines: bool) -> Result<(), StepError> {
+/// before nor after (Molecule's `--destroy never`). With `reuse`, machines
+/// are parked rather than destroyed and reused by the next run's create.
+pub fn test(
+    env: &Env,
+    sc: &Scenario,
+    destroy_machines: bool,
+    reuse: bool,
+) -> Result<(), StepError> {
+    let reuse = reuse || sc.driver_reuse();
     if destroy_machines {
         env.out
             .step(None, "test: destroy (leftovers of an earlier run)");
-        destroy(env, sc)?;
+        destroy(env, sc, reuse)?;
     }
     let result = (|| {
         env.out.step(None, "test: create");
-        create(env, sc)?;
+        create_with(env, sc, reuse)?;
         run_step(env.out, sc, PlaybookStep::Prepare, None, &[])?;
         run_step(env.out, sc, PlaybookStep::Converge, None, &[])?;
         run_step(env.out, sc, PlaybookStep::Idempotence, None, &[])?;
@@ -218,7 +251,7 @@ pub fn test(env: &Env, sc: &Scenario, destroy_machines: bool) -> Result<(), Step
     })();
     if destroy_machines {
         env.out.step(None, "test: destroy");
-        if let Err(e) = destroy(env, sc) {
+        if let Err(e) = destroy(env, sc, reuse) {
             if result.is_ok() {
                 return Err(e);
             }

@@ -9,6 +9,7 @@ pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
 pub mod network;
+pub mod snapshot;
 pub mod storage;
 
 pub use hypervisor::{Hypervisor, VirtError};

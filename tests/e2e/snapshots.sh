@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# End to end with the bundled box, inside the sandbox: snapshot save, a file
+# written in the guest, snapshot restore (the file is gone, SSH answers at
+# once, the clock is right); suspend/resume without a reboot (same boot_id);
+# `kvmdrive test --reuse` twice on the sample role, the second run without a
+# boot; destroy --purge leaves no snapshot, domain or volume. Timings are
+# printed for the report, not asserted.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+ensure_sandbox "$@"
+
+box=$(bundled_box) || { echo "cannot build the bundled box"; exit 1; }
+proj=$(mktemp -d /tmp/kvmdrive-e2e.XXXXXX)
+trap 'cd /; "$KVMDRIVE" -C "$proj" destroy >/dev/null 2>&1; rm -rf "$proj"' EXIT
+cd "$proj"
+cat > kvmdrive.yml <<YML
+defaults:
+  box: $box
+  memory: 512
+machines:
+  - name: web
+YML
+
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+boot_id() { "$KVMDRIVE" ssh web -- cat /proc/sys/kernel/random/boot_id 2>/dev/null; }
+
+check "up" "$KVMDRIVE" up
+boot1=$(boot_id)
+
+start=$(date +%s%N)
+check "snapshot save clean" "$KVMDRIVE" snapshot save clean
+echo "timing: snapshot save (512 MiB, running) $(ms "$start") ms"
+check "snapshot list shows it" bash -c "'$KVMDRIVE' snapshot list | grep -q '^web  *clean  *running'"
+check "snapshot list --json" bash -c "'$KVMDRIVE' --json snapshot list | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r[0][\"machine\"]==\"web\" and r[0][\"name\"]==\"clean\", r'"
+
+check "write a file in the guest" "$KVMDRIVE" ssh web -- touch /home/vagrant/after-snapshot
+sleep 5   # let the guest clock run past the snapshot's
+
+start=$(date +%s%N)
+check "snapshot restore clean" "$KVMDRIVE" snapshot restore clean
+echo "timing: snapshot restore -> SSH answered $(ms "$start") ms (whole command)"
+start=$(date +%s%N)
+check "the file is gone" "$KVMDRIVE" ssh web -- test ! -e /home/vagrant/after-snapshot
+echo "timing: first ssh after restore $(ms "$start") ms"
+check "no reboot: same boot_id after restore" test "$(boot_id)" = "$boot1"
+skew=$(( $(date +%s) - $("$KVMDRIVE" ssh web -- date +%s) ))
+check "the guest clock was corrected (skew ${skew#-} s)" test "${skew#-}" -le 2
+
+start=$(date +%s%N)
+check "suspend" "$KVMDRIVE" suspend
+echo "timing: suspend $(ms "$start") ms"
+check "status says saved" bash -c "'$KVMDRIVE' status | grep -q '^web  *saved'"
+start=$(date +%s%N)
+check "resume" "$KVMDRIVE" resume
+echo "timing: resume -> SSH $(ms "$start") ms"
+check "no reboot: same boot_id after resume" test "$(boot_id)" = "$boot1"
+
+check "snapshot delete clean" "$KVMDRIVE" snapshot delete clean
+check "no snapshot left" bash -c "test -z \"\$('$KVMDRIVE' snapshot list)\""
+check "destroy" "$KVMDRIVE" destroy
+check "no domain left" bash -c "test -z \"\$(virsh list --all --name | grep -v '^$')\""
+
+finish
