@@ -264,6 +264,7 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     if info.state == "paused" {
         env.hv.resume_domain(&domain)?;
     }
+    let reverted = started.elapsed();
     if let Some(record) = env.project.record(machine)? {
         let deadline = started + Duration::from_secs(m.boot_timeout_s.into());
         super::guest_clock::correct(env, m, &record, deadline).map_err(|message| {
@@ -277,7 +278,8 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     env.out.step(
         Some(machine),
         format!(
-            "restored snapshot {name}; SSH answered after {:.1}s",
+            "restored snapshot {name} (revert {:.1}s); SSH answered after {:.1}s",
+            reverted.as_secs_f32(),
             took.as_secs_f32()
         ),
     );
