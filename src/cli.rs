@@ -77,6 +77,13 @@ pub enum Command {
     Halt(MachineSelection),
     /// Remove machines, their disks, and the project's network once unused.
     Destroy(DestroyArgs),
+    /// Save, restore, list and delete snapshots of the machines (memory and disks).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Save running machines' memory to disk and stop them; `resume` or `up` continues them.
+    Suspend(MachineSelection),
+    /// Continue suspended machines from their saved memory (no reboot).
+    Resume(MachineSelection),
     /// Manage the box cache: add, list, remove, prune, outdated, index.
     #[command(subcommand)]
     Box(kvmdrive::boxes::cli::BoxCommand),
@@ -86,7 +93,7 @@ pub enum Command {
 
     // ---- Ansible role testing: the Molecule-like lifecycle ----
     /// Create and start every machine; prints one record per instance (with --json: instance, address, user, port, identity_file).
-    Create,
+    Create(CreateArgs),
     /// Create the machines if needed, then run a playbook against them (default converge.yml).
     Converge(PlaybookArgs),
     /// Run the converge playbook again; fail when any task changed something.
@@ -97,12 +104,37 @@ pub enum Command {
     Test(TestArgs),
     /// Print an Ansible YAML inventory of the machines that are up.
     Inventory(InventoryArgs),
+    /// Remove parked machines (kept by `--reuse`); without options, list them.
+    Gc(GcArgs),
 
     // ---- for packagers ----
     /// Print a shell completion script (e.g. `kvmdrive completions bash > /etc/bash_completion.d/kvmdrive`).
     Completions(CompletionsArgs),
     /// Print the man page (roff), e.g. `kvmdrive man > /usr/local/share/man/man1/kvmdrive.1`.
     Man,
+}
+
+/// `kvmdrive snapshot ...`
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take snapshot NAME of the machines (memory too when they run).
+    Save(SnapshotArgs),
+    /// Return the machines to snapshot NAME (running, SSH answering, when it was taken running).
+    Restore(SnapshotArgs),
+    /// List the machines' snapshots (`--json` for programs).
+    List,
+    /// Delete snapshot NAME of the machines.
+    Delete(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Snapshot name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    #[command(flatten)]
+    pub selection: MachineSelection,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +161,30 @@ pub struct TestArgs {
     /// Destroy the machines at the start and the end (`always`) or keep them (`never`).
     #[arg(long, value_enum, default_value = "always")]
     pub destroy: DestroyPolicy,
+
+    /// Reuse machines between runs: create reverts parked machines to their
+    /// pristine snapshot, destroy parks them (also the driver's `reuse: true`).
+    #[arg(long)]
+    pub reuse: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Revert parked machines to their pristine snapshot instead of booting;
+    /// give fresh machines one (also the driver's `reuse: true`).
+    #[arg(long)]
+    pub reuse: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Remove machines parked longer than this (`90m`, `12h`, `7d`).
+    #[arg(long, value_name = "DURATION", conflicts_with = "all")]
+    pub older_than: Option<String>,
+
+    /// Remove every parked machine.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// As Molecule's `molecule test --destroy`.
@@ -203,6 +259,15 @@ pub struct DestroyArgs {
     #[arg(long, short = 'f')]
     pub force: bool,
 
+    /// Park machines that have a pristine snapshot instead of removing them
+    /// (also the driver's `reuse: true`).
+    #[arg(long, conflicts_with = "purge")]
+    pub reuse: bool,
+
+    /// Remove the machines for good, parked ones included, even with `reuse: true`.
+    #[arg(long)]
+    pub purge: bool,
+
     #[command(flatten)]
     pub selection: MachineSelection,
 }
@@ -243,6 +308,21 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_commands_take_a_name_then_machines() {
+        let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "save", "s1", "a", "b"]).unwrap();
+        match cli.command {
+            Command::Snapshot(SnapshotCommand::Save(a)) => {
+                assert_eq!(a.name, "s1");
+                assert_eq!(a.selection.names, vec!["a", "b"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "list", "--json"]).unwrap();
+        assert!(cli.global.json);
+        assert!(Cli::try_parse_from(["kvmdrive", "snapshot", "restore"]).is_err());
+    }
+
+    #[test]
     fn ssh_takes_a_command_after_double_dash() {
         let cli = Cli::try_parse_from(["kvmdrive", "ssh", "web", "--", "uname", "-a"]).unwrap();
         match cli.command {
@@ -266,7 +346,10 @@ mod tests {
             "create",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Command::Create));
+        assert!(matches!(
+            cli.command,
+            Command::Create(CreateArgs { reuse: false })
+        ));
         assert_eq!(
             cli.global.platforms.as_deref(),
             Some(std::path::Path::new("-"))
@@ -287,7 +370,8 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Test(TestArgs {
-                destroy: DestroyPolicy::Never
+                destroy: DestroyPolicy::Never,
+                reuse: false
             })
         ));
     }

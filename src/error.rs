@@ -13,6 +13,7 @@ use crate::boxes::BoxError;
 use crate::host::HostError;
 use crate::machine::lifecycle::LifecycleError;
 use crate::machine::project::ProjectError;
+use crate::machine::snapshot::SnapshotError;
 use crate::project::config::ConfigError;
 use crate::project::scenario::ScenarioError;
 use crate::roletest::steps::StepError;
@@ -41,6 +42,8 @@ pub enum Error {
     Host(#[from] HostError),
     #[error(transparent)]
     Step(#[from] StepError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     #[error("machine `{name}` is not up")]
     NotUp { name: String },
     #[error("no machine is up")]
@@ -58,6 +61,8 @@ pub enum Error {
     },
     #[error("`{command}` has no --dry-run")]
     NoDryRun { command: &'static str },
+    #[error("bad duration: {message}")]
+    BadDuration { message: String },
     #[error("cannot run ssh: {0}")]
     Ssh(std::io::Error),
     #[error("cannot write the man page: {0}")]
@@ -81,6 +86,7 @@ impl Error {
             Error::Box(e) => e.hint(),
             Error::Host(e) => e.hint(),
             Error::Step(e) => e.hint(),
+            Error::Snapshot(e) => e.hint(),
             Error::NotUp { name } => Some(format!("run `kvmdrive up {name}`")),
             Error::NothingUp => Some("run `kvmdrive create` first".into()),
             Error::NameOne { machines } => Some(format!("machines: {}", machines.join(", "))),
@@ -88,6 +94,7 @@ impl Error {
                 Some("use `kvmdrive init --force` to overwrite it".into())
             }
             Error::Ssh(_) => Some("install the OpenSSH client".into()),
+            Error::BadDuration { .. } => Some("e.g. `--older-than 7d`, `12h`, `30m`".into()),
             Error::NoDryRun { .. } => {
                 Some("`kvmdrive up --dry-run` prints what `up` would do".into())
             }
@@ -101,7 +108,11 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Lifecycle(LifecycleError::Cancelled)
-            | Error::Step(StepError::Lifecycle(LifecycleError::Cancelled)) => EXIT_INTERRUPTED,
+            | Error::Step(StepError::Lifecycle(LifecycleError::Cancelled))
+            | Error::Snapshot(SnapshotError::Lifecycle(LifecycleError::Cancelled))
+            | Error::Step(StepError::Reuse(SnapshotError::Lifecycle(LifecycleError::Cancelled))) => {
+                EXIT_INTERRUPTED
+            }
             // As Molecule ends: with ansible-playbook's own status.
             Error::Step(StepError::PlaybookFailed { code, .. }) => {
                 u8::try_from(*code).map_or(EXIT_FAILURE, |c| i32::from(c.max(1)))

@@ -13,7 +13,7 @@ use kvmdrive::boxes::BoxStore;
 use kvmdrive::error::{self, Error};
 use kvmdrive::machine::lifecycle::{self, Env};
 use kvmdrive::machine::project::Project;
-use kvmdrive::machine::{cancel, provision, ssh, sync};
+use kvmdrive::machine::{cancel, provision, reuse, snapshot, ssh, suspend, sync};
 use kvmdrive::output::Reporter;
 use kvmdrive::project::config::{self, Config};
 use kvmdrive::project::scenario::Scenario;
@@ -68,7 +68,17 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             } else {
                 None
             };
-            let list = lifecycle::status(hv.as_ref(), project, config)?;
+            let mut list = lifecycle::status(hv.as_ref(), project, config)?;
+            let store = BoxStore::from_env();
+            for m in list
+                .iter_mut()
+                .filter(|m| m.state == "not_created" || m.state == "shutoff")
+            {
+                let domain = kvmdrive::machine::plan::domain_name(project, &m.name);
+                if reuse::parked(&store, &domain).is_some() {
+                    m.state = "parked".into();
+                }
+            }
             if g.json {
                 out.json_doc(&list);
             } else {
@@ -168,7 +178,12 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
                 store: &store,
                 pool_dir: lifecycle::default_pool_dir(),
             };
-            lifecycle::destroy(&env, &sc.config, &a.selection.names)?;
+            let names = &a.selection.names;
+            if !a.purge && (a.reuse || sc.driver_reuse()) {
+                reuse::park(&env, &sc.config, names)?;
+            } else {
+                reuse::purge(&env, &sc.config, names)?;
+            }
             if g.json {
                 let gone: Vec<serde_json::Value> = sc
                     .instances
@@ -182,6 +197,25 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Snapshot(cmd) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            use cli::SnapshotCommand as S;
+            match cmd {
+                S::Save(a) => snapshot::save(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Restore(a) => snapshot::restore(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Delete(a) => snapshot::delete(env, &sc.config, &a.name, &a.selection.names)?,
+                S::List => print_snapshots(out, &snapshot::list(env, &sc.config)?),
+            }
+            Ok(())
+        }),
+        Command::Suspend(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            Ok(suspend::suspend(env, &sc.config, &sel.names)?)
+        }),
+        Command::Resume(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            Ok(suspend::resume(env, &sc.config, &sel.names)?)
+        }),
         Command::Ssh(a) => {
             let sc = open(g, &dir)?;
             let record = running_record(&sc.project, &sc.config, a.name.as_deref())?;
@@ -227,9 +261,9 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         }
 
         // ---- Ansible role testing: the Molecule-like lifecycle ----
-        Command::Create => with_env(g, &dir, out, |env, sc| {
+        Command::Create(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            let records = steps::create(env, sc)?;
+            let records = steps::create_with(env, sc, a.reuse || sc.driver_reuse())?;
             if g.json {
                 out.json_doc(&records);
             }
@@ -266,10 +300,39 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         }
         Command::Test(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            let done = steps::test(env, sc, a.destroy == cli::DestroyPolicy::Always)?;
+            let done = steps::test(env, sc, a.destroy == cli::DestroyPolicy::Always, a.reuse)?;
             report_steps(out, &done);
             Ok(())
         }),
+        Command::Gc(a) => {
+            let store = BoxStore::from_env();
+            let older = match (&a.older_than, a.all) {
+                (Some(d), _) => Some(
+                    reuse::parse_duration(d).map_err(|message| Error::BadDuration { message })?,
+                ),
+                (None, true) => None,
+                (None, false) => {
+                    for p in reuse::all_parked(&store) {
+                        let age = p.age().as_secs();
+                        out.line(format!(
+                            "{:<40} parked {}h{:02}m ago  {}",
+                            p.domain,
+                            age / 3600,
+                            age / 60 % 60,
+                            p.project_dir.display()
+                        ));
+                    }
+                    return Ok(());
+                }
+            };
+            let parked = reuse::gc_candidates(&store, older);
+            if parked.is_empty() {
+                out.step(None, "no parked machine to remove");
+                return Ok(());
+            }
+            let hv = Hypervisor::connect(&g.connect)?;
+            Ok(reuse::gc(&hv, &store, out, &parked)?)
+        }
         Command::Completions(a) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(a.shell, &mut cmd, "kvmdrive", &mut std::io::stdout());
@@ -393,4 +456,17 @@ fn init(dir: &std::path::Path, force: bool, out: &Reporter) -> Result<(), Error>
     }
     out.step(None, format!("wrote {}", path.display()));
     Ok(())
+}
+
+fn print_snapshots(out: &Reporter, rows: &[snapshot::SnapshotRow]) {
+    if out.json() {
+        return out.json_doc(&rows);
+    }
+    for r in rows {
+        let s = &r.snapshot;
+        out.line(format!(
+            "{:<20} {:<24} {:<8} {}",
+            r.machine, s.name, s.state, s.creation_time
+        ));
+    }
 }

@@ -216,3 +216,22 @@ def test_sanity_checks_find_the_binary(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     with pytest.raises(SystemExit):
         d.sanity_checks()
+
+
+def test_reuse_is_a_driver_option() -> None:
+    data = molecule_config(
+        {"driver": {"name": DRIVER_NAME, "reuse": True}, "platforms": [{"name": "a", "box": "b"}]}
+    )
+    assert schema_v3.validate(data) == []
+    data["driver"]["reuse"] = "yes"
+    assert schema_v3.validate(data)
+
+
+def test_reset_removes_parked_machines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "args"
+    fake = tmp_path / "kvmdrive"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {log}\n', encoding="utf-8")
+    fake.chmod(0o755)
+    monkeypatch.setenv(BIN_ENV, str(fake))
+    KvmDrive(None).reset()
+    assert log.read_text(encoding="utf-8").split() == ["gc", "--all"]

@@ -326,6 +326,16 @@ impl Scenario {
         fs::write(dir.join(SAVED_FILE), json).map_err(write)
     }
 
+    /// The driver's `reuse: true` (Molecule's `driver:` section): machines
+    /// are kept between runs (see `machine::reuse`).
+    pub fn driver_reuse(&self) -> bool {
+        self.document
+            .as_ref()
+            .and_then(|d| d.pointer("/driver/reuse"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// The molecule.yml document, when the machines came from one.
     pub fn molecule_document(&self) -> Option<&Value> {
         (self.source == Source::MoleculeYml)

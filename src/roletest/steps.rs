@@ -9,6 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::machine::lifecycle::{self, Env, LifecycleError};
+use crate::machine::reuse;
 use crate::project::scenario::{InstanceRecord, Scenario, ScenarioError};
 use crate::roletest::ansible::{self, AnsibleError, PlaybookRun};
 
@@ -25,6 +26,8 @@ pub enum StepError {
     Scenario(#[from] ScenarioError),
     #[error(transparent)]
     Ansible(#[from] AnsibleError),
+    #[error(transparent)]
+    Reuse(#[from] crate::machine::snapshot::SnapshotError),
     #[error("{step}: {} exited with status {code}", playbook.display())]
     PlaybookFailed {
         step: &'static str,
@@ -48,6 +51,7 @@ impl StepError {
             StepError::Lifecycle(e) => e.hint(),
             StepError::Scenario(e) => e.hint(),
             StepError::Ansible(e) => e.hint(),
+            StepError::Reuse(e) => e.hint(),
             StepError::NotCreated { .. } => Some("run `kvmdrive create` (or `converge`) first".into()),
             StepError::NotIdempotent { .. } => Some(
                 "make those tasks report `changed` only when they change something (or tag them molecule-idempotence-notest)"
@@ -107,19 +111,39 @@ impl PlaybookStep {
     }
 }
 
-/// Creates (or starts) every machine and returns the instances' records.
+/// Creates (or starts) every machine and returns the instances' records;
+/// reusing parked machines when the scenario's driver says `reuse: true`.
 pub fn create(env: &Env, sc: &Scenario) -> Result<Vec<InstanceRecord>, StepError> {
+    create_with(env, sc, sc.driver_reuse())
+}
+
+/// [`create`]; with `reuse`, parked machines are reverted to their pristine
+/// snapshot and fresh ones get one (`create --reuse`).
+pub fn create_with(
+    env: &Env,
+    sc: &Scenario,
+    reuse: bool,
+) -> Result<Vec<InstanceRecord>, StepError> {
     for w in &sc.warnings {
         env.out.warn(None, w);
     }
     sc.save()?;
-    let records = lifecycle::up(env, &sc.config, &[])?;
+    let records = if reuse {
+        reuse::create(env, &sc.config, &[])?
+    } else {
+        lifecycle::up(env, &sc.config, &[])?
+    };
     Ok(records.iter().map(|r| sc.instance_record(r)).collect())
 }
 
-/// Removes every machine of the project.
-pub fn destroy(env: &Env, sc: &Scenario) -> Result<(), StepError> {
-    Ok(lifecycle::destroy(env, &sc.config, &[])?)
+/// Removes every machine of the project; with `reuse` (or the driver's
+/// `reuse: true`) machines with a pristine snapshot are parked instead.
+pub fn destroy(env: &Env, sc: &Scenario, reuse: bool) -> Result<(), StepError> {
+    if reuse || sc.driver_reuse() {
+        Ok(reuse::park(env, &sc.config, &[])?)
+    } else {
+        Ok(reuse::purge(env, &sc.config, &[])?)
+    }
 }
 
 /// The playbook a step runs: the one given (relative to the current
@@ -216,22 +240,25 @@ pub fn converge(
 }
 
 /// The whole sequence. With `destroy` false nothing is destroyed, neither
-/// before nor after (Molecule's `--destroy never`).
+/// before nor after (Molecule's `--destroy never`). With `reuse`, machines
+/// are parked rather than destroyed and reused by the next run's create.
 pub fn test(
     env: &Env,
     sc: &Scenario,
     destroy_machines: bool,
+    reuse: bool,
 ) -> Result<Vec<StepOutcome>, StepError> {
+    let reuse = reuse || sc.driver_reuse();
     let mut done = Vec::new();
     if destroy_machines {
         env.out
             .step(None, "test: destroy (leftovers of an earlier run)");
-        destroy(env, sc)?;
+        destroy(env, sc, reuse)?;
         done.push(StepOutcome::new("destroy", true));
     }
     let result: Result<(), StepError> = (|| {
         env.out.step(None, "test: create");
-        create(env, sc)?;
+        create_with(env, sc, reuse)?;
         done.push(StepOutcome::new("create", true));
         for step in [
             PlaybookStep::Prepare,
@@ -246,7 +273,7 @@ pub fn test(
     })();
     if destroy_machines {
         env.out.step(None, "test: destroy");
-        if let Err(e) = destroy(env, sc) {
+        if let Err(e) = destroy(env, sc, reuse) {
             if result.is_ok() {
                 return Err(e);
             }

@@ -14,7 +14,7 @@ use super::domain::METADATA_NS;
 use super::error::{VirtError, VirtErrorKind};
 use super::storage::PoolSpec;
 
-pub(super) fn call(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> VirtError {
+pub(crate) fn call(action: impl Into<String>) -> impl FnOnce(virt::error::Error) -> VirtError {
     let action = action.into();
     move |e| VirtError::call(action, &e)
 }
@@ -46,6 +46,8 @@ pub enum DomainState {
     Running,
     Paused,
     Shutoff,
+    /// Stopped with its memory saved (`suspend`): the next start resumes it.
+    Saved,
     Crashed,
     Other,
 }
@@ -66,6 +68,7 @@ impl DomainState {
             DomainState::Running => "running",
             DomainState::Paused => "paused",
             DomainState::Shutoff => "shutoff",
+            DomainState::Saved => "saved",
             DomainState::Crashed => "crashed",
             DomainState::Other => "unknown",
         }
@@ -131,7 +134,7 @@ impl Hypervisor {
 
     // ---- domains -------------------------------------------------------
 
-    fn domain(&self, name: &str) -> Result<Option<Domain>, VirtError> {
+    pub(crate) fn domain(&self, name: &str) -> Result<Option<Domain>, VirtError> {
         optional(
             self.conn.lookup_domain_by_name(name),
             &format!("look up domain {name}"),
@@ -145,7 +148,11 @@ impl Hypervisor {
         let (state, _) = dom
             .state()
             .map_err(call(format!("read the state of domain {name}")))?;
-        Ok(Some(DomainState::from_raw(state.to_raw())))
+        let state = DomainState::from_raw(state.to_raw());
+        if state == DomainState::Shutoff && dom.has_managed_save(0).unwrap_or(false) {
+            return Ok(Some(DomainState::Saved));
+        }
+        Ok(Some(state))
     }
 
     pub fn define_domain(&self, xml: &str) -> Result<(), VirtError> {
@@ -197,11 +204,15 @@ impl Hypervisor {
         };
         // A UEFI domain's NVRAM file goes with it (libvirt refuses otherwise).
         let has_nvram = dom.xml_desc(0).is_ok_and(|xml| xml.contains("<nvram"));
-        let undefined = if has_nvram {
-            dom.undefine_flags(sys::VIR_DOMAIN_UNDEFINE_NVRAM)
-        } else {
-            dom.undefine()
-        };
+        // Snapshot metadata and a managed-save image go too (internal
+        // snapshots live in the overlay, which destroy deletes).
+        let flags = super::snapshot::UNDEFINE_SNAPSHOTS
+            | if has_nvram {
+                sys::VIR_DOMAIN_UNDEFINE_NVRAM
+            } else {
+                0
+            };
+        let undefined = dom.undefine_flags(flags);
         match undefined {
             Ok(()) => Ok(()),
             Err(e) if is_missing(&e) => Ok(()),
@@ -209,7 +220,7 @@ impl Hypervisor {
         }
     }
 
-    fn require_domain(&self, name: &str) -> Result<Domain, VirtError> {
+    pub(crate) fn require_domain(&self, name: &str) -> Result<Domain, VirtError> {
         self.domain(name)?.ok_or_else(|| VirtError::Call {
             action: format!("find domain {name}"),
             message: "no such domain".into(),

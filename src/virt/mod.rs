@@ -11,6 +11,7 @@ pub mod hypervisor;
 pub mod interface;
 pub mod network;
 pub mod qemu_log;
+pub mod snapshot;
 pub mod storage;
 pub mod upload;
 

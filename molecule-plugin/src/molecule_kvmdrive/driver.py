@@ -8,6 +8,7 @@ binary; this class tells Molecule how to reach the instances from the
 from __future__ import annotations
 
 import os
+import subprocess
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,15 @@ class KvmDrive(Driver):
                 f"which carries the binary), install kvmdrive (`cargo install --locked --path .` "
                 f"in its repository), or set {BIN_ENV} to the binary",
             )
+
+    def reset(self) -> None:
+        """`molecule reset`: remove every parked machine (kept by `reuse: true`) for good."""
+        binary = find_binary()
+        if binary is None:
+            return
+        done = subprocess.run([binary, "gc", "--all"], check=False)  # noqa: S603
+        if done.returncode != 0:
+            util.sysexit_with_message(f"`{binary} gc --all` failed (status {done.returncode})")
 
     def schema_file(self) -> str:
         """JSON schema of the driver and platform keys."""

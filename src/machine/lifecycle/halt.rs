@@ -27,7 +27,7 @@ fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
             env.out.step(name, "not created");
             return Ok(());
         }
-        Some(DomainState::Shutoff) => {
+        Some(DomainState::Shutoff | DomainState::Saved) => {
             env.out.step(name, "already stopped");
             return Ok(());
         }

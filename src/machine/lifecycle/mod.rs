@@ -162,7 +162,7 @@ pub fn select(config: &Config, names: &[String]) -> Result<Vec<Machine>, Lifecyc
 
 /// What a machine asks of the box cache; a relative `.box` path is taken
 /// relative to the project directory, not to wherever kvmdrive runs.
-pub(super) fn box_spec(project: &Project, m: &Machine) -> BoxSpec {
+pub(crate) fn box_spec(project: &Project, m: &Machine) -> BoxSpec {
     let is_relative_path = m.box_name.ends_with(".box")
         && !Path::new(&m.box_name).is_absolute()
         && !m.box_name.contains("://");

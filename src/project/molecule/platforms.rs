@@ -258,6 +258,7 @@ impl Checker<'_> {
                     }
                 }
                 "parallel" => {} // kvmdrive always brings machines up in parallel
+                "reuse" => {}    // read by the scenario (machine::reuse)
                 "cachier" | "provision" => {
                     self.warn(&at, "only means something to Vagrant: ignored".into())
                 }

@@ -1,0 +1,88 @@
+//! `kvmdrive suspend` / `resume`, like `vagrant suspend/resume`: a running
+//! machine's memory is saved to disk and its qemu process ends (libvirt's
+//! managed save); `resume` (or `up`) starts it again from that state, no
+//! reboot, with its clock put right. `status` shows such machines as
+//! `saved`.
+
+use std::time::{Duration, Instant};
+
+use super::lifecycle::{self, Env};
+use super::plan;
+use super::snapshot::{each_machine, SnapshotError};
+use crate::project::config::Config;
+use crate::virt::hypervisor::DomainState;
+
+/// Saves the memory of the running machines named (all when none) and stops them.
+pub fn suspend(env: &Env, config: &Config, names: &[String]) -> Result<(), SnapshotError> {
+    let machines = lifecycle::select(config, names)?;
+    let _lock = env.project.lock()?;
+    each_machine(env, &machines, |m| {
+        let name = Some(m.name.0.as_str());
+        let domain = plan::domain_name(env.project, &m.name.0);
+        match env.hv.domain_state(&domain)? {
+            None => env.out.step(name, "not created"),
+            Some(DomainState::Saved) => env.out.step(name, "already suspended"),
+            Some(DomainState::Running | DomainState::Paused) => {
+                env.out.step(name, "suspending (saving its memory)");
+                super::forward::stop(&env.project.machine_dir(&m.name.0));
+                let started = Instant::now();
+                env.hv.managed_save(&domain)?;
+                env.out.step(
+                    name,
+                    format!("suspended in {:.1}s", started.elapsed().as_secs_f32()),
+                );
+            }
+            Some(s) => env.out.step(
+                name,
+                format!("not running ({}): nothing to save", s.as_str()),
+            ),
+        }
+        Ok(())
+    })
+    .map(drop)
+}
+
+/// Starts suspended machines from their saved memory and waits for SSH;
+/// machines that are not suspended are left alone.
+pub fn resume(env: &Env, config: &Config, names: &[String]) -> Result<(), SnapshotError> {
+    let machines = lifecycle::select(config, names)?;
+    let mut saved = Vec::new();
+    for m in &machines {
+        let domain = plan::domain_name(env.project, &m.name.0);
+        match env.hv.domain_state(&domain)? {
+            Some(DomainState::Saved) => saved.push(m.clone()),
+            Some(s) => env
+                .out
+                .step(Some(&m.name.0), format!("not suspended ({})", s.as_str())),
+            None => env.out.step(Some(&m.name.0), "not created"),
+        }
+    }
+    if saved.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let names: Vec<String> = saved.iter().map(|m| m.name.0.clone()).collect();
+    // `up` starts a saved domain from its memory and waits for SSH.
+    let records = lifecycle::up(env, config, &names)?;
+    each_machine(env, &saved, |m| {
+        let Some(record) = records.iter().find(|r| r.name == m.name.0) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        super::guest_clock::correct(env, m, record, deadline).map_err(|message| {
+            SnapshotError::NotReady {
+                machine: m.name.0.clone(),
+                message,
+            }
+        })?;
+        env.out.step(
+            Some(&m.name.0),
+            format!(
+                "resumed; SSH answered after {:.1}s",
+                started.elapsed().as_secs_f32()
+            ),
+        );
+        Ok(())
+    })
+    .map(drop)
+}
