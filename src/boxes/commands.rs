@@ -200,8 +200,7 @@ pub fn boxes_in_use(
                 } else {
                     m.box_name.clone()
                 };
-                let constraint = Constraint::parse(m.box_version.as_deref().unwrap_or(""))
-                    .unwrap_or_else(|_| Constraint::any());
+                let constraint = m.box_version.clone().unwrap_or_else(Constraint::any);
                 let arch = ArchRequest::from_option(m.box_architecture.as_deref());
                 let mut candidates: Vec<CachedBox> = store
                     .versions_of(&name)
