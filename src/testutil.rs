@@ -35,6 +35,7 @@ pub fn machine_record() -> crate::machine::project::MachineRecord {
         mac: "52:54:00:00:00:01".into(),
         domain_type: "qemu".into(),
         networks: Vec::new(),
+        box_dir: None,
     }
 }
 

@@ -19,8 +19,10 @@ pub mod commands;
 mod error;
 pub mod fetch;
 pub mod image;
+pub mod in_use;
 pub mod index;
 pub mod progress;
+pub mod projects;
 pub mod store;
 pub mod version;
 

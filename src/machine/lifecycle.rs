@@ -298,7 +298,7 @@ fn up_locked(
 
     // Boxes and their base volumes, once per distinct box, before any machine.
     let specs: Vec<BoxSpec> = machines.iter().map(|m| box_spec(env.project, m)).collect();
-    let mut bases: HashMap<&BoxSpec, (PathBuf, u64)> = HashMap::new();
+    let mut bases: HashMap<&BoxSpec, (PathBuf, u64, PathBuf)> = HashMap::new();
     // A v2 box's further disks (bases beside the first), per box.
     let mut box_disks: HashMap<&BoxSpec, Vec<(PathBuf, u64)>> = HashMap::new();
     for spec in &specs {
@@ -321,7 +321,7 @@ fn up_locked(
             spec,
             super::disks::ensure_box_bases(env.hv, &installed, &base)?,
         );
-        bases.insert(spec, (base, installed.virtual_size));
+        bases.insert(spec, (base, installed.virtual_size, installed.dir.clone()));
     }
 
     let mut net = ensure_network(env, config)?;
@@ -330,7 +330,7 @@ fn up_locked(
     let mut plans = Vec::new();
     for (m, spec) in machines.iter().zip(&specs) {
         let choice = accel::choose(m.accel, &facts);
-        let (base, size) = &bases[spec];
+        let (base, size, _) = &bases[spec];
         let plan =
             MachinePlan::new(env.project, m, base, *size, choice).with_box_disks(&box_disks[spec]);
         let ip = netplan::assign_ip(&net.subnet, &net.hosts, &plan.mac)
@@ -357,10 +357,23 @@ fn up_locked(
         }
     }
 
+    // `box prune` reads the records of every registered project.
+    if let Err(e) = boxes::projects::register(&env.store.home, &env.project.state_dir) {
+        env.out.warn(
+            None,
+            format!("cannot register the project for `box prune`: {e}"),
+        );
+    }
     let results = parallel(&plans, |(plan, ip, nics)| {
         // Folders and provisioners run once the machine answers; their
         // failure leaves the machine up.
-        let r = bring_up(env, plan, *ip, nics).and_then(|rec| {
+        let r = bring_up(env, plan, *ip, nics).and_then(|mut rec| {
+            // The record names its box, so `box prune` keeps it.
+            rec.box_dir = bases
+                .values()
+                .find(|b| plan.overlay.backing.as_deref() == Some(b.0.as_path()))
+                .map(|b| b.2.clone());
+            env.project.save_record(&rec)?;
             provision::finish_up(env, &plan.machine, &rec, opts.provision)?;
             Ok(rec)
         });
@@ -702,6 +715,7 @@ fn wait_ready(
         mac: plan.mac.clone(),
         domain_type: accel.domain_type().into(),
         networks: Vec::new(),
+        box_dir: None,
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.

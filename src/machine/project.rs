@@ -62,6 +62,11 @@ pub struct MachineRecord {
     /// Extra NICs (private and public networks) and their addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<super::nics::NicAddress>,
+    /// The cached box version the machine was made from (its `libvirt/`
+    /// directory): what `box prune` keeps. `None` in records written
+    /// before kvmdrive recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,6 +259,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
             networks: Vec::new(),
+            box_dir: None,
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

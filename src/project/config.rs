@@ -211,7 +211,8 @@ impl BoxUrl {
             return Err("box_url is empty: give a URL or remove the key".into());
         }
         if s.contains("://") {
-            let url = reqwest::Url::parse(s).map_err(|e| format!("box_url `{s}` is not a valid URL: {e}"))?;
+            let url = reqwest::Url::parse(s)
+                .map_err(|e| format!("box_url `{s}` is not a valid URL: {e}"))?;
             if !matches!(url.scheme(), "http" | "https" | "file") {
                 return Err(format!(
                     "box_url `{s}`: kvmdrive fetches boxes over http, https or file only"

@@ -260,6 +260,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             domain_type: "qemu".into(),
             networks: Vec::new(),
+            box_dir: None,
         }
     }
 
