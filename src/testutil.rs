@@ -36,6 +36,7 @@ pub fn machine_record() -> crate::machine::project::MachineRecord {
         domain_type: "qemu".into(),
         networks: Vec::new(),
         jump: None,
+        box_dir: None,
     }
 }
 

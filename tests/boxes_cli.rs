@@ -531,3 +531,74 @@ fn two_processes_adding_the_same_box_download_it_once() {
         .iter()
         .any(|o| stderr(o).contains("another kvmdrive was adding it")));
 }
+
+/// `box prune` sees the machines of every registered project (Molecule and
+/// `--state-dir` ones too), by the box each machine record names; a record
+/// from before records named their box counts by the old byte search.
+#[test]
+fn prune_keeps_the_boxes_of_registered_projects() {
+    let env = Env::new();
+    let bytes = good_box(Pack::Gzip, "32M", 0);
+    let f = env.file("b.box", &bytes);
+    for v in ["1.0", "1.1", "1.2", "2.0"] {
+        env.ok(&["box", "add", &f, "--name", "p/box", "--box-version", v]);
+    }
+    let dir_of = |v: &str| {
+        env.boxes()
+            .join("p-VAGRANTSLASH-box")
+            .join(v)
+            .join(kvmdrive::boxes::catalog::host_arch())
+            .join("libvirt")
+    };
+    // a Molecule scenario's state dir: a record naming p/box 1.1
+    let molecule = tempfile::tempdir().unwrap();
+    fs::create_dir_all(molecule.path().join("machines/web")).unwrap();
+    fs::write(
+        molecule.path().join("machines/web/machine.json"),
+        serde_json::json!({"name": "web", "box_dir": dir_of("1.1")}).to_string(),
+    )
+    .unwrap();
+    // an older record without `box_dir`, in a state dir that mentions p/box 1.0
+    let old = tempfile::tempdir().unwrap();
+    fs::create_dir_all(old.path().join("machines/db")).unwrap();
+    fs::write(
+        old.path().join("machines/db/machine.json"),
+        format!(
+            "{{\"name\": \"db\", \"backing\": \"{}/box.img\"}}",
+            dir_of("1.0").display()
+        ),
+    )
+    .unwrap();
+    let gone = tempfile::tempdir().unwrap().path().to_owned();
+    fs::write(
+        env.home.path().join("projects"),
+        format!(
+            "{}\n{}\n{}\n",
+            molecule.path().display(),
+            gone.display(),
+            old.path().display()
+        ),
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let report = env.json(&["-C", elsewhere.path().to_str().unwrap(), "box", "prune"]);
+    let removed: Vec<&str> = report["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(removed.len(), 1, "{report}");
+    assert!(removed[0].starts_with("p/box 1.2"), "{report}");
+    let kept = report["kept_in_use"].to_string();
+    assert!(
+        kept.contains("p/box 1.1") && kept.contains("machine `web`"),
+        "{kept}"
+    );
+    assert!(kept.contains("p/box 1.0"), "{kept}");
+    let registry = fs::read_to_string(env.home.path().join("projects")).unwrap();
+    assert!(
+        !registry.contains(gone.to_str().unwrap()),
+        "gone dirs are dropped: {registry}"
+    );
+}

@@ -141,6 +141,46 @@ impl Checksum {
     }
 }
 
+/// `box_download_checksum_type` as written in kvmdrive.yml or a platform: a
+/// kind, or `none` / empty (the type then follows from the checksum's length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumTypeSetting(pub Option<ChecksumType>);
+
+impl<'de> serde::Deserialize<'de> for ChecksumTypeSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() || s.trim().eq_ignore_ascii_case("none") {
+            return Ok(ChecksumTypeSetting(None));
+        }
+        s.parse()
+            .map(|k| ChecksumTypeSetting(Some(k)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Checksum {
+    /// From a machine's `box_download_checksum` and `_type`, checked at
+    /// load: as [`Checksum::from_parts`], with messages in those keys' terms.
+    pub fn from_settings(
+        value: Option<&str>,
+        kind: Option<ChecksumType>,
+    ) -> Result<Option<Checksum>, String> {
+        let kind = kind.map(|k| k.to_string());
+        Checksum::from_parts(value, kind.as_deref()).map_err(|e| {
+            if e.starts_with("cannot tell the type") {
+                format!(
+                    "{}: box_download_checksum and box_download_checksum_type go together \
+                     unless the length names the type (md5 32, sha1 40, sha256 64, sha384 96, \
+                     sha512 128 hex digits)",
+                    e.trim_end_matches("; give --checksum-type")
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
+
 impl fmt::Display for Checksum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.kind, self.hex)
@@ -312,5 +352,15 @@ mod tests {
         assert!(Checksum::from_parts(Some(ABC_MD5), Some("none"))
             .unwrap()
             .is_some());
+        let e = Checksum::from_settings(Some("abc"), None).unwrap_err();
+        assert!(e.contains("3-digit") && e.contains("go together"), "{e}");
+        assert_eq!(
+            Checksum::from_settings(Some(ABC_SHA1), None)
+                .unwrap()
+                .unwrap()
+                .kind,
+            ChecksumType::Sha1,
+            "the type follows from the length"
+        );
     }
 }

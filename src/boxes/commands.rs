@@ -14,13 +14,13 @@ use super::add::{self, AddRequest};
 use super::catalog::ArchRequest;
 use super::cli::{AddArgs, BoxCommand, IndexArgs, ListArgs, OutdatedArgs, PruneArgs, RemoveArgs};
 use super::fetch::Fetcher;
+use super::in_use::boxes_in_use;
 use super::index::{self, IndexOptions};
 use super::progress::human_bytes;
 use super::store::{BoxStore, CachedBox, Origin};
 use super::version::{Constraint, Version};
 use super::BoxError;
 use crate::output::Reporter;
-use crate::project::config::{Config, ConfigError};
 
 /// Runs a `kvmdrive box` command for the project in the current directory;
 /// returns the exit code.
@@ -175,92 +175,6 @@ fn cmd_list(
         }
     }
     Ok(0)
-}
-
-/// Cached boxes the project in `project_dir` uses, with who uses them: the
-/// version each machine's `box`/`box_version` picks from the cache now, and
-/// any box whose directory or image path appears in a file under the
-/// project's `.kvmdrive/` (machine state records the image it was made from).
-pub fn boxes_in_use(
-    store: &BoxStore,
-    project_dir: &Path,
-) -> Result<BTreeMap<PathBuf, Vec<String>>, BoxError> {
-    let mut used: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-    match Config::load(project_dir) {
-        Ok(config) => {
-            for m in config.machines() {
-                let name = if m.box_name.contains("://") || m.box_name.ends_with(".box") {
-                    let last = m
-                        .box_name
-                        .trim_end_matches('/')
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or(&m.box_name);
-                    last.trim_end_matches(".box").to_owned()
-                } else {
-                    m.box_name.clone()
-                };
-                let constraint = Constraint::parse(m.box_version.as_deref().unwrap_or(""))
-                    .unwrap_or_else(|_| Constraint::any());
-                let arch = ArchRequest::from_option(m.box_architecture.as_deref());
-                let mut candidates: Vec<CachedBox> = store
-                    .versions_of(&name)
-                    .into_iter()
-                    .filter(|c| c.matches_arch(&arch) && constraint.is_satisfied_by(&c.version))
-                    .collect();
-                candidates.sort_by(|a, b| b.version.cmp(&a.version));
-                if let Some(c) = candidates.first() {
-                    used.entry(c.dir.clone()).or_default().push(format!(
-                        "machine `{}` of {}",
-                        m.name,
-                        project_dir.display()
-                    ));
-                }
-            }
-        }
-        Err(ConfigError::Missing { .. }) => {}
-        Err(e) => {
-            return Err(BoxError::ProjectUnreadable {
-                source: Box::new(e),
-            })
-        }
-    }
-    let state = project_dir.join(".kvmdrive");
-    let mut texts: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    collect_small_files(&state, &mut texts, 0);
-    if !texts.is_empty() {
-        for c in store
-            .list()
-            .into_iter()
-            .filter(|c| c.origin == Origin::Kvmdrive)
-        {
-            let needle = c.dir.as_os_str().as_encoded_bytes();
-            for (path, bytes) in &texts {
-                if bytes.windows(needle.len()).any(|w| w == needle) {
-                    used.entry(c.dir.clone())
-                        .or_default()
-                        .push(format!("state file {}", path.display()));
-                }
-            }
-        }
-    }
-    Ok(used)
-}
-
-fn collect_small_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>, depth: usize) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.filter_map(|e| e.ok()) {
-        let Ok(meta) = e.metadata() else { continue };
-        if meta.is_dir() && depth < 4 {
-            collect_small_files(&e.path(), out, depth + 1);
-        } else if meta.is_file() && meta.len() <= 4 << 20 {
-            if let Ok(bytes) = fs::read(e.path()) {
-                out.push((e.path(), bytes));
-            }
-        }
-    }
 }
 
 fn cmd_remove(

@@ -351,6 +351,31 @@ impl Constraint {
     }
 }
 
+/// `box_version` as written: a string, or a number YAML read from
+/// `box_version: 12.1` (kept as written).
+impl<'de> serde::Deserialize<'de> for Constraint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Constraint;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a version constraint such as `>= 1.0, < 2`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Constraint, E> {
+                Constraint::parse(s)
+                    .map_err(|e| E::custom(format!("version constraint `{s}`: {e}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Constraint, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Constraint, E> {
+                self.visit_str(&f.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)

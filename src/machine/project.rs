@@ -65,6 +65,11 @@ pub struct MachineRecord {
     /// The hypervisor host to go through when it is not this machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jump: Option<crate::remote::Jump>,
+    /// The cached box version the machine was made from (its `libvirt/`
+    /// directory): what `box prune` keeps. `None` in records written
+    /// before kvmdrive recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +337,7 @@ mod tests {
             domain_type: "qemu".into(),
             networks: Vec::new(),
             jump: None,
+            box_dir: None,
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::project::hardware::{
-    CpuFeature, Disks, Firmware, Graphics, Hardware, HostnameSetting, MachineType,
-};
+use crate::boxes::checksum::Checksum;
+use crate::boxes::version::Constraint;
+use crate::project::hardware::{Hardware, HostnameSetting};
+use crate::project::machine_keys::machine_keys_struct;
 
 /// The file name kvmdrive looks for in the project directory.
 pub const CONFIG_FILE: &str = "kvmdrive.yml";
@@ -81,71 +82,26 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct Machines(pub Vec<MachineSettings>);
 
-/// Per-machine settings; every field is optional so that `defaults` and each
-/// machine can be merged field by field.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MachineSettings {
-    /// Machine name (only in `machines`, not in `defaults`).
-    pub name: Option<MachineName>,
-    /// A box name in the cache (`owner/name`), a path to a `.box` file, or a URL.
-    #[serde(rename = "box")]
-    pub box_name: Option<String>,
-    /// Version constraint, RubyGems style (`>= 1.0, < 2`).
-    pub box_version: Option<String>,
-    /// URL of the box or of its catalog, when `box` is only a name.
-    pub box_url: Option<String>,
-    /// Guest architecture of the box (default: the host's).
-    pub box_architecture: Option<String>,
-    /// Expected checksum of the downloaded box.
-    pub box_download_checksum: Option<String>,
-    /// md5, sha1, sha256, sha384 or sha512.
-    pub box_download_checksum_type: Option<String>,
-    /// Memory in MiB.
-    pub memory: Option<Positive>,
-    /// Virtual CPUs.
-    pub cpus: Option<Positive>,
-    /// Size of the machine's disk (at least the box's own size): `20G`, `512M` or GiB as a number.
-    pub disk_size: Option<Size>,
-    // -- hardware (see [`crate::project::hardware`]) --
-    /// Guest host name (a DNS name, may be an FQDN), or `false` to keep the box's.
-    pub hostname: Option<HostnameSetting>,
-    /// Extra disks, attached after the box's (`vdb`, `vdc`, ... or `sdX`).
-    pub disks: Option<Disks>,
-    /// `bios` (default) or `efi` (OVMF with a per-machine NVRAM file).
-    pub firmware: Option<Firmware>,
-    /// UEFI secure boot (implies `firmware: efi` and `machine_type: q35`).
-    pub secure_boot: Option<bool>,
-    /// `pc` (default) or `q35`.
-    pub machine_type: Option<MachineType>,
-    /// An emulated TPM 2.0 (swtpm).
-    pub tpm: Option<bool>,
-    /// The qemu guest agent's virtio channel.
-    pub guest_agent: Option<bool>,
-    /// Nested virtualisation: the CPU feature vmx (Intel) or svm (AMD) required.
-    pub nested: Option<bool>,
-    /// CPU features: names (required) or `{name, policy}`.
-    pub cpu_features: Option<Vec<CpuFeature>>,
-    /// `vnc` (on 127.0.0.1) or `none` (default).
-    pub graphics: Option<Graphics>,
-    /// `auto`, `host-passthrough`, `host-model` or `custom`.
-    pub cpu_mode: Option<CpuMode>,
-    /// CPU model for `cpu_mode: custom` (default `qemu64`).
-    pub cpu_model: Option<String>,
-    /// `auto` (KVM when it can run guests, else TCG), `kvm` or `tcg`.
-    pub accel: Option<Accel>,
-    /// Seconds to wait for SSH after starting the machine (default 300).
-    pub boot_timeout: Option<Positive>,
-    /// Host directories shown in the guest (see [`crate::project::synced_folder`]).
-    pub synced_folders: Option<Vec<crate::project::synced_folder::SyncedFolder>>,
-    /// Steps run in the machine at its first `up` (see [`crate::project::provisioner`]).
-    pub provision: Option<Vec<crate::project::provisioner::Provisioner>>,
-    /// Extra NICs: private and public networks (see [`crate::project::net_config`]).
-    pub networks: Option<Vec<crate::project::net_config::Network>>,
-    /// Host ports forwarded to guest ports.
-    pub forwarded_ports: Option<Vec<crate::project::net_config::ForwardedPort>>,
-    /// Card model of the management NIC (default virtio).
-    pub nic_model: Option<crate::project::net_config::NicModel>,
+machine_keys_struct! {
+    /// Per-machine settings; every field is optional so that `defaults` and each
+    /// machine can be merged field by field. The keys shared with Molecule
+    /// platforms come from [`crate::project::machine_keys`].
+    #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    pub struct MachineSettings {
+        /// Machine name (only in `machines`, not in `defaults`).
+        pub name: Option<MachineName>,
+        /// Host directories shown in the guest (see [`crate::project::synced_folder`]).
+        pub synced_folders: Option<Vec<crate::project::synced_folder::SyncedFolder>>,
+        /// Steps run in the machine at its first `up` (see [`crate::project::provisioner`]).
+        pub provision: Option<Vec<crate::project::provisioner::Provisioner>>,
+        /// Extra NICs: private and public networks (see [`crate::project::net_config`]).
+        pub networks: Option<Vec<crate::project::net_config::Network>>,
+        /// Host ports forwarded to guest ports.
+        pub forwarded_ports: Option<Vec<crate::project::net_config::ForwardedPort>>,
+        /// Card model of the management NIC (default virtio).
+        pub nic_model: Option<crate::project::net_config::NicModel>,
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -199,17 +155,85 @@ impl<'de> Deserialize<'de> for MachineName {
     }
 }
 
-/// A whole number greater than zero.
+/// A whole number greater than zero. Also read from a string of digits or a
+/// whole float (`"1024"`, `1024.0`): Molecule's `${VAR:-1024}` interpolation
+/// and JSON tools write numbers that way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Positive(pub u32);
 
+impl Positive {
+    const EXPECTED: &'static str = "a whole number greater than 0";
+
+    fn from_u64<E: de::Error>(n: u64) -> Result<Positive, E> {
+        match u32::try_from(n) {
+            Ok(0) => Err(E::custom("must be greater than 0")),
+            Ok(n) => Ok(Positive(n)),
+            Err(_) => Err(E::custom(format!("{n} is too large"))),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Positive {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u32::deserialize(d)?;
-        if n == 0 {
-            return Err(de::Error::custom("must be greater than 0"));
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Positive;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(Positive::EXPECTED)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Positive, E> {
+                Positive::from_u64(n)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Positive, E> {
+                match u64::try_from(n) {
+                    Ok(n) => Positive::from_u64(n),
+                    Err(_) => Err(E::custom("must be greater than 0")),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<Positive, E> {
+                if f.fract() != 0.0 || f < 0.0 || f > f64::from(u32::MAX) {
+                    return Err(E::invalid_value(de::Unexpected::Float(f), &self));
+                }
+                Positive::from_u64(f as u64)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Positive, E> {
+                match s.trim().parse::<u64>() {
+                    Ok(n) => Positive::from_u64(n),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
         }
-        Ok(Positive(n))
+        d.deserialize_any(V)
+    }
+}
+
+/// `box_url`: a box or catalog URL (http, https or file), or a local path.
+/// A value with `://` must be a URL of one of those schemes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxUrl(pub String);
+
+impl BoxUrl {
+    pub fn parse(s: &str) -> Result<BoxUrl, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("box_url is empty: give a URL or remove the key".into());
+        }
+        if s.contains("://") {
+            let url = reqwest::Url::parse(s)
+                .map_err(|e| format!("box_url `{s}` is not a valid URL: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https" | "file") {
+                return Err(format!(
+                    "box_url `{s}`: kvmdrive fetches boxes over http, https or file only"
+                ));
+            }
+        }
+        Ok(BoxUrl(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for BoxUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BoxUrl::parse(&String::deserialize(d)?).map_err(de::Error::custom)
     }
 }
 
@@ -369,11 +393,12 @@ impl<'de> Deserialize<'de> for Machines {
 pub struct Machine {
     pub name: MachineName,
     pub box_name: String,
-    pub box_version: Option<String>,
+    /// `box_version`, parsed.
+    pub box_version: Option<Constraint>,
     pub box_url: Option<String>,
     pub box_architecture: Option<String>,
-    pub box_download_checksum: Option<String>,
-    pub box_download_checksum_type: Option<String>,
+    /// `box_download_checksum` with its type (given, or told by the length).
+    pub box_checksum: Option<Checksum>,
     pub memory_mib: u32,
     pub cpus: u32,
     pub disk_size: Option<u64>,
@@ -434,7 +459,7 @@ impl Config {
             });
         }
         config
-            .check_hardware()
+            .check_machines()
             .map_err(|message| ConfigError::InvalidNoLocation {
                 path: path.to_owned(),
                 message,
@@ -442,9 +467,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks the hardware settings that only conflict once `defaults` are
-    /// applied (e.g. `secure_boot` with `machine_type: pc`).
-    pub fn check_hardware(&self) -> Result<(), String> {
+    /// Checks the settings that only conflict once `defaults` are applied
+    /// (e.g. `secure_boot` with `machine_type: pc`, a checksum in a machine
+    /// with its type in `defaults`).
+    pub fn check_machines(&self) -> Result<(), String> {
         let implicit = MachineSettings::default();
         let list = if self.machines.0.is_empty() {
             std::slice::from_ref(&implicit)
@@ -452,10 +478,12 @@ impl Config {
             &self.machines.0[..]
         };
         for m in list {
-            hardware_of(m, &self.defaults).map_err(|e| match &m.name {
-                Some(n) => format!("machine `{n}`: {e}"),
-                None => e,
-            })?;
+            hardware_of(m, &self.defaults)
+                .and_then(|_| checksum_of(m, &self.defaults))
+                .map_err(|e| match &m.name {
+                    Some(n) => format!("machine `{n}`: {e}"),
+                    None => e,
+                })?;
         }
         Ok(())
     }
@@ -486,15 +514,14 @@ impl Config {
             name: m.name.clone().expect("validated while parsing"),
             box_name: pick!(box_name).unwrap_or_else(|| BUNDLED_BOX.to_owned()),
             box_version: pick!(box_version),
-            box_url: pick!(box_url),
+            box_url: pick!(box_url).map(|u| u.0),
             box_architecture: pick!(box_architecture),
-            box_download_checksum: pick!(box_download_checksum),
-            box_download_checksum_type: pick!(box_download_checksum_type),
+            box_checksum: checksum_of(m, d).expect("checked by Config::check_machines"),
             memory_mib: pick!(memory).map_or(512, |p| p.0),
             cpus: pick!(cpus).map_or(1, |p| p.0),
             disk_size: pick!(disk_size).map(|s| s.0),
             hostname: pick!(hostname).unwrap_or_default(),
-            hardware: hardware_of(m, d).expect("checked by Config::check_hardware"),
+            hardware: hardware_of(m, d).expect("checked by Config::check_machines"),
             cpu_mode: pick!(cpu_mode).unwrap_or_default(),
             cpu_model: pick!(cpu_model),
             accel: pick!(accel).unwrap_or_default(),
@@ -530,6 +557,22 @@ fn hardware_of(m: &MachineSettings, d: &MachineSettings) -> Result<Hardware, Str
         pick!(cpu_features),
         pick!(graphics),
     )
+}
+
+/// A machine's expected box checksum: its own `box_download_checksum` and
+/// `_type`, else those of `defaults`; the type follows from the length when
+/// not given (the same rule for kvmdrive.yml and Molecule platforms).
+pub fn checksum_of(m: &MachineSettings, d: &MachineSettings) -> Result<Option<Checksum>, String> {
+    let value = m
+        .box_download_checksum
+        .as_ref()
+        .or(d.box_download_checksum.as_ref());
+    let kind = m
+        .box_download_checksum_type
+        .as_ref()
+        .or(d.box_download_checksum_type.as_ref());
+    Checksum::from_settings(value.map(String::as_str), kind.and_then(|k| k.0))
+        .map_err(|e| format!("box_download_checksum: {e}"))
 }
 
 /// serde_norway appends " at line L column C"; we print the location first.
@@ -636,6 +679,45 @@ mod tests {
         assert!(err("defaults:\n  accel: fast\n").contains("accel"));
         assert!(err("network:\n  subnet: 10.0.0.0/8\n").contains("prefix"));
         assert!(err("defaults:\n  name: x\n").contains("belongs to a machine"));
+    }
+
+    #[test]
+    fn box_values_are_typed_at_load() {
+        let e = err("defaults:\n  box_version: \">= 1.0, <\"\n");
+        assert!(
+            e.starts_with("kvmdrive.yml:2:") && e.contains("box_version"),
+            "{e}"
+        );
+        let e = err("defaults:\n  box_url: ftp://example.com/b.box\n");
+        assert!(
+            e.contains("box_url") && e.contains("http, https or file"),
+            "{e}"
+        );
+        let e = err("defaults:\n  box_download_checksum_type: crc32\n");
+        assert!(e.contains("crc32"), "{e}");
+        let e = err("machines:\n  - name: a\n    box_download_checksum: abc\n");
+        assert!(
+            e.contains("machine `a`: box_download_checksum") && e.contains("go together"),
+            "{e}"
+        );
+        let sha1 = "a9993e364706816aba3e25717850c26c9cd0d89d";
+        let c = parse(&format!(
+            "defaults:\n  box_version: 12.1\n  box_download_checksum: {sha1}\n"
+        ))
+        .unwrap();
+        let m = &c.machines()[0];
+        assert_eq!(m.box_version.as_ref().unwrap().to_string(), "12.1");
+        let sum = m.box_checksum.as_ref().unwrap();
+        assert_eq!(
+            sum.to_string(),
+            format!("sha1:{sha1}"),
+            "the type follows from the length"
+        );
+        // Molecule writes numbers as strings; kvmdrive.yml reads them the same way
+        assert_eq!(
+            parse("defaults:\n  memory: \"768\"\n").unwrap().machines()[0].memory_mib,
+            768
+        );
     }
 
     #[test]

@@ -185,8 +185,7 @@ pub enum Firmware {
 }
 
 /// The emulated chipset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MachineType {
     /// i440FX (libvirt's default for x86_64).
     #[default]
@@ -212,6 +211,19 @@ impl MachineType {
             MachineType::Pc => "pc",
             MachineType::Q35 => "q35",
         }
+    }
+}
+
+/// `pc`, `q35` or a versioned name, as [`MachineType::parse`] reads them
+/// (the same spelling in kvmdrive.yml and Molecule platforms).
+impl<'de> Deserialize<'de> for MachineType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = String::deserialize(d)?;
+        MachineType::parse(&t).ok_or_else(|| {
+            de::Error::custom(format!(
+                "kvmdrive emulates the `pc` (i440FX) or `q35` chipset, not `{t}`"
+            ))
+        })
     }
 }
 

@@ -9,8 +9,10 @@
 pub mod config;
 pub mod hardware;
 pub mod interpolate;
+pub mod machine_keys;
 pub mod molecule;
 pub mod net_config;
 pub mod provisioner;
 pub mod scenario;
+pub mod schema;
 pub mod synced_folder;

@@ -270,6 +270,7 @@ mod tests {
             domain_type: "qemu".into(),
             networks: Vec::new(),
             jump: None,
+            box_dir: None,
         }
     }
 

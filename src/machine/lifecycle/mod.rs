@@ -172,11 +172,11 @@ pub(crate) fn box_spec(project: &Project, m: &Machine) -> BoxSpec {
         } else {
             m.box_name.clone()
         },
-        version: m.box_version.clone(),
+        version: m.box_version.as_ref().map(ToString::to_string),
         url: m.box_url.clone(),
         architecture: m.box_architecture.clone(),
-        checksum: m.box_download_checksum.clone(),
-        checksum_type: m.box_download_checksum_type.clone(),
+        checksum: m.box_checksum.as_ref().map(|c| c.hex.clone()),
+        checksum_type: m.box_checksum.as_ref().map(|c| c.kind.to_string()),
     }
 }
 

@@ -50,6 +50,7 @@ pub(super) fn wait_ready(
         domain_type: accel.domain_type().into(),
         networks: Vec::new(),
         jump: crate::remote::Jump::from_uri(env.hv.uri()),
+        box_dir: None,
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.

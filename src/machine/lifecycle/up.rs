@@ -4,6 +4,7 @@
 //! the domain (with the CPU fallback order and the KVM-to-TCG retry) and the
 //! wait until it answers on SSH. A failure removes what this run created.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -172,10 +173,31 @@ fn up_locked(
         }
     }
 
+    // `box prune` reads the records of every registered project.
+    if let Err(e) = boxes::projects::register(&env.store.home, &env.project.state_dir) {
+        env.out.warn(
+            None,
+            format!("cannot register the project for `box prune`: {e}"),
+        );
+    }
+    // Each machine's record names its cached box, so `box prune` keeps it.
+    let box_dirs: HashMap<&str, &Path> = inputs
+        .machines
+        .iter()
+        .zip(&inputs.boxes)
+        .filter_map(|(m, b)| match b {
+            ResolvedBox::Cached { installed, .. } => {
+                Some((m.name.0.as_str(), installed.dir.as_path()))
+            }
+            ResolvedBox::Missing { .. } => None,
+        })
+        .collect();
     let results = parallel(&plan.machines, |m| {
         // Folders and provisioners run once the machine answers; their
         // failure leaves the machine up.
-        let r = bring_up(env, &m.plan, m.address, &m.networks).and_then(|rec| {
+        let r = bring_up(env, &m.plan, m.address, &m.networks).and_then(|mut rec| {
+            rec.box_dir = box_dirs.get(m.name.as_str()).map(|d| d.to_path_buf());
+            env.project.save_record(&rec)?;
             provision::finish_up(env, &m.plan.machine, &rec, opts.provision)?;
             Ok(rec)
         });

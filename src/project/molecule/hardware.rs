@@ -1,6 +1,6 @@
-//! Molecule platforms -> machine hardware: kvmdrive's own hardware keys
-//! (`disks`, `firmware`, `tpm`, ...), the vagrant-libvirt `provider_options`
-//! that mean the same (`machine_type`, `loader`, `tpm_model`, `nested`,
+//! Molecule platforms -> machine hardware: the vagrant-libvirt
+//! `provider_options` that mean what kvmdrive's hardware keys (`disks`,
+//! `firmware`, `tpm`, ..., typed by serde as in kvmdrive.yml) mean (`machine_type`, `loader`, `tpm_model`, `nested`,
 //! `cpu_feature`, `qemu_use_agent`, `graphics_type`, ...), and the
 //! `storage :file, size: '10G'` lines people put in `provider_raw_config_args`.
 //! Used by [`crate::project::molecule::platforms`]; the values land in the same typed settings
@@ -28,26 +28,6 @@ pub const PROVIDER_OPTIONS: &[&str] = &[
     "qemu_use_agent",
     "graphics_type",
 ];
-
-/// A kvmdrive hardware key at the platform's top level, typed as in kvmdrive.yml.
-pub fn hardware_key(s: &mut MachineSettings, key: &str, v: &Value) -> Result<(), String> {
-    fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
-        serde_json::from_value(v.clone()).map_err(|e| e.to_string())
-    }
-    match key {
-        "disks" => s.disks = Some(typed(v)?),
-        "firmware" => s.firmware = Some(typed(v)?),
-        "secure_boot" => s.secure_boot = Some(typed(v)?),
-        "machine_type" => s.machine_type = Some(machine_type(v)?),
-        "tpm" => s.tpm = Some(typed(v)?),
-        "guest_agent" => s.guest_agent = Some(typed(v)?),
-        "nested" => s.nested = Some(typed(v)?),
-        "cpu_features" => s.cpu_features = Some(typed(v)?),
-        "graphics" => s.graphics = Some(typed(v)?),
-        other => return Err(format!("not a hardware key: {other}")),
-    }
-    Ok(())
-}
 
 fn machine_type(v: &Value) -> Result<MachineType, String> {
     let t = v.as_str().ok_or("expected pc or q35")?;

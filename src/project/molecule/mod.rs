@@ -6,6 +6,7 @@
 
 pub mod hardware;
 pub mod networks;
+pub mod platform;
 pub mod platforms;
 pub mod raw_config_args;
 pub mod vagrant_ruby;

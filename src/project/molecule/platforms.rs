@@ -4,68 +4,32 @@
 //!
 //! Every key is either honoured, warned about (it only means something to
 //! Vagrant, e.g. `provider_raw_config_args`), or refused with an error that
-//! names it: nothing is silently ignored. The Molecule plugin's JSON schema
-//! (molecule-plugin/src/molecule_kvmdrive/driver.json) accepts the same keys.
+//! names it: nothing is silently ignored. The keys and their types are
+//! [`Platform`]'s (serde), so the Molecule plugin's JSON schema
+//! (molecule-plugin/src/molecule_kvmdrive/driver.json, generated from it)
+//! accepts the same keys.
 
 use serde_json::Value;
 
 use crate::project::config::{
-    Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
+    checksum_of, Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
 };
+use crate::project::machine_keys::copy_machine_keys;
 use crate::project::molecule::hardware;
+use crate::project::molecule::platform::{Platform, VAGRANT_ONLY_KEYS};
 use crate::project::molecule::raw_config_args::{self, RawSetting, Scope};
 
-/// Platform keys kvmdrive honours (molecule-vagrant's and its own).
-pub const HONOURED_KEYS: &[&str] = &[
-    "name",
-    "hostname",
-    "instance_raw_config_args",
-    "provider_raw_config_args",
-    "box",
-    "box_version",
-    "box_url",
-    "box_architecture",
-    "box_download_checksum",
-    "box_download_checksum_type",
-    "memory",
-    "cpus",
-    "interfaces",
-    "provider_options",
-    "config_options",
-    "groups",
-    "children",
-    "disk_size",
-    "cpu_mode",
-    "cpu_model",
-    "accel",
-    "boot_timeout",
-    // machine hardware (project/hardware.rs)
-    "disks",
-    "firmware",
-    "secure_boot",
-    "machine_type",
-    "tpm",
-    "guest_agent",
-    "nested",
-    "cpu_features",
-    "graphics",
-];
-
-/// kvmdrive's own hardware keys, spelled as in kvmdrive.yml.
-const HARDWARE_KEYS: &[&str] = &[
-    "disks",
-    "firmware",
-    "secure_boot",
-    "machine_type",
-    "tpm",
-    "guest_agent",
-    "nested",
-    "cpu_features",
-    "graphics",
-];
-
-/// Platform keys that only mean something to Vagrant: accepted with a warning.
-pub const VAGRANT_ONLY_KEYS: &[&str] = &["provider_override_args", "provision"];
+/// Platform keys kvmdrive honours: every key of [`Platform`] (from its
+/// generated schema) but the Vagrant-only ones.
+pub fn honoured_keys() -> &'static [String] {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        crate::project::schema::platform_keys()
+            .into_iter()
+            .filter(|k| !VAGRANT_ONLY_KEYS.contains(&k.as_str()))
+            .collect()
+    })
+}
 
 /// vagrant-libvirt `provider_options` that change nothing a test can see
 /// (display, pool and management-network naming): accepted with a warning.
@@ -114,7 +78,7 @@ impl PlatformError {
             ),
             PlatformError::Invalid { .. } => Some(format!(
                 "platform keys kvmdrive knows: {} (and, with a warning, {})",
-                HONOURED_KEYS.join(", "),
+                honoured_keys().join(", "),
                 VAGRANT_ONLY_KEYS.join(", ")
             )),
         }
@@ -203,7 +167,7 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
     }
     config.machines = Machines(machines);
     config
-        .check_hardware()
+        .check_machines()
         .map_err(|e| ck.err("platforms", &e))?;
     Ok(Platforms {
         config,
@@ -283,57 +247,30 @@ impl Checker<'_> {
             None => return Err(self.err(&at0, "missing key `name`")),
         };
         let ctx = format!("platforms[{i}] ({name})");
-        let mut s = MachineSettings::default();
         let mut instance = Instance {
             machine: machine_name(&name).map_err(|e| self.err(&ctx, &e))?.0,
             name,
             groups: Vec::new(),
             children: Vec::new(),
         };
+        let known = crate::project::schema::platform_keys();
+        if let Some(k) = m.keys().find(|k| !known.contains(k)) {
+            return Err(self.err(
+                &format!("{ctx}.{k}"),
+                "unknown platform key (kvmdrive does not know what to do with it)",
+            ));
+        }
+        let platform: Platform =
+            serde_json::from_value(p.clone()).map_err(|e| self.key_error(&ctx, m, e))?;
+        let mut s = MachineSettings::default();
+        copy_machine_keys!(&platform, &mut s);
+        instance.groups = platform.groups.unwrap_or_default();
+        instance.children = platform.children.unwrap_or_default();
+        // The keys molecule-vagrant adds, in the document's (sorted) order:
+        // a later one overrides an earlier one's setting, as before.
         for (k, v) in m {
             let at = format!("{ctx}.{k}");
-            let bad = |what: &str| self.err(&at, &format!("expected {what}"));
             match k.as_str() {
-                "name" => {}
-                "hostname" => {
-                    s.hostname = Some(
-                        serde_json::from_value(v.clone())
-                            .map_err(|e| self.err(&at, &e.to_string()))?,
-                    )
-                }
-                k if HARDWARE_KEYS.contains(&k) => {
-                    hardware::hardware_key(&mut s, k, v).map_err(|e| self.err(&at, &e))?
-                }
-                "box" => s.box_name = Some(string(v).ok_or_else(|| bad("a string"))?),
-                "box_version" => s.box_version = Some(string(v).ok_or_else(|| bad("a string"))?),
-                "box_url" => s.box_url = Some(string(v).ok_or_else(|| bad("a string"))?),
-                "box_architecture" => {
-                    s.box_architecture = Some(string(v).ok_or_else(|| bad("a string"))?)
-                }
-                "box_download_checksum" => {
-                    s.box_download_checksum = Some(string(v).ok_or_else(|| bad("a string"))?)
-                }
-                "box_download_checksum_type" => {
-                    s.box_download_checksum_type = Some(string(v).ok_or_else(|| bad("a string"))?)
-                }
-                "memory" => s.memory = Some(positive(v).ok_or_else(|| bad("a number of MiB"))?),
-                "cpus" => s.cpus = Some(positive(v).ok_or_else(|| bad("a whole number"))?),
-                "disk_size" => s.disk_size = Some(size(v).map_err(|e| self.err(&at, &e))?),
-                "cpu_mode" => s.cpu_mode = Some(cpu_mode(v).map_err(|e| self.err(&at, &e))?),
-                "cpu_model" => s.cpu_model = Some(string(v).ok_or_else(|| bad("a string"))?),
-                "accel" => {
-                    s.accel = Some(
-                        serde_json::from_value::<Accel>(v.clone())
-                            .map_err(|_| bad("auto, kvm or tcg"))?,
-                    )
-                }
-                "boot_timeout" => {
-                    s.boot_timeout = Some(positive(v).ok_or_else(|| bad("a number of seconds"))?)
-                }
-                "groups" => instance.groups = strings(v).ok_or_else(|| bad("a list of strings"))?,
-                "children" => {
-                    instance.children = strings(v).ok_or_else(|| bad("a list of strings"))?
-                }
                 "interfaces" => self.interfaces(&at, v, &mut s)?,
                 "provider_options" => self.provider_options(&at, v, &mut s)?,
                 "config_options" => self.config_options(&at, v, &mut s)?,
@@ -346,23 +283,32 @@ impl Checker<'_> {
                 k if VAGRANT_ONLY_KEYS.contains(&k) => {
                     self.warn(&at, "only means something to Vagrant: ignored".into())
                 }
-                _ => {
-                    return Err(self.err(
-                        &at,
-                        "unknown platform key (kvmdrive does not know what to do with it)",
-                    ))
-                }
+                _ => {}
             }
         }
-        if s.box_download_checksum.is_some() != s.box_download_checksum_type.is_some() {
-            return Err(self.err(
-                &ctx,
-                "box_download_checksum and box_download_checksum_type go together",
-            ));
-        }
+        checksum_of(&s, &MachineSettings::default()).map_err(|e| self.err(&ctx, &e))?;
         let name = MachineName(instance.machine.clone());
         s.name = Some(name);
         Ok((s, instance))
+    }
+
+    /// A platform serde refused: the error of the first key that fails on
+    /// its own, named (serde's own message says what it expected).
+    fn key_error(
+        &self,
+        ctx: &str,
+        m: &serde_json::Map<String, Value>,
+        whole: serde_json::Error,
+    ) -> PlatformError {
+        for (k, v) in m.iter().filter(|(k, _)| *k != "name") {
+            let mut one = serde_json::Map::new();
+            one.insert("name".into(), m["name"].clone());
+            one.insert(k.clone(), v.clone());
+            if let Err(e) = serde_json::from_value::<Platform>(Value::Object(one)) {
+                return self.err(&format!("{ctx}.{k}"), &e.to_string());
+            }
+        }
+        self.err(ctx, &whole.to_string())
     }
 
     /// Vagrant networks (molecule/networks.rs): extra NICs and forwarded ports.
@@ -579,41 +525,17 @@ fn string(v: &Value) -> Option<String> {
     }
 }
 
-fn strings(v: &Value) -> Option<Vec<String>> {
-    v.as_array()?
-        .iter()
-        .map(|x| x.as_str().map(str::to_owned))
-        .collect()
+/// A value typed by its serde type (the same rules as kvmdrive.yml's).
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| e.to_string())
 }
 
-/// A whole number > 0, also when written as a string (`memory: "1024"`).
 fn positive(v: &Value) -> Option<Positive> {
-    let n = match v {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f > 0.0)
-                .map(|f| f as u64)
-        })?,
-        Value::String(s) => s.trim().parse().ok()?,
-        _ => return None,
-    };
-    u32::try_from(n).ok().filter(|n| *n > 0).map(Positive)
-}
-
-fn size(v: &Value) -> Result<Size, String> {
-    match v {
-        Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| "expected a size such as 20G".to_owned())
-            .and_then(|n| Size::parse(&n.to_string())),
-        Value::String(s) => Size::parse(s),
-        _ => Err("expected a size such as 20G".into()),
-    }
+    typed(v).ok()
 }
 
 fn cpu_mode(v: &Value) -> Result<CpuMode, String> {
-    serde_json::from_value(v.clone())
-        .map_err(|_| "expected auto, host-passthrough, host-model or custom".into())
+    typed(v).map_err(|_| "expected auto, host-passthrough, host-model or custom".into())
 }
 
 #[cfg(test)]
@@ -684,7 +606,13 @@ platforms:
             HostnameSetting::Name(Hostname::parse("web1").unwrap())
         );
         assert_eq!(m[0].box_name, "debian/bookworm64");
-        assert_eq!(m[0].box_version.as_deref(), Some("12.1"));
+        assert_eq!(
+            m[0].box_version
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("12.1")
+        );
         assert_eq!((m[0].memory_mib, m[0].cpus), (1024, 2));
         assert_eq!(m[0].boot_timeout_s, 600);
         assert_eq!(m[0].cpu_mode, CpuMode::HostPassthrough);
@@ -809,6 +737,15 @@ platforms:
         assert!(e.contains("go together"), "{e}");
         let e = err("- name: a\n  memory: lots\n");
         assert!(e.contains("memory"), "{e}");
+        let e = err("- name: a\n  box_version: \"~>\"\n");
+        assert!(e.contains("platforms[0] (a).box_version"), "{e}");
+        // the checksum type follows from the length, as in kvmdrive.yml
+        let sha1 = "a9993e364706816aba3e25717850c26c9cd0d89d";
+        let p = ok(&format!("- name: a\n  box_download_checksum: {sha1}\n"));
+        assert_eq!(
+            p.config.machines()[0].box_checksum.as_ref().unwrap().hex,
+            sha1
+        );
     }
 
     #[test]
