@@ -7,7 +7,7 @@
 # The venv (tests/molecule-venv; KVMDRIVE_VENV picks another) must exist:
 # running this script outside the sandbox makes it.
 set -uo pipefail
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 if [ "${KVMDRIVE_SANDBOX:-}" != 1 ]; then
     "$REPO/tests/molecule-venv" >/dev/null || { echo "cannot make the Molecule venv"; exit 1; }
 fi
