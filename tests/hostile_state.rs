@@ -6,102 +6,35 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use common::driver::{fixture_at, Fixture, LIBVIRT};
 
-use kvmdrive::boxes::BoxStore;
-use kvmdrive::machine::lifecycle::{self, Env, LifecycleError};
+use std::path::{Path, PathBuf};
+
+use kvmdrive::machine::lifecycle::{self, LifecycleError};
 use kvmdrive::machine::plan;
 use kvmdrive::machine::project::{Project, ProjectError};
-use kvmdrive::output::Reporter;
 use kvmdrive::project::config::Config;
 use kvmdrive::virt::hypervisor::DomainState;
-use kvmdrive::virt::Hypervisor;
 
-/// The test driver's state is shared by every connection of the process.
-static LIBVIRT: Mutex<()> = Mutex::new(());
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    pool_dir: PathBuf,
-    hv: Hypervisor,
-    store: BoxStore,
-    out: Reporter,
-}
-
-/// A project at `tmp/<rel>` with the given machines.
-fn fixture(rel: &str, machines: &[&str]) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join(rel);
-    std::fs::create_dir_all(&dir).unwrap();
-    let the_box = common::tiny_box(tmp.path());
-    let mut yml = format!(
-        "defaults:\n  box: {}\n  accel: tcg\nmachines:\n",
-        the_box.display()
-    );
+/// up, check every machine runs and has a record, destroy, check nothing is left.
+fn up_and_destroy(fx: &Fixture, machines: &[&str]) {
+    let c = fx.config();
+    let records = fx
+        .run_with(&c, |env, c| lifecycle::up(env, c, &[]))
+        .unwrap();
+    assert_eq!(records.len(), machines.len());
+    let project = fx.project();
     for m in machines {
-        yml.push_str(&format!("  - name: {m}\n"));
+        assert_eq!(fx.state(m), Some(DomainState::Running), "{m}");
+        assert!(project.record(m).unwrap().is_some(), "{m} has a record");
     }
-    std::fs::write(dir.join("kvmdrive.yml"), yml).unwrap();
-    Fixture {
-        pool_dir: tmp.path().join("pool"),
-        hv: Hypervisor::connect("test:///default").unwrap(),
-        store: BoxStore::new(tmp.path().join("home")),
-        out: Reporter::new(false, 0),
-        dir,
-        _tmp: tmp,
+    fx.run_with(&c, |env, c| lifecycle::destroy(env, c, &[]))
+        .unwrap();
+    for m in machines {
+        assert_eq!(fx.state(m), None, "{m}");
     }
-}
-
-impl Fixture {
-    fn project(&self) -> Project {
-        Project::new(&self.dir, None).unwrap()
-    }
-
-    fn run<T>(&self, config: &Config, f: impl FnOnce(&Env, &Config) -> T) -> T {
-        let project = self.project();
-        let env = Env {
-            hv: &self.hv,
-            project: &project,
-            out: &self.out,
-            store: &self.store,
-            pool_dir: self.pool_dir.clone(),
-        };
-        f(&env, config)
-    }
-
-    fn config(&self) -> Config {
-        Config::load(&self.dir).unwrap()
-    }
-
-    fn state(&self, machine: &str) -> Option<DomainState> {
-        self.hv
-            .domain_state(&plan::domain_name(&self.project(), machine))
-            .unwrap()
-    }
-
-    /// up, check every machine runs and has a record, destroy, check nothing is left.
-    fn up_and_destroy(&self, machines: &[&str]) {
-        let c = self.config();
-        let records = self.run(&c, |env, c| lifecycle::up(env, c, &[])).unwrap();
-        assert_eq!(records.len(), machines.len());
-        let project = self.project();
-        for m in machines {
-            assert_eq!(self.state(m), Some(DomainState::Running), "{m}");
-            assert!(project.record(m).unwrap().is_some(), "{m} has a record");
-        }
-        self.run(&c, |env, c| lifecycle::destroy(env, c, &[]))
-            .unwrap();
-        for m in machines {
-            assert_eq!(self.state(m), None, "{m}");
-        }
-        assert!(!self
-            .hv
-            .network_exists(&plan::network_name(&project))
-            .unwrap());
-        assert!(!project.state_dir.exists());
-    }
+    assert!(!fx.hv.network_exists(&plan::network_name(&project)).unwrap());
+    assert!(!project.state_dir.exists());
 }
 
 /// A path of nested directories about `len` bytes long below `tmp`.
@@ -119,7 +52,7 @@ fn long_rel(len: usize) -> String {
 #[test]
 fn project_directories_with_spaces_and_unicode_work() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture("My Prøject (test) 🚀", &["web"]);
+    let fx = fixture_at("My Prøject (test) 🚀", &["web"]);
     let p = fx.project();
     assert!(
         p.slug
@@ -128,15 +61,15 @@ fn project_directories_with_spaces_and_unicode_work() {
         "{}",
         p.slug
     );
-    fx.up_and_destroy(&["web"]);
+    up_and_destroy(&fx, &["web"]);
 }
 
 #[test]
 fn very_long_project_paths_work() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture(&long_rel(1500), &["web"]);
+    let fx = fixture_at(&long_rel(1500), &["web"]);
     assert!(fx.dir.as_os_str().len() > 1500);
-    fx.up_and_destroy(&["web"]);
+    up_and_destroy(&fx, &["web"]);
 }
 
 #[test]
@@ -144,8 +77,8 @@ fn machine_names_at_the_length_limit_work() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
     let longest = "m".repeat(39) + "1";
     assert_eq!(longest.len(), 40);
-    let fx = fixture(&long_rel(300), &[&longest, "x"]);
-    fx.up_and_destroy(&[&longest, "x"]);
+    let fx = fixture_at(&long_rel(300), &[&longest, "x"]);
+    up_and_destroy(&fx, &[&longest, "x"]);
 
     // One more character is refused when the file is loaded.
     let too_long = "m".repeat(41);
@@ -179,9 +112,10 @@ fn corrupt(path: &Path, how: &str) {
 fn edited_or_truncated_records_are_named_and_destroy_still_works() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
     for how in ["truncated", "empty", "wrong type"] {
-        let fx = fixture("p", &["a", "b"]);
+        let fx = fixture_at("p", &["a", "b"]);
         let c = fx.config();
-        fx.run(&c, |env, c| lifecycle::up(env, c, &[])).unwrap();
+        fx.run_with(&c, |env, c| lifecycle::up(env, c, &[]))
+            .unwrap();
         let p = fx.project();
         let path = record_path(&p, "a");
         corrupt(&path, how);
@@ -197,7 +131,7 @@ fn edited_or_truncated_records_are_named_and_destroy_still_works() {
         }
 
         // destroy: finds both machines and removes them.
-        fx.run(&c, |env, c| lifecycle::destroy(env, c, &[]))
+        fx.run_with(&c, |env, c| lifecycle::destroy(env, c, &[]))
             .unwrap();
         assert_eq!(fx.state("a"), None, "{how}");
         assert_eq!(fx.state("b"), None, "{how}");
@@ -208,9 +142,10 @@ fn edited_or_truncated_records_are_named_and_destroy_still_works() {
 #[test]
 fn destroy_finds_machines_through_libvirt_when_state_and_config_are_gone() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture("p", &["a", "b"]);
+    let fx = fixture_at("p", &["a", "b"]);
     let c = fx.config();
-    fx.run(&c, |env, c| lifecycle::up(env, c, &[])).unwrap();
+    fx.run_with(&c, |env, c| lifecycle::up(env, c, &[]))
+        .unwrap();
     let p = fx.project();
     // Hand-edited state: the machines' directories are gone, the lock file
     // holds garbage, and the config now lists no machine of the project.
@@ -224,7 +159,7 @@ fn destroy_finds_machines_through_libvirt_when_state_and_config_are_gone() {
     )
     .unwrap();
     let c2 = fx.config();
-    fx.run(&c2, |env, c| lifecycle::destroy(env, c, &[]))
+    fx.run_with(&c2, |env, c| lifecycle::destroy(env, c, &[]))
         .unwrap();
     assert_eq!(fx.state("a"), None);
     assert_eq!(fx.state("b"), None);
@@ -235,12 +170,12 @@ fn destroy_finds_machines_through_libvirt_when_state_and_config_are_gone() {
 #[test]
 fn a_state_directory_that_is_a_file_is_a_clear_error() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture("p", &["a"]);
+    let fx = fixture_at("p", &["a"]);
     let p = fx.project();
     std::fs::write(&p.state_dir, "not a directory").unwrap();
     let c = fx.config();
     let err = fx
-        .run(&c, |env, c| lifecycle::up(env, c, &[]))
+        .run_with(&c, |env, c| lifecycle::up(env, c, &[]))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&p.state_dir.display().to_string()), "{err}");

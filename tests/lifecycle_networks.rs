@@ -6,76 +6,16 @@
 
 mod common;
 
-use std::sync::Mutex;
+use common::driver::{fixture_at, Fixture, LIBVIRT};
 
-use kvmdrive::boxes::BoxStore;
-use kvmdrive::machine::lifecycle::{self, Env};
-use kvmdrive::machine::project::Project;
+use kvmdrive::machine::lifecycle;
 use kvmdrive::machine::{netplan, nics, plan};
-use kvmdrive::output::Reporter;
-use kvmdrive::project::config::Config;
-use kvmdrive::virt::Hypervisor;
 
-static LIBVIRT: Mutex<()> = Mutex::new(());
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    pool_dir: std::path::PathBuf,
-    the_box: std::path::PathBuf,
-    hv: Hypervisor,
-    store: BoxStore,
-    out: Reporter,
-}
-
-fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("project");
-    std::fs::create_dir_all(&dir).unwrap();
-    Fixture {
-        the_box: common::tiny_box(tmp.path()),
-        pool_dir: tmp.path().join("pool"),
-        hv: Hypervisor::connect("test:///default").unwrap(),
-        // Not `from_env`: tests run in parallel threads, and a process-wide
-        // KVMDRIVE_HOME let one test's store land in another's temp dir.
-        store: BoxStore::new(tmp.path().join("home")),
-        out: Reporter::new(false, 0),
-        dir,
-        _tmp: tmp,
-    }
-}
-
-impl Fixture {
-    /// Writes kvmdrive.yml: `machines` is the YAML of the machine list.
-    fn write(&self, machines: &str) {
-        let yml = format!(
-            "defaults:\n  box: {}\n  accel: tcg\nmachines:\n{machines}",
-            self.the_box.display()
-        );
-        std::fs::write(self.dir.join("kvmdrive.yml"), yml).unwrap();
-    }
-
-    fn project(&self) -> Project {
-        Project::new(&self.dir, None).unwrap()
-    }
-
-    fn run<T>(&self, f: impl FnOnce(&Env, &Config) -> T) -> T {
-        let project = self.project();
-        let env = Env {
-            hv: &self.hv,
-            project: &project,
-            out: &self.out,
-            store: &self.store,
-            pool_dir: self.pool_dir.clone(),
-        };
-        f(&env, &Config::load(&self.dir).unwrap())
-    }
-
-    fn net(&self, key: &str) -> Option<String> {
-        self.hv
-            .network_xml(&nics::private_network_name(&self.project(), key))
-            .unwrap()
-    }
+/// The XML of the project's private network `key`, if it exists.
+fn net(fx: &Fixture, key: &str) -> Option<String> {
+    fx.hv
+        .network_xml(&nics::private_network_name(&fx.project(), key))
+        .unwrap()
 }
 
 const A: &str = "  - name: a
@@ -92,15 +32,15 @@ const B: &str = "  - name: b
 #[test]
 fn private_networks_are_shared_reserved_and_removed_with_their_last_user() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture();
+    let fx = fixture_at("project", &[]);
     fx.write(&format!("{A}{B}"));
     let records = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
 
     // One libvirt network per private network, isolated, on the given subnet.
-    let static_net = fx.net("192.168.56.0-24").expect("static network made");
+    let static_net = net(&fx, "192.168.56.0-24").expect("static network made");
     assert!(!static_net.contains("<forward"), "{static_net}");
     assert!(static_net.contains("192.168.56.1"), "{static_net}");
-    let backend = fx.net("backend").expect("dhcp network made");
+    let backend = net(&fx, "backend").expect("dhcp network made");
     let hosts = netplan::read_network(&backend).hosts;
     assert_eq!(hosts.len(), 2, "{backend}");
     assert!(backend.contains("<range"), "{backend}");
@@ -145,27 +85,27 @@ fn private_networks_are_shared_reserved_and_removed_with_their_last_user() {
     assert_eq!(again[0].networks, records[0].networks);
 
     fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
-    assert!(fx.net("backend").is_none() && fx.net("192.168.56.0-24").is_none());
+    assert!(net(&fx, "backend").is_none() && net(&fx, "192.168.56.0-24").is_none());
 }
 
 #[test]
 fn a_network_outlives_one_of_its_machines() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture();
+    let fx = fixture_at("project", &[]);
     fx.write(&format!("{A}{B}"));
     fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
     fx.run(|env, c| lifecycle::destroy(env, c, &["b".to_string()]))
         .unwrap();
-    let backend = fx.net("backend").expect("a still uses backend");
+    let backend = net(&fx, "backend").expect("a still uses backend");
     let hosts = netplan::read_network(&backend).hosts;
     assert_eq!(hosts.len(), 1, "b's reservation is gone: {backend}");
     assert_eq!(hosts[0].name, "a");
-    assert!(fx.net("192.168.56.0-24").is_some());
+    assert!(net(&fx, "192.168.56.0-24").is_some());
 
     // A machine removed from the config is still found and its networks go.
     fx.write("  - name: c\n");
     fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
-    assert!(fx.net("backend").is_none() && fx.net("192.168.56.0-24").is_none());
+    assert!(net(&fx, "backend").is_none() && net(&fx, "192.168.56.0-24").is_none());
     assert!(!fx
         .hv
         .network_exists(&plan::network_name(&fx.project()))
@@ -175,7 +115,7 @@ fn a_network_outlives_one_of_its_machines() {
 #[test]
 fn bad_networks_are_refused_before_anything_is_made() {
     let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = fixture();
+    let fx = fixture_at("project", &[]);
     for (machines, want) in [
         (
             "  - name: a\n    networks: [{type: public, dev: kvd-nosuchdev}]\n",

@@ -4,96 +4,15 @@
 
 mod common;
 
-use std::path::Path;
-use std::sync::Mutex;
+use common::driver::{fixture, names, Fixture, LIBVIRT};
 
-use kvmdrive::boxes::BoxStore;
-use kvmdrive::machine::lifecycle::{self, Env};
+use std::path::Path;
+
+use kvmdrive::machine::lifecycle;
 use kvmdrive::machine::netplan;
 use kvmdrive::machine::plan;
-use kvmdrive::machine::project::Project;
-use kvmdrive::output::Reporter;
-use kvmdrive::project::config::Config;
 use kvmdrive::virt::hypervisor::DomainState;
 use kvmdrive::virt::storage::POOL_NAME;
-use kvmdrive::virt::Hypervisor;
-
-/// The test driver's state is shared by every connection of the process.
-static LIBVIRT: Mutex<()> = Mutex::new(());
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    pool_dir: std::path::PathBuf,
-    hv: Hypervisor,
-    store: BoxStore,
-    out: Reporter,
-}
-
-fn fixture(machines: &[&str]) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("project");
-    std::fs::create_dir_all(&dir).unwrap();
-    let the_box = common::tiny_box(tmp.path());
-    let mut yml = format!(
-        "defaults:\n  box: {}\n  accel: tcg\nmachines:\n",
-        the_box.display()
-    );
-    for m in machines {
-        yml.push_str(&format!("  - name: {m}\n"));
-    }
-    std::fs::write(dir.join("kvmdrive.yml"), yml).unwrap();
-    Fixture {
-        pool_dir: tmp.path().join("pool"),
-        hv: Hypervisor::connect("test:///default").unwrap(),
-        // Not `from_env`: tests run in parallel threads, and a process-wide
-        // KVMDRIVE_HOME let one test's store land in another's temp dir.
-        store: BoxStore::new(tmp.path().join("home")),
-        out: Reporter::new(false, 0),
-        dir,
-        _tmp: tmp,
-    }
-}
-
-impl Fixture {
-    fn project(&self) -> Project {
-        Project::new(&self.dir, None).unwrap()
-    }
-
-    fn config(&self) -> Config {
-        Config::load(&self.dir).unwrap()
-    }
-
-    fn run<T>(&self, f: impl FnOnce(&Env, &Config) -> T) -> T {
-        let project = self.project();
-        let env = Env {
-            hv: &self.hv,
-            project: &project,
-            out: &self.out,
-            store: &self.store,
-            pool_dir: self.pool_dir.clone(),
-        };
-        f(&env, &self.config())
-    }
-
-    fn state(&self, machine: &str) -> Option<DomainState> {
-        self.hv
-            .domain_state(&plan::domain_name(&self.project(), machine))
-            .unwrap()
-    }
-
-    fn overlay_exists(&self, machine: &str) -> bool {
-        let domain = plan::domain_name(&self.project(), machine);
-        self.hv
-            .volume_names(POOL_NAME)
-            .unwrap()
-            .contains(&plan::overlay_name(&domain))
-    }
-}
-
-fn names(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn up_makes_running_linked_clones_with_reserved_addresses() {

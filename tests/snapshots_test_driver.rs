@@ -5,81 +5,11 @@
 
 mod common;
 
-use std::sync::Mutex;
+use common::driver::{fixture, names, LIBVIRT};
 
-use kvmdrive::boxes::BoxStore;
-use kvmdrive::machine::lifecycle::{self, Env};
-use kvmdrive::machine::project::Project;
+use kvmdrive::machine::lifecycle;
 use kvmdrive::machine::{plan, snapshot, suspend};
-use kvmdrive::output::Reporter;
-use kvmdrive::project::config::Config;
 use kvmdrive::virt::hypervisor::DomainState;
-use kvmdrive::virt::Hypervisor;
-
-/// The test driver's state is shared by every connection of the process.
-static LIBVIRT: Mutex<()> = Mutex::new(());
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    pool_dir: std::path::PathBuf,
-    hv: Hypervisor,
-    store: BoxStore,
-    out: Reporter,
-}
-
-fn fixture(machines: &[&str]) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("project");
-    std::fs::create_dir_all(&dir).unwrap();
-    let the_box = common::tiny_box(tmp.path());
-    let mut yml = format!(
-        "defaults:\n  box: {}\n  accel: tcg\nmachines:\n",
-        the_box.display()
-    );
-    for m in machines {
-        yml.push_str(&format!("  - name: {m}\n"));
-    }
-    std::fs::write(dir.join("kvmdrive.yml"), yml).unwrap();
-    Fixture {
-        pool_dir: tmp.path().join("pool"),
-        hv: Hypervisor::connect("test:///default").unwrap(),
-        store: BoxStore::new(tmp.path().join("home")),
-        out: Reporter::new(false, 0),
-        dir,
-        _tmp: tmp,
-    }
-}
-
-impl Fixture {
-    fn project(&self) -> Project {
-        Project::new(&self.dir, None).unwrap()
-    }
-
-    fn run<T>(&self, f: impl FnOnce(&Env, &Config) -> T) -> T {
-        let project = self.project();
-        let env = Env {
-            hv: &self.hv,
-            project: &project,
-            out: &self.out,
-            store: &self.store,
-            pool_dir: self.pool_dir.clone(),
-        };
-        f(&env, &Config::load(&self.dir).unwrap())
-    }
-
-    fn domain(&self, machine: &str) -> String {
-        plan::domain_name(&self.project(), machine)
-    }
-
-    fn state(&self, machine: &str) -> Option<DomainState> {
-        self.hv.domain_state(&self.domain(machine)).unwrap()
-    }
-}
-
-fn names(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn snapshots_are_saved_listed_restored_deleted_and_go_with_destroy() {

@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)]
 
+pub mod driver;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
