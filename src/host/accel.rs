@@ -45,7 +45,7 @@ impl KvmFacts {
             cpu_virt_flags: has_virt_flags(&cpuinfo),
             kvm_pvm: Path::new("/sys/module/kvm_pvm").exists(),
             kvm_failure: experience::load(),
-            probe_kvm_runs: super::facts::find_program("qemu-system-x86_64")
+            probe_kvm_runs: super::programs::find_program("qemu-system-x86_64")
                 .and_then(|q| super::probe::cached(&q))
                 .filter(|r| r.results.iter().any(|(l, _)| l.starts_with("kvm/")))
                 .map(|r| r.kvm_runs()),

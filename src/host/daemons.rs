@@ -253,7 +253,7 @@ pub fn record(s: Started) -> Result<(), HostError> {
 /// Starts `d` detached and waits until its socket answers.
 pub fn spawn(d: Daemon, timeout: Duration) -> Result<Started, HostError> {
     let program =
-        super::facts::find_program(d.program()).ok_or_else(|| HostError::NotInstalled {
+        super::programs::find_program(d.program()).ok_or_else(|| HostError::NotInstalled {
             program: d.program(),
             package: d.package(),
         })?;

@@ -5,6 +5,7 @@
 //! `iptables-save` runs, one libvirt connection); the probe guest runs only
 //! when asked for.
 
+pub use super::programs::find_program;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -278,20 +279,6 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     let existing = dir.ancestors().find(|p| p.exists())?;
     let st = nix::sys::statvfs::statvfs(existing).ok()?;
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
-}
-
-/// Finds a program on PATH, then in the sbin directories that a non-login
-/// PATH often lacks.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// A Debian host without udev, as tests start from it: /dev/kvm root:root

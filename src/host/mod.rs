@@ -24,6 +24,7 @@ pub mod firewall;
 pub mod fix;
 pub mod kvm_access;
 pub mod probe;
+pub mod programs;
 pub mod qemu_conf;
 pub mod up;
 

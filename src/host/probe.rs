@@ -403,7 +403,7 @@ pub fn cache_key(qemu: &Path) -> String {
 
 /// [`cache_key`] for the qemu-system-x86_64 on PATH (what libvirt runs).
 pub fn host_key() -> String {
-    let qemu = super::facts::find_program("qemu-system-x86_64")
+    let qemu = super::programs::find_program("qemu-system-x86_64")
         .unwrap_or_else(|| PathBuf::from("/usr/bin/qemu-system-x86_64"));
     cache_key(&qemu)
 }
