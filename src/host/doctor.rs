@@ -1,6 +1,10 @@
 //! The host checks: pure functions from [`HostFacts`] to [`Finding`]s. Each
 //! says ok / warn / fail, what it saw, and the exact fix. `host check` runs
 //! them all; [`super::quick_preflight`] runs the cheap ones.
+//!
+//! Long (about 600 lines without tests) on purpose: it is the table of every
+//! host check, one short function each, kept in one place so the list of
+//! what `host check` looks at reads top to bottom.
 
 use super::accel;
 use super::daemons::Daemon;

@@ -3,6 +3,11 @@
 //!
 //! Unknown keys, wrong types, bad values and duplicate machine names are errors
 //! that name the file, the line and the key.
+//!
+//! About 600 lines without tests: the kvmdrive.yml schema (serde types,
+//! defaults and their merge) is one document and stays in one file; the
+//! feature fields live in their own modules (`net_config`, `hardware`,
+//! `synced_folder`, `provisioner`, `machine_keys`).
 
 use std::collections::HashSet;
 use std::fmt;
