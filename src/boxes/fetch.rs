@@ -6,146 +6,40 @@
 //! Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (reqwest reads
 //! them). A bearer token ([`Auth`]) is only ever attached to requests for
 //! the catalog's own origin; reqwest drops it on redirects to another host.
+//!
+//! Split by concern: [`config`] (settings and tokens), [`retry`] (which
+//! failures to retry, backoff), [`hash_worker`] (hashing while streaming),
+//! [`resume`] (partial downloads and their sidecar state).
+
+mod config;
+mod hash_worker;
+mod resume;
+mod retry;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{StatusCode, Url};
-use serde::{Deserialize, Serialize};
 
 use super::archive::{looks_like_box, SNIFF_LEN};
 use super::catalog::Catalog;
-use super::checksum::{ChecksumType, Digests, StreamHasher};
+use super::checksum::{ChecksumType, Digests};
 use super::progress::DownloadProgress;
 use super::BoxError;
+pub use config::{Auth, NetConfig, DEFAULT_SERVER_URL};
+use hash_worker::HashWorker;
+use resume::{content_range_start, hash_prefix, restart, PartialState};
+pub use resume::{has_partial, state_path};
+pub use retry::RetryPolicy;
+use retry::{Failure, Retrier};
 
 /// Largest catalog kvmdrive reads.
 const CATALOG_LIMIT: usize = 32 << 20;
-
-/// Default for `$VAGRANT_SERVER_URL`.
-pub const DEFAULT_SERVER_URL: &str = "https://vagrantcloud.com";
-
-/// How often and how patiently to retry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in a row that make no progress before giving up.
-    pub attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(15),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, failures: u32) -> Duration {
-        let factor = 1u32 << failures.saturating_sub(1).min(16);
-        (self.base_delay * factor).min(self.max_delay)
-    }
-}
-
-/// Network settings, from the environment by default.
-#[derive(Debug, Clone)]
-pub struct NetConfig {
-    /// `$VAGRANT_SERVER_URL`: where `owner/name` boxes are looked up.
-    pub server_url: String,
-    /// `$VAGRANT_CLOUD_TOKEN`: sent to the `server_url` origin only.
-    pub vagrant_cloud_token: Option<String>,
-    /// `$KVMDRIVE_CATALOG_TOKEN`: sent to the origin of whichever catalog is used.
-    pub catalog_token: Option<String>,
-    pub retry: RetryPolicy,
-    pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response.
-    pub read_timeout: Duration,
-}
-
-impl Default for NetConfig {
-    fn default() -> NetConfig {
-        NetConfig {
-            server_url: DEFAULT_SERVER_URL.into(),
-            vagrant_cloud_token: None,
-            catalog_token: None,
-            retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-impl NetConfig {
-    pub fn from_env() -> NetConfig {
-        let var = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        NetConfig {
-            server_url: var("VAGRANT_SERVER_URL").unwrap_or_else(|| DEFAULT_SERVER_URL.into()),
-            vagrant_cloud_token: var("VAGRANT_CLOUD_TOKEN"),
-            catalog_token: var("KVMDRIVE_CATALOG_TOKEN"),
-            ..NetConfig::default()
-        }
-    }
-
-    /// The token to send to the catalog at `catalog_url`, if any.
-    pub fn auth_for_catalog(&self, catalog_url: &Url) -> Option<Auth> {
-        if !matches!(catalog_url.scheme(), "http" | "https") {
-            return None;
-        }
-        let token = self.catalog_token.clone().or_else(|| {
-            let server = Url::parse(&self.server_url).ok()?;
-            same_origin(&server, catalog_url)
-                .then(|| self.vagrant_cloud_token.clone())
-                .flatten()
-        })?;
-        Some(Auth {
-            origin: catalog_url.clone(),
-            token,
-        })
-    }
-}
-
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
-}
-
-/// A bearer token bound to one origin.
-#[derive(Clone)]
-pub struct Auth {
-    origin: Url,
-    token: String,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Auth({} ***)",
-            self.origin.origin().ascii_serialization()
-        )
-    }
-}
-
-impl Auth {
-    fn header_for(&self, url: &Url) -> Option<String> {
-        same_origin(&self.origin, url).then(|| format!("Bearer {}", self.token))
-    }
-}
 
 /// What a URL turned out to be.
 pub enum Probe {
@@ -173,32 +67,6 @@ pub struct Downloaded {
     /// Bytes received over the network this time (less than the size when resumed).
     pub transferred: u64,
     pub seconds: f64,
-}
-
-/// Kept beside a partial download so a later run can resume it safely.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-struct PartialState {
-    url: String,
-    etag: Option<String>,
-    last_modified: Option<String>,
-}
-
-impl PartialState {
-    fn validator(&self) -> Option<&str> {
-        self.etag
-            .as_deref()
-            .filter(|e| !e.starts_with("W/"))
-            .or(self.last_modified.as_deref())
-    }
-}
-
-enum Failure {
-    /// Worth another attempt; `progressed` when bytes arrived first.
-    Transient {
-        message: String,
-        progressed: bool,
-    },
-    Fatal(BoxError),
 }
 
 /// The HTTP client with its own small runtime: callers stay synchronous
@@ -546,155 +414,6 @@ impl Fetcher {
     }
 }
 
-/// Counts failures in a row and says how long to wait before the next attempt.
-struct Retrier<'p> {
-    policy: &'p RetryPolicy,
-    failures: u32,
-    attempts: u32,
-}
-
-impl<'p> Retrier<'p> {
-    fn new(policy: &'p RetryPolicy) -> Retrier<'p> {
-        Retrier {
-            policy,
-            failures: 0,
-            attempts: 0,
-        }
-    }
-
-    /// The delay before the next attempt, or `None` to give up. An attempt
-    /// that made progress is retried at once and resets the count.
-    fn after_failure(&mut self, progressed: bool) -> Option<Duration> {
-        self.attempts += 1;
-        self.failures = if progressed { 0 } else { self.failures + 1 };
-        if self.failures >= self.policy.attempts.max(1) || self.attempts >= 1000 {
-            return None;
-        }
-        Some(if progressed {
-            Duration::ZERO
-        } else {
-            self.policy.delay(self.failures)
-        })
-    }
-}
-
-/// Hashes on a thread of its own, so hashing overlaps receiving and
-/// writing. Chunks are handed over in batches of a few MiB: one wake-up per
-/// batch, not per chunk. (Measured on an otherwise idle 2-core host against
-/// a 127.0.0.1 server: as fast as `curl -o`; hashing inline on the receiving
-/// thread was about 1.5x slower, per-chunk hand-over slower still.)
-struct HashWorker {
-    also: Option<ChecksumType>,
-    batch: Vec<Bytes>,
-    batched: usize,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<Bytes>>>,
-    handle: Option<thread::JoinHandle<StreamHasher>>,
-}
-
-const HASH_BATCH: usize = 1 << 20;
-
-impl HashWorker {
-    fn start(also: Option<ChecksumType>) -> HashWorker {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Bytes>>(8);
-        let handle = thread::Builder::new()
-            .name("kvmdrive-hash".into())
-            .spawn(move || {
-                let mut h = StreamHasher::new(also);
-                for batch in rx {
-                    for b in batch {
-                        h.update(&b);
-                    }
-                }
-                h
-            })
-            .expect("cannot start the hashing thread");
-        HashWorker {
-            also,
-            batch: Vec::new(),
-            batched: 0,
-            tx: Some(tx),
-            handle: Some(handle),
-        }
-    }
-
-    fn update(&mut self, data: Bytes) {
-        self.batched += data.len();
-        self.batch.push(data);
-        if self.batched >= HASH_BATCH {
-            self.flush();
-        }
-    }
-
-    fn flush(&mut self) {
-        let batch = std::mem::take(&mut self.batch);
-        self.batched = 0;
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(batch);
-        }
-    }
-
-    /// Starts over (a restarted download).
-    fn reset(&mut self) {
-        let also = self.also;
-        let old = std::mem::replace(self, HashWorker::start(also));
-        drop(old.finish_hasher());
-    }
-
-    fn finish_hasher(mut self) -> StreamHasher {
-        self.flush();
-        drop(self.tx.take());
-        self.handle
-            .take()
-            .expect("finished once")
-            .join()
-            .expect("the hashing thread does not panic")
-    }
-
-    fn finish(self) -> Digests {
-        let also = self.also;
-        self.finish_hasher().finish(also)
-    }
-}
-
-/// Throws away a partial download to start from the first byte.
-fn restart(file: &mut fs::File, hasher: &mut HashWorker, offset: &mut u64) -> std::io::Result<()> {
-    file.set_len(0)?;
-    hasher.reset();
-    *offset = 0;
-    Ok(())
-}
-
-/// Whether `part` is a partial download of `url` that can be resumed.
-pub fn has_partial(part: &Path, url: &Url) -> bool {
-    let state: Option<PartialState> = fs::read(state_path(part))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    state.is_some_and(|s| s.url == url.as_str() && s.validator().is_some())
-        && fs::metadata(part).is_ok_and(|m| m.len() > 0)
-}
-
-/// The sidecar file of a partial download.
-pub fn state_path(part: &Path) -> PathBuf {
-    let mut s = part.as_os_str().to_owned();
-    s.push(".state");
-    PathBuf::from(s)
-}
-
-fn hash_prefix(part: &Path, hasher: &mut HashWorker) -> std::io::Result<u64> {
-    let mut f = fs::File::open(part)?;
-    let mut total = 0u64;
-    loop {
-        let mut buf = vec![0u8; 1 << 20];
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        buf.truncate(n);
-        total += n as u64;
-        hasher.update(Bytes::from(buf));
-    }
-}
-
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -715,13 +434,6 @@ fn is_html(h: &HeaderMap) -> bool {
 
 fn looks_like_html(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
-}
-
-/// Start offset of `Content-Range: bytes START-END/TOTAL`.
-fn content_range_start(h: &HeaderMap) -> Option<u64> {
-    let v = header_str(h, header::CONTENT_RANGE)?;
-    let rest = v.trim().strip_prefix("bytes")?.trim();
-    rest.split('-').next()?.trim().parse().ok()
 }
 
 async fn read_limited(
@@ -791,92 +503,4 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(3),
-        };
-        assert_eq!(p.delay(1), Duration::from_millis(500));
-        assert_eq!(p.delay(2), Duration::from_secs(1));
-        assert_eq!(p.delay(3), Duration::from_secs(2));
-        assert_eq!(p.delay(4), Duration::from_secs(3));
-        assert_eq!(p.delay(40), Duration::from_secs(3));
-    }
-
-    #[test]
-    fn tokens_go_to_the_catalog_origin_only() {
-        let cfg = NetConfig {
-            server_url: "https://boxes.example.test".into(),
-            vagrant_cloud_token: Some("cloud".into()),
-            ..NetConfig::default()
-        };
-        let server = Url::parse("https://boxes.example.test/api/v2/vagrant/a/b").unwrap();
-        let auth = cfg.auth_for_catalog(&server).expect("token for the server");
-        assert_eq!(auth.header_for(&server).as_deref(), Some("Bearer cloud"));
-        assert_eq!(
-            auth.header_for(&Url::parse("https://boxes.example.test/a/b/1.box").unwrap())
-                .as_deref(),
-            Some("Bearer cloud")
-        );
-        assert!(auth
-            .header_for(&Url::parse("https://cdn.example.test/a.box").unwrap())
-            .is_none());
-        assert!(auth
-            .header_for(&Url::parse("http://boxes.example.test/a.box").unwrap())
-            .is_none());
-        assert!(auth
-            .header_for(&Url::parse("https://boxes.example.test:8443/a.box").unwrap())
-            .is_none());
-        // the Vagrant Cloud token never goes to another catalog host
-        assert!(cfg
-            .auth_for_catalog(&Url::parse("https://other.test/c.json").unwrap())
-            .is_none());
-        // a kvmdrive catalog token goes to whatever catalog is used
-        let cfg = NetConfig {
-            catalog_token: Some("mine".into()),
-            ..cfg
-        };
-        let other = Url::parse("https://other.test/c.json").unwrap();
-        assert_eq!(
-            cfg.auth_for_catalog(&other)
-                .unwrap()
-                .header_for(&other)
-                .as_deref(),
-            Some("Bearer mine")
-        );
-        assert!(format!("{:?}", cfg.auth_for_catalog(&other).unwrap()).contains("***"));
-        assert!(!format!("{:?}", cfg.auth_for_catalog(&other).unwrap()).contains("mine"));
-    }
-
-    #[test]
-    fn content_range_parsing() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_RANGE, "bytes 100-199/200".parse().unwrap());
-        assert_eq!(content_range_start(&h), Some(100));
-        h.insert(header::CONTENT_RANGE, "bytes */200".parse().unwrap());
-        assert_eq!(content_range_start(&h), None);
-    }
-
-    #[test]
-    fn weak_etags_are_not_validators() {
-        let s = PartialState {
-            url: "u".into(),
-            etag: Some("W/\"x\"".into()),
-            last_modified: None,
-        };
-        assert_eq!(s.validator(), None);
-        let s = PartialState {
-            last_modified: Some("Tue, 01 Jan 2030 00:00:00 GMT".into()),
-            ..s
-        };
-        assert_eq!(s.validator(), Some("Tue, 01 Jan 2030 00:00:00 GMT"));
-    }
 }

@@ -12,6 +12,14 @@
 //! `~/.vagrant.d/boxes`, with or without the ARCH level) are found and used
 //! in place, read-only. A box only ever appears in `boxes/` by a rename of a
 //! directory that passed every check, so the cache is never half-written.
+//!
+//! This file holds the cache's types and its queries (listing, finding,
+//! reading a box); [`layout`] holds paths and name checks, [`lock`] the
+//! per-box locks, [`install`] everything that changes the cache.
+
+mod install;
+mod layout;
+mod lock;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +33,8 @@ use super::catalog::{host_arch, libvirt_arch, ArchRequest, PROVIDER};
 use super::fetch::NetConfig;
 use super::version::{Constraint, Version};
 use super::{image, io_err, BoxError};
+pub use layout::{check_component, check_name};
+pub use lock::BoxLock;
 
 /// kvmdrive's record of where a cached box came from, beside its image.
 pub const RECORD_FILE: &str = "kvmdrive-source.json";
@@ -187,121 +197,7 @@ pub struct BoxStore {
     pub net: NetConfig,
 }
 
-/// Held while a box is being added or removed; released on drop.
-pub struct BoxLock {
-    _file: fs::File,
-    /// Whether another process or thread held it first.
-    pub waited: bool,
-}
-
 impl BoxStore {
-    /// The store at `$KVMDRIVE_HOME` (default `~/.local/share/kvmdrive`),
-    /// also reading `$VAGRANT_HOME` (default `~/.vagrant.d`), with network
-    /// settings from the environment.
-    pub fn from_env() -> BoxStore {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| "/root".into());
-        let kvmdrive_home = std::env::var_os("KVMDRIVE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".local/share/kvmdrive"));
-        let vagrant_home = std::env::var_os("VAGRANT_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".vagrant.d"));
-        BoxStore {
-            home: kvmdrive_home,
-            vagrant_home: Some(vagrant_home),
-            net: NetConfig::from_env(),
-        }
-    }
-
-    /// A store at `home` alone, with default network settings (tests, tools).
-    pub fn new(home: impl Into<PathBuf>) -> BoxStore {
-        BoxStore {
-            home: home.into(),
-            vagrant_home: None,
-            net: NetConfig::default(),
-        }
-    }
-
-    pub fn with_vagrant_home(mut self, dir: impl Into<PathBuf>) -> BoxStore {
-        self.vagrant_home = Some(dir.into());
-        self
-    }
-
-    pub fn with_net(mut self, net: NetConfig) -> BoxStore {
-        self.net = net;
-        self
-    }
-
-    pub fn boxes_dir(&self) -> PathBuf {
-        self.home.join("boxes")
-    }
-
-    pub fn vagrant_boxes_dir(&self) -> Option<PathBuf> {
-        self.vagrant_home.as_ref().map(|h| h.join("boxes"))
-    }
-
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.home.join("tmp")
-    }
-
-    fn locks_dir(&self) -> PathBuf {
-        self.home.join("locks")
-    }
-
-    /// `owner/name` -> `owner-VAGRANTSLASH-name`, as Vagrant names the directory.
-    pub fn dir_name(name: &str) -> String {
-        name.replace('/', "-VAGRANTSLASH-")
-    }
-
-    fn box_name(dir_name: &str) -> String {
-        dir_name.replace("-VAGRANTSLASH-", "/")
-    }
-
-    /// Directory a box version goes to in kvmdrive's cache.
-    pub fn provider_dir(&self, name: &str, version: &str, arch: &str) -> PathBuf {
-        self.boxes_dir()
-            .join(Self::dir_name(name))
-            .join(version)
-            .join(arch)
-            .join(PROVIDER)
-    }
-
-    /// Takes the per-box lock, waiting for whoever holds it.
-    pub fn lock(&self, name: &str) -> Result<BoxLock, BoxError> {
-        check_name(name).map_err(|reason| BoxError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })?;
-        let dir = self.locks_dir();
-        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
-        let path = dir.join(format!("{}.lock", Self::dir_name(name)));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(format!("cannot open {}", path.display())))?;
-        let waited = match file.try_lock() {
-            Ok(()) => false,
-            Err(fs::TryLockError::WouldBlock) => {
-                file.lock()
-                    .map_err(io_err(format!("cannot lock {}", path.display())))?;
-                true
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(io_err(format!("cannot lock {}", path.display()))(e))
-            }
-        };
-        Ok(BoxLock {
-            _file: file,
-            waited,
-        })
-    }
-
     /// Every box in both caches (kvmdrive's first), unsorted.
     pub fn list(&self) -> Vec<CachedBox> {
         let mut out = Vec::new();
@@ -412,212 +308,6 @@ impl BoxStore {
             image,
             virtual_size,
         })
-    }
-
-    /// Renames the checked box in `staged` into place, replacing what is
-    /// there only with `force`. The caller holds the box's lock.
-    pub fn install(
-        &self,
-        staged: &Path,
-        name: &str,
-        version: &str,
-        arch: &str,
-        force: bool,
-    ) -> Result<PathBuf, BoxError> {
-        let dest = self.provider_dir(name, version, arch);
-        let exists = dest.exists();
-        if exists && !force {
-            return Err(BoxError::AlreadyExists {
-                name: name.to_owned(),
-                version: version.to_owned(),
-                architecture: arch.to_owned(),
-            });
-        }
-        let parent = dest.parent().expect("provider dir has a parent");
-        fs::create_dir_all(parent)
-            .map_err(io_err(format!("cannot create {}", parent.display())))?;
-        let old = if exists {
-            let trash = self.trash_path()?;
-            fs::rename(&dest, &trash)
-                .map_err(io_err(format!("cannot move {} aside", dest.display())))?;
-            Some(trash)
-        } else {
-            None
-        };
-        crate::fault::point("box.rename");
-        if let Err(e) = fs::rename(staged, &dest) {
-            if let Some(old) = &old {
-                let _ = fs::rename(old, &dest);
-            } else {
-                self.prune_empty_parents(&dest);
-            }
-            return Err(io_err(format!(
-                "cannot move the box into {}",
-                dest.display()
-            ))(e));
-        }
-        if let Some(old) = old {
-            let _ = fs::remove_dir_all(old);
-        }
-        Ok(dest)
-    }
-
-    /// Removes a box of kvmdrive's cache: it vanishes at once (renamed
-    /// aside), then its files are deleted. The caller holds the box's lock.
-    pub fn remove(&self, c: &CachedBox) -> Result<(), BoxError> {
-        if c.origin != Origin::Kvmdrive {
-            return Err(BoxError::BadBox {
-                name: c.name.clone(),
-                message: format!(
-                    "{} is in Vagrant's cache; remove it with `vagrant box remove`",
-                    c.dir.display()
-                ),
-            });
-        }
-        let trash = self.trash_path()?;
-        fs::rename(&c.dir, &trash).map_err(io_err(format!("cannot remove {}", c.dir.display())))?;
-        fs::remove_dir_all(&trash).map_err(io_err(format!("cannot delete {}", trash.display())))?;
-        self.prune_empty_parents(&c.dir);
-        Ok(())
-    }
-
-    /// The catalog URL a box was added from (Vagrant's `metadata_url` file).
-    pub fn metadata_url(&self, name: &str, origin: Origin) -> Option<String> {
-        let root = match origin {
-            Origin::Kvmdrive => self.boxes_dir(),
-            Origin::Vagrant => self.vagrant_boxes_dir()?,
-        };
-        let text = fs::read_to_string(root.join(Self::dir_name(name)).join("metadata_url")).ok()?;
-        Some(text.trim().to_owned()).filter(|t| !t.is_empty())
-    }
-
-    pub fn write_metadata_url(&self, name: &str, url: &str) -> Result<(), BoxError> {
-        let path = self
-            .boxes_dir()
-            .join(Self::dir_name(name))
-            .join("metadata_url");
-        fs::write(&path, url).map_err(io_err(format!("cannot write {}", path.display())))
-    }
-
-    /// A fresh directory for unpacking, on the same file system as the
-    /// cache (what killed runs left there is removed first).
-    pub fn staging_dir(&self) -> Result<super::staging::Staging, BoxError> {
-        let tmp = self.tmp_dir();
-        super::staging::Staging::new_in(&tmp).map_err(io_err(format!(
-            "cannot create a directory in {}",
-            tmp.display()
-        )))
-    }
-
-    fn trash_path(&self) -> Result<PathBuf, BoxError> {
-        let tmp = self.tmp_dir();
-        fs::create_dir_all(&tmp).map_err(io_err(format!("cannot create {}", tmp.display())))?;
-        // An empty directory: renaming a directory onto it replaces it.
-        let dir = tempfile::Builder::new()
-            .prefix("trash-")
-            .tempdir_in(&tmp)
-            .map_err(io_err("cannot create a directory for removal"))?;
-        Ok(dir.keep())
-    }
-
-    /// Removes now-empty ARCH, VERSION and NAME directories above `provider_dir`
-    /// (and the name's `metadata_url` once no version is left).
-    fn prune_empty_parents(&self, provider_dir: &Path) {
-        let boxes = self.boxes_dir();
-        let mut dir = provider_dir.parent();
-        while let Some(d) = dir {
-            if d == boxes || !d.starts_with(&boxes) {
-                break;
-            }
-            if d.parent() == Some(boxes.as_path()) {
-                // the NAME directory: only metadata_url left means no versions left
-                let only_metadata = fs::read_dir(d)
-                    .map(|it| {
-                        it.filter_map(|e| e.ok())
-                            .all(|e| e.file_name() == "metadata_url")
-                    })
-                    .unwrap_or(false);
-                if only_metadata {
-                    let _ = fs::remove_file(d.join("metadata_url"));
-                }
-            }
-            if fs::remove_dir(d).is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
-    }
-
-    /// Deletes what interrupted runs left in `tmp/` (unpack and trash
-    /// directories, partial downloads) untouched for `older_than`.
-    pub fn clean_tmp(&self, older_than: std::time::Duration) -> usize {
-        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
-            return 0;
-        };
-        let mut removed = 0;
-        let mut paths: Vec<PathBuf> = Vec::new();
-        for e in entries.filter_map(|e| e.ok()) {
-            if e.file_name() == "downloads" {
-                if let Ok(it) = fs::read_dir(e.path()) {
-                    paths.extend(it.filter_map(|e| e.ok()).map(|e| e.path()));
-                }
-            } else {
-                paths.push(e.path());
-            }
-        }
-        for p in paths {
-            let old = fs::symlink_metadata(&p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= older_than);
-            if old {
-                let gone = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-                if gone.is_ok() {
-                    removed += 1;
-                }
-            }
-        }
-        removed
-    }
-}
-
-/// Box names become directory names: letters, digits, `.`, `_`, `-` in
-/// `/`-separated parts, none of them empty, `.` or `..` (Vagrant's names).
-pub fn check_name(name: &str) -> Result<(), String> {
-    let part_ok = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    if name.len() <= 200 && name.split('/').all(part_ok) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid box name (use letters, digits, `.`, `_`, `-`, and `/` between parts)"
-        ))
-    }
-}
-
-/// A version or architecture used as one directory name.
-pub fn check_component(what: &str, value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value != "."
-        && value != ".."
-        && value.len() <= 100
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("`{value}` is not a valid {what}"))
     }
 }
 
@@ -865,89 +555,5 @@ mod tests {
             store.find("v", None),
             Err(BoxError::BadBox { .. }) | Err(BoxError::QemuImg { .. })
         ));
-    }
-
-    #[test]
-    fn install_and_remove_leave_no_debris() {
-        let home = tempfile::tempdir().unwrap();
-        let store = BoxStore::new(home.path());
-        let staged = store.staging_dir().unwrap();
-        fs::write(staged.path().join("metadata.json"), "{}").unwrap();
-        let dest = store
-            .install(staged.path(), "a/b", "1", "amd64", false)
-            .unwrap();
-        staged.keep();
-        assert!(dest.join("metadata.json").is_file());
-        store.write_metadata_url("a/b", "https://x/a/b").unwrap();
-        assert_eq!(
-            store.metadata_url("a/b", Origin::Kvmdrive).as_deref(),
-            Some("https://x/a/b")
-        );
-
-        let again = store.staging_dir().unwrap();
-        assert!(matches!(
-            store.install(again.path(), "a/b", "1", "amd64", false),
-            Err(BoxError::AlreadyExists { .. })
-        ));
-        fs::write(again.path().join("new"), "").unwrap();
-        store
-            .install(again.path(), "a/b", "1", "amd64", true)
-            .unwrap();
-        again.keep();
-        assert!(dest.join("new").is_file(), "replaced with --force");
-
-        let c = CachedBox {
-            name: "a/b".into(),
-            version: Version::parse("1").unwrap(),
-            architecture: Some("amd64".into()),
-            dir: dest.clone(),
-            origin: Origin::Kvmdrive,
-        };
-        store.remove(&c).unwrap();
-        assert!(
-            !store.boxes_dir().join("a-VAGRANTSLASH-b").exists(),
-            "empty parents removed"
-        );
-        let leftovers: Vec<_> = fs::read_dir(store.tmp_dir()).unwrap().collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
-    }
-
-    #[test]
-    fn names_and_components_that_would_leave_the_cache_are_refused() {
-        for ok in ["acme/web", "debian-12", "a.b_c/d-e", "generic/ubuntu2204"] {
-            assert!(check_name(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "", "../x", "a/../b", "/abs", "a//b", "a/", ".", "a b", "a\\b", "x/..",
-        ] {
-            assert!(check_name(bad).is_err(), "{bad}");
-        }
-        assert!(check_component("version", "1.2.3-rc1").is_ok());
-        assert!(check_component("architecture", "../x").is_err());
-        assert!(check_component("architecture", "..").is_err());
-        assert!(check_component("architecture", "").is_err());
-        let home = tempfile::tempdir().unwrap();
-        let store = BoxStore::new(home.path());
-        assert!(matches!(
-            store.lock("../evil"),
-            Err(BoxError::InvalidName { .. })
-        ));
-        assert!(store.versions_of("../..").is_empty());
-    }
-
-    #[test]
-    fn locks_exclude_each_other() {
-        let home = tempfile::tempdir().unwrap();
-        let store = BoxStore::new(home.path());
-        let first = store.lock("a/b").unwrap();
-        assert!(!first.waited);
-        let store2 = store.clone();
-        let t = std::thread::spawn(move || store2.lock("a/b").unwrap().waited);
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        drop(first);
-        assert!(t.join().unwrap(), "the second locker had to wait");
-        // another box is independent
-        let _a = store.lock("a/b").unwrap();
-        assert!(!store.lock("c/d").unwrap().waited);
     }
 }
