@@ -152,6 +152,7 @@ fn up_locked(
             );
         }
         env.hv.ensure_network(&n.name, &n.xml)?;
+        crate::fault::point("up.network-started");
         if n.kind == "management" {
             *network_created = n.create;
         }
@@ -165,7 +166,6 @@ fn up_locked(
             crate::fault::point("up.dhcp-reserved");
         }
     }
-    crate::fault::point("up.network-started");
     drop(net_lock);
     if let Some(m) = plan.machines.first() {
         if m.plan.accel.accel == Accel::Tcg {
