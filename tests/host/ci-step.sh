@@ -176,7 +176,11 @@ PY
 )
 check "GitHub Actions and docs/ci/ci-step.sh: the same install command and step lines as Cirrus; caches keyed by rev and kvmdrive.yml ($gh)" test "$gh" = ok
 
-warm=0; [[ -d $CI_TARGET/release ]] && warm=1
+# Warm: the kept target dir was built for this Cargo.lock (a changed lock,
+# e.g. a new dependency, recompiles what it touches: that is no failure).
+lock_hash=$(git -C "$REPO" show "$CI_REV:Cargo.lock" | sha256sum | cut -d' ' -f1)
+warm=0
+[[ -d $CI_TARGET/release && $(cat "$CI_TARGET/.cargo-lock-sha256" 2>/dev/null) == "$lock_hash" ]] && warm=1
 # cargo took a git package's units in a kept target dir as fresh although the
 # rev had changed (a binary from an older rev got installed): drop kvmdrive's
 # own units, so run 1 compiles the pinned rev (a CI's install starts from an
@@ -197,6 +201,7 @@ for n in 1 2; do
     echo "CI run $n: ${secs[$n]} s (exit ${rc[$n]})"
 done
 after=$(host_state)
+((rc[1] == 0)) && echo "$lock_hash" >"$CI_TARGET/.cargo-lock-sha256"
 
 log1=$work/run1.log log2=$work/run2.log
 check "run 1 succeeds" test "${rc[1]}" = 0
