@@ -14,6 +14,7 @@ pub mod output;
 pub mod project;
 pub mod remote;
 pub mod roletest;
+mod same_file;
 pub mod virt;
 pub mod wait;
 

@@ -9,6 +9,8 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::same_file::same_file;
+
 const PREFIX: &str = "unpack-";
 const LOCK_SUFFIX: &str = ".lock";
 
@@ -101,14 +103,6 @@ pub fn remove_stale(tmp: &Path) -> usize {
         }
     }
     removed
-}
-
-fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
+use crate::same_file::same_file;
+
 const PREFIX: &str = ".import-";
 
 /// Copies `image` to `dest` (in `pool_dir`) through a locked temporary file.
@@ -51,14 +53,6 @@ pub fn remove_stale(pool_dir: &Path) -> usize {
         }
     }
     removed
-}
-
-fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::same_file::same_file;
+
 /// Directory name of the state under the project directory.
 pub const STATE_DIR: &str = ".kvmdrive";
 
@@ -207,15 +209,6 @@ impl Project {
             }
             _ => Ok(()),
         }
-    }
-}
-
-/// Whether the open `file` is still the file at `path`.
-fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
     }
 }
 
