@@ -154,6 +154,21 @@ pub fn add(
     session.add(req, &wanted)
 }
 
+impl AddRequest {
+    /// What a machine's box asks of the cache, as a `box add` request.
+    fn for_spec(spec: &BoxSpec) -> AddRequest {
+        AddRequest {
+            source: spec.name.clone(),
+            name: None,
+            version: spec.version.clone(),
+            architecture: spec.architecture.clone(),
+            checksum: spec.checksum.clone(),
+            checksum_type: spec.checksum_type.clone(),
+            force: false,
+        }
+    }
+}
+
 /// Finds the box a machine needs, adding it first when the cache has no
 /// satisfying version: from `spec.url` (a box or catalog URL), from
 /// `spec.name` when that is a `.box` path or URL, or by resolving an
@@ -165,15 +180,7 @@ pub fn ensure(
     spec: &BoxSpec,
     reporter: &Reporter,
 ) -> Result<InstalledBox, BoxError> {
-    let req = AddRequest {
-        source: spec.name.clone(),
-        name: None,
-        version: spec.version.clone(),
-        architecture: spec.architecture.clone(),
-        checksum: spec.checksum.clone(),
-        checksum_type: spec.checksum_type.clone(),
-        force: false,
-    };
+    let req = AddRequest::for_spec(spec);
     let wanted = Wanted::from_request(&req)?;
     let mut session = Session {
         store,
@@ -221,15 +228,7 @@ pub fn find_cached(
     } else {
         spec.name.clone()
     };
-    let req = AddRequest {
-        source: spec.name.clone(),
-        name: None,
-        version: spec.version.clone(),
-        architecture: spec.architecture.clone(),
-        checksum: spec.checksum.clone(),
-        checksum_type: spec.checksum_type.clone(),
-        force: false,
-    };
+    let req = AddRequest::for_spec(spec);
     let wanted = Wanted::from_request(&req)?;
     let constraint = wanted.constraint.clone().unwrap_or_else(Constraint::any);
     if let Some(found) = store.find_matching(&name, &constraint, &wanted.arch)? {
