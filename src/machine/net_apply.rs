@@ -287,12 +287,7 @@ struct IfSourceDoc {
 
 /// MAC addresses of a domain's interfaces.
 pub fn domain_macs(xml: &str) -> Vec<String> {
-    let Ok(doc) = quick_xml::de::from_str::<DomDoc>(xml) else {
-        return Vec::new();
-    };
-    doc.devices
-        .map(|d| d.interface)
-        .unwrap_or_default()
+    interfaces(xml)
         .into_iter()
         .filter_map(|i| i.mac.map(|m| m.address))
         .collect()
@@ -300,15 +295,19 @@ pub fn domain_macs(xml: &str) -> Vec<String> {
 
 /// Networks a domain's interfaces are attached to.
 pub fn domain_networks(xml: &str) -> Vec<String> {
-    let Ok(doc) = quick_xml::de::from_str::<DomDoc>(xml) else {
-        return Vec::new();
-    };
-    doc.devices
-        .map(|d| d.interface)
-        .unwrap_or_default()
+    interfaces(xml)
         .into_iter()
         .filter_map(|i| i.source.and_then(|s| s.network))
         .collect()
+}
+
+/// A domain's interfaces (none if the XML does not parse).
+fn interfaces(xml: &str) -> Vec<IfDoc> {
+    quick_xml::de::from_str::<DomDoc>(xml)
+        .ok()
+        .and_then(|doc| doc.devices)
+        .map(|d| d.interface)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
