@@ -126,7 +126,7 @@ pub fn wait_for_answer(
     let mut attempt = 0u32;
     wait_until(poll, || {
         attempt += 1;
-        let timeout = if attempt % 10 == 0 {
+        let timeout = if attempt.is_multiple_of(10) {
             SLOW_ANSWER
         } else {
             QUICK_ANSWER
