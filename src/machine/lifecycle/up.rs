@@ -167,6 +167,7 @@ fn up_locked(
         }
     }
     drop(net_lock);
+    env.out.trace(None, "pool, base volumes and networks ready");
     if let Some(m) = plan.machines.first() {
         if m.plan.accel.accel == Accel::Tcg {
             env.out.step(None, m.accel_reason.clone());
@@ -199,6 +200,7 @@ fn up_locked(
             rec.box_dir = box_dirs.get(m.name.as_str()).map(|d| d.to_path_buf());
             env.project.save_record(&rec)?;
             provision::finish_up(env, &m.plan.machine, &rec, opts.provision)?;
+            env.out.trace(Some(m.name.as_str()), "up finished");
             Ok(rec)
         });
         (m.name.clone(), r)
@@ -354,6 +356,7 @@ fn bring_up_inner(
                         message: e.to_string(),
                     }
                 })?;
+                env.out.trace(Some(name), "guest network set up");
                 env.project.save_record(&record)?;
                 out(format!(
                     "ready: ssh {}@{} ({})",
@@ -392,6 +395,7 @@ fn define_and_start(
         env.hv.define_domain(&xml)?;
         crate::fault::point("up.domain-defined");
         created.domain = true;
+        env.out.trace(name, "domain defined");
         env.out.step(
             name,
             format!("starting ({}, cpu {})", accel_label(accel), cpu_label(cpu)),
@@ -399,6 +403,7 @@ fn define_and_start(
         match env.hv.start_domain(&plan.domain) {
             Ok(()) => {
                 crate::fault::point("up.domain-started");
+                env.out.trace(name, "domain started");
                 return Ok(accel);
             }
             Err(e) => match candidates.get(i + 1) {
