@@ -9,6 +9,7 @@ pub mod filesystem;
 pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
+mod link;
 pub mod network;
 pub mod qemu_log;
 pub mod snapshot;
