@@ -6,6 +6,7 @@ pub mod data_volume;
 pub mod domain;
 pub mod error;
 pub mod filesystem;
+pub mod guest_address;
 pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
