@@ -58,8 +58,10 @@ pub struct BootDiagnosis {
     pub state: String,
     pub mac: String,
     pub reserved: Ipv4Addr,
-    pub leased: Vec<Ipv4Addr>,
-    pub arp: Vec<Ipv4Addr>,
+    /// `Err`: the leases could not be read (why).
+    pub leased: Result<Vec<Ipv4Addr>, String>,
+    /// `Err`: the ARP table could not be read (why).
+    pub arp: Result<Vec<Ipv4Addr>, String>,
     pub cause: BootCause,
 }
 
@@ -71,17 +73,19 @@ impl BootDiagnosis {
         state_label: String,
         mac: &str,
         reserved: Ipv4Addr,
-        leased: Vec<Ipv4Addr>,
-        arp: Vec<Ipv4Addr>,
+        leased: Result<Vec<Ipv4Addr>, String>,
+        arp: Result<Vec<Ipv4Addr>, String>,
         probe: impl FnOnce(Ipv4Addr) -> PortProbe,
     ) -> BootDiagnosis {
         // The reserved address when the guest uses it, else whatever it took.
-        let address = [&leased, &arp]
-            .into_iter()
-            .flatten()
+        let lease = leased.as_deref().unwrap_or_default();
+        let seen = arp.as_deref().unwrap_or_default();
+        let address = lease
+            .iter()
+            .chain(seen)
             .copied()
             .find(|a| *a == reserved)
-            .or_else(|| leased.first().or(arp.first()).copied());
+            .or_else(|| lease.first().or(seen.first()).copied());
         let cause = match (state, address) {
             (Some(DomainState::Running), None) => BootCause::NoAddress,
             (Some(DomainState::Running), Some(ip)) => match probe(ip) {
@@ -105,7 +109,7 @@ impl BootDiagnosis {
     /// One sentence naming the cause.
     pub fn cause_text(&self) -> String {
         let leased_or_seen = |ip: &Ipv4Addr| {
-            let how = if self.leased.contains(ip) {
+            let how = if self.leased.as_ref().is_ok_and(|l| l.contains(ip)) {
                 "leased"
             } else {
                 "in use (ARP entry, no DHCP lease)"
@@ -119,11 +123,21 @@ impl BootDiagnosis {
         };
         match &self.cause {
             BootCause::NotRunning => format!("the domain is {} instead of running", self.state),
-            BootCause::NoAddress => format!(
-                "the guest never took its address: no DHCP lease and no ARP entry for its MAC {} \
-                 (its network never came up)",
-                self.mac
-            ),
+            BootCause::NoAddress => {
+                let lease = match &self.leased {
+                    Ok(_) => "no DHCP lease".to_owned(),
+                    Err(why) => format!("DHCP leases not readable ({why})"),
+                };
+                let arp = match &self.arp {
+                    Ok(_) => "no ARP entry".to_owned(),
+                    Err(why) => format!("ARP table not readable ({why})"),
+                };
+                format!(
+                    "the guest never took its address: {lease} and {arp} for its MAC {} \
+                     (its network never came up)",
+                    self.mac
+                )
+            }
             BootCause::SshRefused(ip) => format!(
                 "{}, but port 22 refuses connections (sshd is not running in the guest)",
                 leased_or_seen(ip)
@@ -166,6 +180,20 @@ impl BootDiagnosis {
     }
 }
 
+/// The complete entries of `/proc/net/arp` (text) for `mac`.
+fn arp_entries(text: &str, mac: &str) -> Vec<Ipv4Addr> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // IP address, HW type, Flags (0x2: complete), HW address, ...
+            let complete = f.get(2).is_some_and(|flags| *flags != "0x0");
+            let same = f.get(3).is_some_and(|hw| hw.eq_ignore_ascii_case(mac));
+            (complete && same).then(|| f[0].parse().ok()).flatten()
+        })
+        .collect()
+}
+
 /// Asks port 22 of `ip` once.
 fn probe_port(ip: Ipv4Addr) -> PortProbe {
     match TcpStream::connect_timeout(&SocketAddr::new(IpAddr::V4(ip), 22), PROBE_TIMEOUT) {
@@ -186,27 +214,30 @@ pub(crate) fn diagnose(env: &Env, plan: &MachinePlan, ip: Ipv4Addr) -> Failure {
         Ok(s) => (s, s.map_or("missing", DomainState::as_str).to_owned()),
         Err(e) => (None, format!("unknown ({e})")),
     };
-    let addresses = |source| {
-        env.hv
-            .guest_addresses(&plan.domain, &plan.mac, source)
-            .unwrap_or_default()
-    };
     let remote = crate::remote::is_remote(env.hv.uri());
-    let d = BootDiagnosis::decide(
-        state,
-        state_label,
-        &plan.mac,
-        ip,
-        addresses(AddressSource::Lease),
-        addresses(AddressSource::Arp),
-        |a| {
-            if remote {
-                PortProbe::NotProbed
-            } else {
-                probe_port(a)
-            }
-        },
-    );
+    let leased = env
+        .hv
+        .guest_addresses(&plan.domain, &plan.mac, AddressSource::Lease)
+        .map_err(|e| e.to_string());
+    // libvirt 9.0's ARP source fails on newer kernels ("wrong nlmsg len");
+    // a local hypervisor's ARP table is ours too.
+    let arp = match env
+        .hv
+        .guest_addresses(&plan.domain, &plan.mac, AddressSource::Arp)
+    {
+        Ok(a) => Ok(a),
+        Err(_) if !remote => std::fs::read_to_string("/proc/net/arp")
+            .map(|t| arp_entries(&t, &plan.mac))
+            .map_err(|e| format!("/proc/net/arp: {e}")),
+        Err(e) => Err(e.to_string()),
+    };
+    let d = BootDiagnosis::decide(state, state_label, &plan.mac, ip, leased, arp, |a| {
+        if remote {
+            PortProbe::NotProbed
+        } else {
+            probe_port(a)
+        }
+    });
     let console_path = plan::console_log(&plan.domain);
     let console = crate::remote::log_tail(env.hv.uri(), &console_path, 15);
     Failure {
@@ -302,8 +333,8 @@ mod tests {
                 state.map_or("missing", DomainState::as_str).to_owned(),
                 MAC,
                 IP,
-                vec![IP],
-                vec![],
+                Ok(vec![IP]),
+                Ok(vec![]),
                 |_| panic!("a stopped domain is not probed"),
             );
             assert_eq!(d.cause, BootCause::NotRunning);
@@ -313,6 +344,36 @@ mod tests {
                 d.cause_text()
             );
         }
+    }
+
+    #[test]
+    fn an_unreadable_arp_table_is_said() {
+        let d = BootDiagnosis::decide(
+            Some(DomainState::Running),
+            "running".into(),
+            MAC,
+            IP,
+            Ok(vec![]),
+            Err("wrong nlmsg len".into()),
+            |_| PortProbe::Open,
+        );
+        assert_eq!(d.cause, BootCause::NoAddress);
+        let text = d.cause_text();
+        assert!(text.contains("no DHCP lease for its MAC"), "{text}");
+        assert!(
+            text.contains("ARP table could not be read: wrong nlmsg len"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn arp_entries_are_complete_ones_of_the_mac() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                     192.168.121.10   0x1         0x2         52:54:00:AA:BB:CC     *        kvd-1\n\
+                     192.168.121.11   0x1         0x0         52:54:00:aa:bb:cc     *        kvd-1\n\
+                     192.168.121.12   0x1         0x2         52:54:00:00:00:01     *        kvd-1\n";
+        assert_eq!(arp_entries(table, MAC), vec![IP]);
+        assert_eq!(arp_entries("", MAC), Vec::<Ipv4Addr>::new());
     }
 
     #[test]
