@@ -265,9 +265,15 @@ mod tests {
         probe: PortProbe,
     ) -> BootDiagnosis {
         let label = state.map_or("missing", DomainState::as_str).to_owned();
-        BootDiagnosis::decide(state, label, MAC, IP, leased.to_vec(), arp.to_vec(), |_| {
-            probe
-        })
+        BootDiagnosis::decide(
+            state,
+            label,
+            MAC,
+            IP,
+            Ok(leased.to_vec()),
+            Ok(arp.to_vec()),
+            |_| probe,
+        )
     }
 
     #[test]
