@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod base_import;
+pub mod boot_diagnosis;
 pub mod cancel;
 pub mod disks;
 pub mod forward;

@@ -92,13 +92,7 @@ pub(super) fn wait_ready(
         Err(_) if kvm_failed.get() => return Err(ReadyError::KvmFailed),
         Err(WaitError::Cancelled) => return Err(failure("interrupted").into()),
         Err(WaitError::TimedOut) => {
-            return Err(failure(timeout_diagnosis(
-                env,
-                plan,
-                ip,
-                plan.machine.boot_timeout_s,
-            ))
-            .into())
+            return Err(crate::machine::boot_diagnosis::diagnose(env, plan, ip).into())
         }
         Err(WaitError::Aborted(why)) => return Err(stopped_waiting(env, plan, &why).into()),
     }
@@ -218,23 +212,4 @@ fn ssh_failed(target: &SshTarget, stderr: &str) -> Failure {
         "ssh {}@{} failed: {stderr}",
         target.user, target.host
     ))
-}
-
-/// What we know when a machine never answered on SSH.
-fn timeout_diagnosis(env: &Env, plan: &MachinePlan, ip: Ipv4Addr, secs: u32) -> String {
-    let state = match env.hv.domain_state(&plan.domain) {
-        Ok(Some(s)) => s.as_str().to_owned(),
-        Ok(None) => "missing".into(),
-        Err(e) => format!("unknown ({e})"),
-    };
-    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
-    let took_address = arp
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(&ip.to_string()) && l.contains(" 0x2 "));
-    let console = crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
-    format!(
-        "no SSH on {ip}:22 after {secs}s; domain is {state}; guest {} its address; last console lines ({}):\n{console}",
-        if took_address { "took" } else { "did not take" },
-        plan::console_log(&plan.domain).display()
-    )
 }
