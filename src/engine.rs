@@ -42,7 +42,13 @@ pub fn candidates(front: Option<&Path>, explicit: Option<OsString>) -> Vec<PathB
 
 /// The first candidate that is an executable file.
 pub fn locate() -> Result<PathBuf, Error> {
-    let front = std::env::current_exe().ok();
+    // argv[0] when /proc is not mounted, if it is a path at all.
+    let front = std::env::current_exe().ok().or_else(|| {
+        std::env::args_os()
+            .next()
+            .map(PathBuf::from)
+            .filter(|p| p.components().count() > 1)
+    });
     let tried = candidates(front.as_deref(), std::env::var_os(ENGINE_ENV));
     tried
         .iter()
