@@ -77,7 +77,11 @@ fn a_front_without_engine_runs_what_needs_no_libvirt_and_names_what_is_missing()
 
     // Machines may exist once the project has state: only libvirt knows.
     std::fs::create_dir(project.join(".kvmdrive")).unwrap();
-    for args in [&["status"][..], &["up", "--dry-run"], &["--json", "destroy"]] {
+    for args in [
+        &["status"][..],
+        &["up", "--dry-run"],
+        &["--json", "destroy"],
+    ] {
         let out = lone_front(&bin, &project, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
@@ -116,7 +120,11 @@ fn the_engine_gets_the_command_line_as_it_was_typed() {
 
 #[test]
 fn front_and_engine_answer_alike() {
-    for args in [&["--version"][..], &["completions", "bash"], &["status", "--help"]] {
+    for args in [
+        &["--version"][..],
+        &["completions", "bash"],
+        &["status", "--help"],
+    ] {
         // As the front execs it: argv[0] stays `kvmdrive` (clap's usage lines).
         let run = |bin: &str| {
             Command::new(bin)
