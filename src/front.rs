@@ -31,6 +31,11 @@ pub fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
     match cli.command {
         Command::Init(a) => init(&project_dir(g)?, a.force, out),
         Command::Box(cmd) => box_command(cmd, &project_dir(g)?, out),
+        // Platforms from stdin: opening the project here would consume what
+        // the engine must read when there is state.
+        Command::Status if g.platforms.as_deref() == Some(Path::new("-")) => {
+            Err(crate::engine::exec())
+        }
         Command::Status => {
             let sc = open(g, &project_dir(g)?)?;
             if sc.project.has_state() {

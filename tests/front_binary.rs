@@ -93,6 +93,15 @@ fn a_front_without_engine_runs_what_needs_no_libvirt_and_names_what_is_missing()
             "{args:?}: {stderr}"
         );
     }
+    // Platforms on stdin are the engine's to read, state or not.
+    std::fs::remove_dir(project.join(".kvmdrive")).unwrap();
+    let out = lone_front(&bin, &project, &["status", "--platforms", "-"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs kvmdrive-engine"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir(project.join(".kvmdrive")).unwrap();
     let out = lone_front(&bin, &project, &["--json", "destroy"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["exit_code"], 1, "{v}");
