@@ -24,7 +24,7 @@ mod up;
 
 pub use destroy::destroy;
 pub use halt::halt;
-pub use status::{status, MachineStatus};
+pub use status::{not_created, status, MachineStatus};
 pub use up::{plan_up, up, up_with, UpOptions};
 
 /// The user kvmdrive logs in as (Vagrant's convention).

@@ -1,6 +1,7 @@
 //! `status`: the state of every configured machine from libvirt and what
 //! `up` recorded (address, user, key, extra NICs); without project state
-//! libvirt is not asked at all.
+//! libvirt is not asked at all ([`not_created`], which the `kvmdrive` front
+//! binary uses without linking libvirt).
 
 use std::path::PathBuf;
 
@@ -25,24 +26,24 @@ pub struct MachineStatus {
     pub networks: Vec<crate::machine::nics::NicAddress>,
 }
 
-/// The state of every configured machine. Without state (nothing was ever
-/// brought up here) libvirt is not even asked.
+/// The state of every configured machine. Without `hv` (nothing was ever
+/// brought up here) libvirt is not even asked: see [`not_created`].
 pub fn status(
     hv: Option<&Hypervisor>,
     project: &Project,
     config: &Config,
 ) -> Result<Vec<MachineStatus>, LifecycleError> {
+    let Some(hv) = hv else {
+        return Ok(not_created(config));
+    };
     config
         .machines()
         .into_iter()
         .map(|m| {
             let name = m.name.0;
-            let state = match hv {
-                Some(hv) => hv
-                    .domain_state(&plan::domain_name(project, &name))?
-                    .map_or("not_created", DomainState::as_str),
-                None => "not_created",
-            };
+            let state = hv
+                .domain_state(&plan::domain_name(project, &name))?
+                .map_or("not_created", DomainState::as_str);
             let record = if state == "not_created" {
                 None
             } else {
@@ -60,6 +61,24 @@ pub fn status(
                 identity_file: record.map(|r| r.identity_file),
                 name,
             })
+        })
+        .collect()
+}
+
+/// Every configured machine as `not_created`: the status of a project with
+/// no state, known without libvirt.
+pub fn not_created(config: &Config) -> Vec<MachineStatus> {
+    config
+        .machines()
+        .into_iter()
+        .map(|m| MachineStatus {
+            name: m.name.0,
+            state: "not_created".to_owned(),
+            address: None,
+            port: None,
+            user: None,
+            identity_file: None,
+            networks: Vec::new(),
         })
         .collect()
 }
