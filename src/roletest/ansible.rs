@@ -271,6 +271,7 @@ mod tests {
             networks: Vec::new(),
             jump: None,
             box_dir: None,
+            host: None,
         }
     }
 

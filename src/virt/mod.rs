@@ -10,6 +10,7 @@ pub mod hardware;
 pub mod hypervisor;
 pub mod interface;
 pub mod network;
+pub mod node;
 pub mod qemu_log;
 pub mod snapshot;
 pub mod storage;
