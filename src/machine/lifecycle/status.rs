@@ -23,6 +23,37 @@ pub struct MachineStatus {
     pub identity_file: Option<PathBuf>,
     /// Extra NICs: network name, MAC and address.
     pub networks: Vec<crate::machine::nics::NicAddress>,
+    /// The libvirt URI of the host the machine is on (None: not created).
+    pub host: Option<String>,
+}
+
+impl MachineStatus {
+    /// A machine in `state` on `host`, with what its record says.
+    pub(super) fn new(
+        project: &Project,
+        name: String,
+        state: String,
+        host: Option<String>,
+    ) -> Result<MachineStatus, LifecycleError> {
+        let record = if state == "not_created" {
+            None
+        } else {
+            project.record(&name)?
+        };
+        Ok(MachineStatus {
+            state,
+            address: record.as_ref().map(|r| r.address.clone()),
+            port: record.as_ref().map(|r| r.port),
+            user: record.as_ref().map(|r| r.user.clone()),
+            networks: record
+                .as_ref()
+                .map(|r| r.networks.clone())
+                .unwrap_or_default(),
+            identity_file: record.map(|r| r.identity_file),
+            host,
+            name,
+        })
+    }
 }
 
 /// The state of every configured machine. Without state (nothing was ever
@@ -32,6 +63,9 @@ pub fn status(
     project: &Project,
     config: &Config,
 ) -> Result<Vec<MachineStatus>, LifecycleError> {
+    if let (Some(hv), false) = (hv, config.hosts.is_empty()) {
+        return super::hosts::status(hv, project, config);
+    }
     config
         .machines()
         .into_iter()
@@ -43,23 +77,10 @@ pub fn status(
                     .map_or("not_created", DomainState::as_str),
                 None => "not_created",
             };
-            let record = if state == "not_created" {
-                None
-            } else {
-                project.record(&name)?
-            };
-            Ok(MachineStatus {
-                state: state.to_owned(),
-                address: record.as_ref().map(|r| r.address.clone()),
-                port: record.as_ref().map(|r| r.port),
-                user: record.as_ref().map(|r| r.user.clone()),
-                networks: record
-                    .as_ref()
-                    .map(|r| r.networks.clone())
-                    .unwrap_or_default(),
-                identity_file: record.map(|r| r.identity_file),
-                name,
-            })
+            let host = hv
+                .filter(|_| state != "not_created")
+                .map(|hv| hv.uri().to_owned());
+            MachineStatus::new(project, name, state.to_owned(), host)
         })
         .collect()
 }
