@@ -64,7 +64,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             let sc = open(g, &dir)?;
             let (project, config) = (&sc.project, &sc.config);
             let hv = if project.has_state() {
-                Some(Hypervisor::connect(&g.connect)?)
+                Some(connect(g, config)?)
             } else {
                 None
             };
@@ -82,12 +82,21 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             if g.json {
                 out.json_doc(&list);
             } else {
+                let spans = lifecycle::spans_hosts(&list);
+                let show_hosts = !config.hosts.is_empty();
                 for m in list {
                     let addr = m
                         .address
                         .map(|a| format!("  {}@{a}", m.user.unwrap_or_default()))
                         .unwrap_or_default();
-                    out.line(format!("{:<20} {:<12}{addr}", m.name, m.state));
+                    let host = match (&m.host, show_hosts) {
+                        (Some(h), true) => format!("  on {h}"),
+                        _ => String::new(),
+                    };
+                    out.line(format!("{:<20} {:<12}{addr}{host}", m.name, m.state));
+                }
+                if spans {
+                    out.line(format!("note: {}", lifecycle::ROUTING_NOTE));
                 }
             }
             Ok(())
@@ -169,7 +178,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let hv = Hypervisor::connect(&g.connect)?;
+            let hv = connect(g, &sc.config)?;
             let store = BoxStore::from_env();
             let env = Env {
                 hv: &hv,
@@ -434,7 +443,7 @@ fn with_env(
     f: impl FnOnce(&Env, &Scenario) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let sc = open(g, dir)?;
-    let hv = Hypervisor::connect(&g.connect)?;
+    let hv = connect(g, &sc.config)?;
     let store = BoxStore::from_env();
     let env = Env {
         hv: &hv,
@@ -444,6 +453,25 @@ fn with_env(
         pool_dir: lifecycle::default_pool_dir(),
     };
     f(&env, &sc)
+}
+
+/// The libvirt connection commands start from: `--connect`, or with
+/// `hosts:` the first of them that answers (the lifecycle commands connect
+/// to the others themselves; one that does not answer fails `up`).
+fn connect(g: &cli::GlobalArgs, config: &Config) -> Result<Hypervisor, Error> {
+    let mut first_error = None;
+    for h in &config.hosts.0 {
+        match Hypervisor::connect(h.as_str()) {
+            Ok(hv) => return Ok(hv),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(Hypervisor::connect(&g.connect)?),
+    }
 }
 
 fn init(dir: &std::path::Path, force: bool, out: &Reporter) -> Result<(), Error> {
