@@ -85,7 +85,65 @@ pub(super) fn up(
     machines: &[Machine],
     opts: UpOptions,
 ) -> Result<Vec<MachineRecord>, LifecycleError> {
+    let had_state = env.project.has_state();
     let _lock = env.project.lock()?;
+    let (hvs, placed) = match prepare(env, config, machines) {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing was created: leave no state behind either.
+            if !had_state {
+                env.project.remove_state()?;
+            }
+            return Err(e);
+        }
+    };
+    let groups: Vec<(&Hypervisor, Vec<Machine>)> = hvs
+        .iter()
+        .enumerate()
+        .map(|(h, hv)| {
+            let ms = machines
+                .iter()
+                .zip(&placed)
+                .filter(|(_, &p)| p == h)
+                .map(|(m, _)| m.clone())
+                .collect();
+            (hv, ms)
+        })
+        .filter(|(_, ms): &(_, Vec<Machine>)| !ms.is_empty())
+        .collect();
+    let results = parallel(&groups, |(hv, ms)| {
+        up_on_host(&env_on(env, hv), config, ms, opts)
+    });
+    let mut records = Vec::new();
+    let mut failures = Vec::new();
+    for ((hv, _), r) in groups.iter().zip(results) {
+        match r {
+            Ok(rs) => records.extend(rs),
+            Err(LifecycleError::Cancelled) => failures.push(LifecycleError::Cancelled),
+            Err(e) => failures.push(LifecycleError::OnHost {
+                uri: hv.uri().to_owned(),
+                source: Box::new(e),
+            }),
+        }
+    }
+    if failures.is_empty() {
+        let order = |r: &MachineRecord| machines.iter().position(|m| m.name.0 == r.name);
+        records.sort_by_key(order);
+        return Ok(records);
+    }
+    if existing(env, &hvs)?.iter().all(Vec::is_empty) {
+        env.project.remove_state()?;
+    }
+    Err(failures.swap_remove(0))
+}
+
+/// What `up` decides before it creates anything: a connection to every
+/// host (all must answer) and each machine's host (an index into them).
+fn prepare(
+    env: &Env,
+    config: &Config,
+    machines: &[Machine],
+) -> Result<(Vec<Hypervisor>, Vec<usize>), LifecycleError> {
     // Every host answers, or nothing is made anywhere.
     let hvs: Vec<Hypervisor> = connect_each(env.hv, config)
         .into_iter()
@@ -137,44 +195,7 @@ pub(super) fn up(
             fetched.push(spec);
         }
     }
-    let groups: Vec<(&Hypervisor, Vec<Machine>)> = hvs
-        .iter()
-        .enumerate()
-        .map(|(h, hv)| {
-            let ms = machines
-                .iter()
-                .zip(&placed)
-                .filter(|(_, &p)| p == h)
-                .map(|(m, _)| m.clone())
-                .collect();
-            (hv, ms)
-        })
-        .filter(|(_, ms): &(_, Vec<Machine>)| !ms.is_empty())
-        .collect();
-    let results = parallel(&groups, |(hv, ms)| {
-        up_on_host(&env_on(env, hv), config, ms, opts)
-    });
-    let mut records = Vec::new();
-    let mut failures = Vec::new();
-    for ((hv, _), r) in groups.iter().zip(results) {
-        match r {
-            Ok(rs) => records.extend(rs),
-            Err(LifecycleError::Cancelled) => failures.push(LifecycleError::Cancelled),
-            Err(e) => failures.push(LifecycleError::OnHost {
-                uri: hv.uri().to_owned(),
-                source: Box::new(e),
-            }),
-        }
-    }
-    if failures.is_empty() {
-        let order = |r: &MachineRecord| machines.iter().position(|m| m.name.0 == r.name);
-        records.sort_by_key(order);
-        return Ok(records);
-    }
-    if existing(env, &hvs)?.iter().all(Vec::is_empty) {
-        env.project.remove_state()?;
-    }
-    Err(failures.swap_remove(0))
+    Ok((hvs, placed))
 }
 
 /// The host each machine is on: its record's, else the first connected
