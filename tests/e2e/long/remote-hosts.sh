@@ -38,6 +38,13 @@ cd "$proj"
 } > kvmdrive.yml
 rv() { virsh -q -c "$1" "${@:2}"; }
 on_host() { rv "$1" list --all --name | grep -c . ; }
+# none URI ARGS...: virsh answers, and lists nothing (a host that does not
+# answer fails the check instead of passing it).
+none() { local o; o=$(rv "$@") || return 1; test -z "$o"; }
+# no_net URI: no kvmdrive network on the host (which answers).
+no_net() { local o; o=$(rv "$1" net-list --all --name) || return 1; ! grep -q kvmdrive- <<<"$o"; }
+# no_overlay URI: only box base volumes in the host's pool.
+no_overlay() { local o; o=$(rv "$1" vol-list kvmdrive) || return 1; ! awk '{print $1}' <<<"$o" | grep -v '^box-' | grep -q .; }
 
 t0=$SECONDS
 out=$(kd up 2>&1); rc=$?
@@ -52,11 +59,11 @@ check "nothing was made in the client's own libvirt" bash -c "test -z \"\$(virsh
 
 st=$(kd status)
 echo "$st" | sed 's/^/  | /'
-check "status names each machine's host" bash -c "grep -c 'running .* on qemu+ssh://' <<<'$st' | grep -qx $N"
+check "status names each machine's host" test "$(grep -c 'running .* on qemu+ssh://' <<<"$st")" = "$N"
 check "status says machines on different hosts need routing" grep -q "reach each other only where you route" <<<"$st"
 js=$(kd --json status)
-check "status --json has the host of every machine" bash -c \
-    "python3 -c 'import json,sys; l=json.load(sys.stdin); assert len(l)==$N and all(m[\"host\"].startswith(\"qemu+ssh://\") for m in l)' <<<'$js'"
+check "status --json has the host of every machine" python3 -c \
+    'import json,sys; l=json.loads(sys.argv[1]); assert len(l)==int(sys.argv[2]) and all(m["host"].startswith("qemu+ssh://") for m in l)' "$js" "$N"
 check "machine records carry their host" grep -q '"host": "qemu+ssh://' .kvmdrive/machines/m1/machine.json
 
 for ((i = 1; i <= N; i++)); do
@@ -80,8 +87,8 @@ venv=${KVMDRIVE_VENV:-/var/tmp/kvmdrive-venv}
 out=$(PATH="$venv/bin:$PATH" kd converge site.yml 2>&1); rc=$?
 echo "$out" | tail -n 8 | sed 's/^/  | /'
 check "converge with the inventory over both hosts (rc $rc)" test "$rc" = 0
-check "converge reached every machine" bash -c \
-    "for i in \$(seq 1 $N); do '$KVMDRIVE' ssh m\$i -- test -f /tmp/converged || exit 1; done"
+converged() { local i; for ((i = 1; i <= N; i++)); do kd ssh "m$i" -- test -f /tmp/converged || return 1; done; }
+check "converge reached every machine" converged
 
 # ---- a host stopped mid-way ----
 on2=$(python3 -c 'import json,sys; print(", ".join(m["name"] for m in json.load(sys.stdin) if m["host"]==sys.argv[1]))' "${uris[1]}" <<<"$js")
@@ -90,23 +97,23 @@ out=$(kd destroy 2>&1); rc=$?
 echo "$out" | sed 's/^/  | /'
 check "destroy with host 2 stopped fails (rc $rc)" test "$rc" != 0
 check "destroy names what it could not remove ($on2 on host 2)" grep -qF "could not remove $on2 on ${uris[1]}" <<<"$out"
-check "host 1's machines are gone" test -z "$(rv "${uris[0]}" list --all --name)"
-check "no kvmdrive network left on host 1" bash -c "! virsh -q -c '${uris[0]}' net-list --all --name | grep -q kvmdrive-"
+check "host 1's machines are gone" none "${uris[0]}" list --all --name
+check "no kvmdrive network left on host 1" no_net "${uris[0]}"
 check "the state of host 2's machines stays for a later destroy" test -e ".kvmdrive/machines/${on2%%,*}/machine.json"
 
 out=$(kd up 2>&1); rc=$?
 echo "$out" | sed 's/^/  | /'
 check "up with host 2 stopped fails (rc $rc)" test "$rc" != 0
 check "the error names host 2 and libvirt's error" grep -q "host ${uris[1]} does not answer: ." <<<"$out"
-check "nothing was created on host 1" test -z "$(rv "${uris[0]}" list --all --name)"
-check "no network was created on host 1" bash -c "! virsh -q -c '${uris[0]}' net-list --all --name | grep -q kvmdrive-"
+check "nothing was created on host 1" none "${uris[0]}" list --all --name
+check "no network was created on host 1" no_net "${uris[0]}"
 
-"$REPO/tests/sandbox/hosts" up 2 >/dev/null
+check "host 2 starts again" "$REPO/tests/sandbox/hosts" up 2
 check "destroy with host 2 back finishes the job" kd destroy
 for u in "${uris[@]}"; do
-    check "no domain left on $u" test -z "$(rv "$u" list --all --name)"
-    check "no overlay left on $u (only box base volumes)" test "$(rv "$u" vol-list kvmdrive | awk '{print $1}' | grep -vc '^box-')" = 0
-    check "no kvmdrive network left on $u" bash -c "! virsh -q -c '$u' net-list --all --name | grep -q kvmdrive-"
+    check "no domain left on $u" none "$u" list --all --name
+    check "no overlay left on $u (only box base volumes)" no_overlay "$u"
+    check "no kvmdrive network left on $u" no_net "$u"
 done
 check "the project's state is gone" test ! -e .kvmdrive
 echo "wall: $((SECONDS - t0)) s"
