@@ -51,10 +51,16 @@ fn placement_never_over_commits_and_names_the_free_memory() {
     let fx = fixture(&[]);
     write(&fx, &["test:///default"]);
     let free_mib = fx.hv.node_capacity().unwrap().free_memory_bytes >> 20;
-    assert!(free_mib < 512, "the test driver reports {free_mib} MiB free");
+    assert!(
+        free_mib < 512,
+        "the test driver reports {free_mib} MiB free"
+    );
     let err = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("machine `a` (512 MiB) fits on no host"), "{text}");
+    assert!(
+        text.contains("machine `a` (512 MiB) fits on no host"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("test:///default: {free_mib} MiB")),
         "{text}"
@@ -72,7 +78,9 @@ fn status_shows_nothing_created_and_destroy_has_nothing_to_do() {
         .run(|env, c| lifecycle::status(Some(env.hv), env.project, c))
         .unwrap();
     assert_eq!(list.len(), 2);
-    assert!(list.iter().all(|m| m.state == "not_created" && m.host.is_none()));
+    assert!(list
+        .iter()
+        .all(|m| m.state == "not_created" && m.host.is_none()));
     assert!(!lifecycle::spans_hosts(&list));
     let err = fx
         .run(|env, c| lifecycle::destroy(env, c, &names(&["zz"])))

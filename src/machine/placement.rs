@@ -224,7 +224,10 @@ mod tests {
 
     #[test]
     fn never_over_commits_and_names_the_machine_and_free_memory() {
-        let hosts = [host("qemu+ssh://a/system", 1000, 2), host("qemu+ssh://b/system", 700, 2)];
+        let hosts = [
+            host("qemu+ssh://a/system", 1000, 2),
+            host("qemu+ssh://b/system", 700, 2),
+        ];
         let e = place(&hosts, &[req("m1", 512), req("m2", 512), req("big", 600)]).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("machine `big` (600 MiB)"), "{text}");

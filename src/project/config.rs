@@ -492,10 +492,9 @@ impl Config {
             hardware_of(m, &self.defaults)
                 .and_then(|_| checksum_of(m, &self.defaults))
                 .and_then(|_| match m.host.as_ref().or(self.defaults.host.as_ref()) {
-                    Some(pin) => self.hosts.check_pin(
-                        m.name.as_ref().map_or("default", |n| n.0.as_str()),
-                        pin,
-                    ),
+                    Some(pin) => self
+                        .hosts
+                        .check_pin(m.name.as_ref().map_or("default", |n| n.0.as_str()), pin),
                     None => Ok(()),
                 })
                 .map_err(|e| match &m.name {
@@ -663,14 +662,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.hosts.0.len(), 2);
         let m = c.machines();
-        assert_eq!(m[0].host.as_ref().map(|h| h.as_str()), Some("qemu+ssh://b/system"));
+        assert_eq!(
+            m[0].host.as_ref().map(|h| h.as_str()),
+            Some("qemu+ssh://b/system")
+        );
         assert_eq!(m[1].host, None);
         let e = err("hosts: ['qemu+ssh://a/system']\nmachines:\n  - name: x\n    host: qemu+ssh://c/system\n");
-        assert!(e.contains("machine `x`") && e.contains("not one of `hosts:`"), "{e}");
+        assert!(
+            e.contains("machine `x`") && e.contains("not one of `hosts:`"),
+            "{e}"
+        );
         let e = err("hosts: ['qemu+ssh://a/system', 'qemu+ssh://a/system']\n");
         assert!(e.contains("listed twice"), "{e}");
         let e = err("hosts: [hv1]\n");
-        assert!(e.contains("kvmdrive.yml:1") && e.contains("not a libvirt URI"), "{e}");
+        assert!(
+            e.contains("kvmdrive.yml:1") && e.contains("not a libvirt URI"),
+            "{e}"
+        );
     }
 
     #[test]

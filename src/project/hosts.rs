@@ -117,7 +117,10 @@ mod tests {
         let hosts = Hosts::parse(vec![a.clone()]).unwrap();
         assert!(hosts.check_pin("web", &a).is_ok());
         let e = hosts.check_pin("web", &b).unwrap_err();
-        assert!(e.contains("machine `web`") && e.contains("not one of"), "{e}");
+        assert!(
+            e.contains("machine `web`") && e.contains("not one of"),
+            "{e}"
+        );
         let e = Hosts::default().check_pin("web", &a).unwrap_err();
         assert!(e.contains("needs the project's `hosts:`"), "{e}");
     }

@@ -52,7 +52,16 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
         json!(r.identity_file.to_string_lossy()),
     );
     m.insert("ansible_connection".into(), json!("ssh"));
-    let jump = r.jump.as_ref().map(|j| format!(" {}", j.ssh_args_line()));
+    // Machines behind different hosts may share an address (each host has
+    // its own NAT network): Ansible's shared connection is keyed by user,
+    // address and port only, so each such machine gets its own socket.
+    let jump = r.jump.as_ref().map(|j| {
+        format!(
+            " {} -o ControlPath=/tmp/kvmdrive-ssh-{}-%C",
+            j.ssh_args_line(),
+            crate::machine::project::short_hash(r.domain.as_bytes())
+        )
+    });
     let common = ssh_common_args() + jump.as_deref().unwrap_or("");
     m.insert("ansible_ssh_common_args".into(), json!(common));
     // One SSH round trip per task (no temp file put/chmod/rm), also for
@@ -257,6 +266,29 @@ fn strip_ansi(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machines_behind_hosts_get_their_own_shared_connection() {
+        let mut a = record("a", "192.168.121.10");
+        let mut b = record("b", "192.168.121.10");
+        a.jump = crate::remote::Jump::from_uri("qemu+ssh://root@10.250.1.2/system");
+        b.jump = crate::remote::Jump::from_uri("qemu+ssh://root@10.250.2.2/system");
+        a.domain = "kvmdrive-p-1-a".into();
+        b.domain = "kvmdrive-p-1-b".into();
+        let path = |r: &MachineRecord| {
+            let args = host_vars(r)["ansible_ssh_common_args"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let i = args.find("ControlPath=").expect("a ControlPath");
+            args[i..].split(' ').next().unwrap().to_owned()
+        };
+        assert_ne!(path(&a), path(&b));
+        assert!(!host_vars(&record("c", "192.168.121.11"))["ansible_ssh_common_args"]
+            .as_str()
+            .unwrap()
+            .contains("ControlPath"));
+    }
 
     fn record(name: &str, ip: &str) -> MachineRecord {
         MachineRecord {

@@ -39,7 +39,10 @@ fn connect(env_hv: &Hypervisor, uri: &str) -> Result<Hypervisor, VirtError> {
 
 /// Connections to every host, in `hosts:` order, each `Err` when it does
 /// not answer.
-fn connect_each(env_hv: &Hypervisor, config: &Config) -> Vec<(String, Result<Hypervisor, VirtError>)> {
+fn connect_each(
+    env_hv: &Hypervisor,
+    config: &Config,
+) -> Vec<(String, Result<Hypervisor, VirtError>)> {
     let uris: Vec<String> = config.hosts.0.iter().map(|h| h.0.clone()).collect();
     let conns = parallel(&uris, |u| connect(env_hv, u));
     uris.into_iter().zip(conns).collect()
@@ -250,9 +253,7 @@ pub(super) fn status(
 /// True when the machines of `list` sit on more than one host.
 pub fn spans_hosts(list: &[MachineStatus]) -> bool {
     let mut hosts = list.iter().filter_map(|m| m.host.as_deref());
-    hosts
-        .next()
-        .is_some_and(|first| hosts.any(|h| h != first))
+    hosts.next().is_some_and(|first| hosts.any(|h| h != first))
 }
 
 /// `halt` over several hosts, one host after the other.
@@ -302,7 +303,8 @@ pub(super) fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<()
             Ok(hv) => hv,
             Err(e) => {
                 all_empty = false;
-                env.out.warn(None, format!("host {uri} does not answer: {e}"));
+                env.out
+                    .warn(None, format!("host {uri} does not answer: {e}"));
                 if !targets[i].is_empty() {
                     left.push(format!("{} on {uri}", targets[i].join(", ")));
                 } else {

@@ -226,8 +226,9 @@ impl Checker<'_> {
                 "parallel" => {} // kvmdrive always brings machines up in parallel
                 "reuse" => {}    // read by the scenario (machine::reuse)
                 "hosts" => {
-                    let list: Vec<HostUri> = serde_json::from_value(v.clone())
-                        .map_err(|e| self.err(&at, &format!("expected a list of libvirt URIs: {e}")))?;
+                    let list: Vec<HostUri> = serde_json::from_value(v.clone()).map_err(|e| {
+                        self.err(&at, &format!("expected a list of libvirt URIs: {e}"))
+                    })?;
                     hosts = Hosts::parse(list).map_err(|e| self.err(&at, &e))?;
                 }
                 "cachier" | "provision" => {
@@ -563,7 +564,10 @@ mod tests {
         let p = ok("driver:\n  name: molecule-kvmdrive\n  hosts: ['qemu+ssh://a/system', 'qemu+ssh://b/system']\nplatforms:\n  - name: one\n    host: qemu+ssh://a/system\n  - name: two\n");
         assert_eq!(p.config.hosts.0.len(), 2);
         let m = p.config.machines();
-        assert_eq!(m[0].host.as_ref().map(|h| h.as_str()), Some("qemu+ssh://a/system"));
+        assert_eq!(
+            m[0].host.as_ref().map(|h| h.as_str()),
+            Some("qemu+ssh://a/system")
+        );
         assert_eq!(m[1].host, None);
         let e = err("driver:\n  hosts: ['qemu+ssh://a/system']\nplatforms:\n  - name: one\n    host: qemu+ssh://z/system\n");
         assert!(e.contains("not one of `hosts:`"), "{e}");
