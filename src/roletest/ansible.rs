@@ -41,6 +41,21 @@ pub struct InventoryHost {
     pub children: Vec<String>,
 }
 
+/// The `ssh` options that reach a machine through its hypervisor host
+/// (None for a local one): the `ProxyCommand`, and a `ControlPath` of its
+/// own, since machines behind different hosts may share an address (each
+/// host has its own NAT network) and Ansible keys its shared connections
+/// by user, address and port only.
+pub fn jump_args(r: &MachineRecord) -> Option<String> {
+    r.jump.as_ref().map(|j| {
+        format!(
+            "{} -o ControlPath=/tmp/kvmdrive-ssh-{}-%C",
+            j.ssh_args_line(),
+            crate::machine::project::short_hash(r.domain.as_bytes())
+        )
+    })
+}
+
 /// Connection variables of a host, as Ansible names them.
 pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
     let mut m = Map::new();
@@ -52,16 +67,7 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
         json!(r.identity_file.to_string_lossy()),
     );
     m.insert("ansible_connection".into(), json!("ssh"));
-    // Machines behind different hosts may share an address (each host has
-    // its own NAT network): Ansible's shared connection is keyed by user,
-    // address and port only, so each such machine gets its own socket.
-    let jump = r.jump.as_ref().map(|j| {
-        format!(
-            " {} -o ControlPath=/tmp/kvmdrive-ssh-{}-%C",
-            j.ssh_args_line(),
-            crate::machine::project::short_hash(r.domain.as_bytes())
-        )
-    });
+    let jump = jump_args(r).map(|a| format!(" {a}"));
     let common = ssh_common_args() + jump.as_deref().unwrap_or("");
     m.insert("ansible_ssh_common_args".into(), json!(common));
     // One SSH round trip per task (no temp file put/chmod/rm), also for
