@@ -8,9 +8,9 @@
 # the inventory. Then host 2 is stopped: `destroy` removes host 1's
 # machines and names those it could not remove, `up` fails naming host 2
 # before anything is made on host 1; with the host back, `destroy` finishes
-# and leaves nothing on either host. In tests/e2e/long: four TCG guests on two
-# loaded cores take several minutes (tests/e2e/remote-hosts.sh is the
-# two-machine check CI runs).
+# and leaves nothing on either host. In tests/e2e/long (scripts/test --long):
+# TCG guests on two loaded cores take minutes; even two machines (one a
+# host: REMOTE_HOSTS_MACHINES=2) took 5-14 min here, over CI's 3-min budget.
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 ensure_sandbox "$@"
