@@ -290,10 +290,12 @@ mod tests {
             args[i..].split(' ').next().unwrap().to_owned()
         };
         assert_ne!(path(&a), path(&b));
-        assert!(!host_vars(&record("c", "192.168.121.11"))["ansible_ssh_common_args"]
-            .as_str()
-            .unwrap()
-            .contains("ControlPath"));
+        assert!(
+            !host_vars(&record("c", "192.168.121.11"))["ansible_ssh_common_args"]
+                .as_str()
+                .unwrap()
+                .contains("ControlPath")
+        );
     }
 
     fn record(name: &str, ip: &str) -> MachineRecord {
