@@ -42,7 +42,12 @@ pub fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
                 // Machines may exist: only libvirt knows their state.
                 return Err(crate::engine::exec());
             }
-            print_status(out, &sc.project, lifecycle::not_created(&sc.config));
+            print_status(
+                out,
+                &sc.project,
+                lifecycle::not_created(&sc.config),
+                !sc.config.hosts.is_empty(),
+            );
             Ok(())
         }
         Command::Ssh(a) => ssh(&open(g, &project_dir(g)?)?, a),
@@ -142,8 +147,14 @@ pub fn box_command(
 }
 
 /// `kvmdrive status`: `list` with machines parked by `--reuse` shown as
-/// `parked`, as lines or one JSON document.
-pub fn print_status(out: &Reporter, project: &Project, mut list: Vec<MachineStatus>) {
+/// `parked`, as lines or one JSON document; `show_hosts` (the project has
+/// `hosts:`) adds each machine's host to the lines.
+pub fn print_status(
+    out: &Reporter,
+    project: &Project,
+    mut list: Vec<MachineStatus>,
+    show_hosts: bool,
+) {
     let store = BoxStore::from_env();
     for m in list
         .iter_mut()
@@ -157,12 +168,20 @@ pub fn print_status(out: &Reporter, project: &Project, mut list: Vec<MachineStat
     if out.json() {
         out.json_doc(&list);
     } else {
+        let spans = lifecycle::spans_hosts(&list);
         for m in list {
             let addr = m
                 .address
                 .map(|a| format!("  {}@{a}", m.user.unwrap_or_default()))
                 .unwrap_or_default();
-            out.line(format!("{:<20} {:<12}{addr}", m.name, m.state));
+            let host = match (&m.host, show_hosts) {
+                (Some(h), true) => format!("  on {h}"),
+                _ => String::new(),
+            };
+            out.line(format!("{:<20} {:<12}{addr}{host}", m.name, m.state));
+        }
+        if spans {
+            out.line(format!("note: {}", lifecycle::ROUTING_NOTE));
         }
     }
 }

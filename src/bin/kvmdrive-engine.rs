@@ -42,12 +42,12 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             let sc = open(g, &dir)?;
             let (project, config) = (&sc.project, &sc.config);
             let hv = if project.has_state() {
-                Some(Hypervisor::connect(&g.connect)?)
+                Some(connect(g, config)?)
             } else {
                 None
             };
             let list = lifecycle::status(hv.as_ref(), project, config)?;
-            front::print_status(out, project, list);
+            front::print_status(out, project, list, !config.hosts.is_empty());
             Ok(())
         }
         Command::Up(a) if a.dry_run => with_env(g, &dir, out, |env, sc| {
@@ -127,7 +127,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let hv = Hypervisor::connect(&g.connect)?;
+            let hv = connect(g, &sc.config)?;
             let store = BoxStore::from_env();
             let env = Env {
                 hv: &hv,
@@ -270,6 +270,28 @@ fn report_steps(out: &Reporter, done: &[StepOutcome]) {
     }
 }
 
+/// The libvirt connection commands start from: `--connect`, or with
+/// `hosts:` the first of them that answers (the lifecycle commands connect
+/// to the others themselves; one that does not answer fails `up`).
+fn connect(
+    g: &cli::GlobalArgs,
+    config: &kvmdrive::project::config::Config,
+) -> Result<Hypervisor, Error> {
+    let mut first_error = None;
+    for h in &config.hosts.0 {
+        match Hypervisor::connect(h.as_str()) {
+            Ok(hv) => return Ok(hv),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(Hypervisor::connect(&g.connect)?),
+    }
+}
+
 fn with_env(
     g: &cli::GlobalArgs,
     dir: &std::path::Path,
@@ -277,7 +299,7 @@ fn with_env(
     f: impl FnOnce(&Env, &Scenario) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let sc = open(g, dir)?;
-    let hv = Hypervisor::connect(&g.connect)?;
+    let hv = connect(g, &sc.config)?;
     let store = BoxStore::from_env();
     let env = Env {
         hv: &hv,

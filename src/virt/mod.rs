@@ -12,6 +12,7 @@ pub mod hypervisor;
 pub mod interface;
 mod link;
 pub mod network;
+pub mod node;
 pub mod qemu_log;
 pub mod snapshot;
 pub mod storage;

@@ -54,6 +54,7 @@ pub(super) fn wait_ready(
         networks: Vec::new(),
         jump: crate::remote::Jump::from_uri(env.hv.uri()),
         box_dir: None,
+        host: Some(env.hv.uri().to_owned()),
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.

@@ -24,6 +24,37 @@ pub struct MachineStatus {
     pub identity_file: Option<PathBuf>,
     /// Extra NICs: network name, MAC and address.
     pub networks: Vec<crate::machine::nics::NicAddress>,
+    /// The libvirt URI of the host the machine is on (None: not created).
+    pub host: Option<String>,
+}
+
+impl MachineStatus {
+    /// A machine in `state` on `host`, with what its record says.
+    pub(super) fn new(
+        project: &Project,
+        name: String,
+        state: String,
+        host: Option<String>,
+    ) -> Result<MachineStatus, LifecycleError> {
+        let record = if state == "not_created" {
+            None
+        } else {
+            project.record(&name)?
+        };
+        Ok(MachineStatus {
+            state,
+            address: record.as_ref().map(|r| r.address.clone()),
+            port: record.as_ref().map(|r| r.port),
+            user: record.as_ref().map(|r| r.user.clone()),
+            networks: record
+                .as_ref()
+                .map(|r| r.networks.clone())
+                .unwrap_or_default(),
+            identity_file: record.map(|r| r.identity_file),
+            host,
+            name,
+        })
+    }
 }
 
 /// The state of every configured machine. Without `hv` (nothing was ever
@@ -36,6 +67,9 @@ pub fn status(
     let Some(hv) = hv else {
         return Ok(not_created(config));
     };
+    if !config.hosts.is_empty() {
+        return super::hosts::status(hv, project, config);
+    }
     config
         .machines()
         .into_iter()
@@ -44,23 +78,8 @@ pub fn status(
             let state = hv
                 .domain_state(&plan::domain_name(project, &name))?
                 .map_or("not_created", DomainState::as_str);
-            let record = if state == "not_created" {
-                None
-            } else {
-                project.record(&name)?
-            };
-            Ok(MachineStatus {
-                state: state.to_owned(),
-                address: record.as_ref().map(|r| r.address.clone()),
-                port: record.as_ref().map(|r| r.port),
-                user: record.as_ref().map(|r| r.user.clone()),
-                networks: record
-                    .as_ref()
-                    .map(|r| r.networks.clone())
-                    .unwrap_or_default(),
-                identity_file: record.map(|r| r.identity_file),
-                name,
-            })
+            let host = (state != "not_created").then(|| hv.uri().to_owned());
+            MachineStatus::new(project, name, state.to_owned(), host)
         })
         .collect()
 }
@@ -79,6 +98,7 @@ pub fn not_created(config: &Config) -> Vec<MachineStatus> {
             user: None,
             identity_file: None,
             networks: Vec::new(),
+            host: None,
         })
         .collect()
 }

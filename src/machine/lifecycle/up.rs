@@ -55,6 +55,9 @@ pub fn up_with(
     for m in &machines {
         crate::machine::arch::check(&m.box_name, m.box_architecture.as_deref())?;
     }
+    if !config.hosts.is_empty() {
+        return super::hosts::up(env, config, &machines, opts);
+    }
     let _lock = env.project.lock()?;
     if env.hv.uri().starts_with("qemu:///system") {
         // Cheap host checks (a few ms) that explain slow or failing starts.
@@ -62,15 +65,30 @@ pub fn up_with(
             env.out.warn(None, finding.one_line());
         }
     }
-    let mut network_created = false;
-    let outcome = up_locked(env, config, &machines, &mut network_created, opts);
+    let outcome = up_on_host(env, config, &machines, opts);
     if outcome.is_err() && remaining_domains(env)?.is_empty() {
-        // Nothing of this project is left: leave no network or state behind.
+        // Nothing of this project is left: leave no state behind.
+        env.project.remove_state()?;
+    }
+    outcome
+}
+
+/// `up` of `machines` on the host of `env` (the project lock is held): a
+/// failure that leaves none of the project's machines on this host removes
+/// the networks this run made there.
+pub(super) fn up_on_host(
+    env: &Env,
+    config: &Config,
+    machines: &[Machine],
+    opts: UpOptions,
+) -> Result<Vec<MachineRecord>, LifecycleError> {
+    let mut network_created = false;
+    let outcome = up_locked(env, config, machines, &mut network_created, opts);
+    if outcome.is_err() && remaining_domains(env)?.is_empty() {
         if network_created {
             env.hv.remove_network(&plan::network_name(env.project))?;
         }
         crate::machine::net_apply::remove_unused(env, &[])?;
-        env.project.remove_state()?;
     }
     outcome
 }
