@@ -1,5 +1,7 @@
 //! Command-line definitions (clap derive) and nothing else: parsing only,
-//! no side effects. `main.rs` turns a parsed [`Cli`] into work.
+//! no side effects. Both binaries parse the same [`Cli`]: the front
+//! (`src/main.rs`, [`crate::front`]) and the engine
+//! (`src/bin/kvmdrive-engine.rs`) turn it into work.
 
 use std::path::PathBuf;
 
@@ -86,10 +88,10 @@ pub enum Command {
     Resume(MachineSelection),
     /// Manage the box cache: add, list, remove, prune, outdated, index.
     #[command(subcommand)]
-    Box(kvmdrive::boxes::cli::BoxCommand),
+    Box(crate::boxes::cli::BoxCommand),
     /// Check and prepare this machine: /dev/kvm, daemons without systemd, iptables.
     #[command(subcommand)]
-    Host(kvmdrive::host::cli::HostCommand),
+    Host(crate::host::cli::HostCommand),
 
     // ---- Ansible role testing: the Molecule-like lifecycle ----
     /// Create and start every machine; prints one record per instance (with --json: instance, address, user, port, identity_file).

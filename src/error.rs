@@ -67,6 +67,13 @@ pub enum Error {
     Ssh(std::io::Error),
     #[error("cannot write the man page: {0}")]
     Man(std::io::Error),
+    #[error("this command needs {}, which is not installed (looked at {})", crate::engine::ENGINE_NAME, tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    EngineMissing { tried: Vec<PathBuf> },
+    #[error("cannot run {}: {source}", path.display())]
+    EngineExec {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The command printed its own verdict (`host check` failures, `box
     /// outdated` catalogs it could not read) and ends with `code`; nothing
     /// more is printed.
@@ -98,6 +105,12 @@ impl Error {
             Error::NoDryRun { .. } => {
                 Some("`kvmdrive up --dry-run` prints what `up` would do".into())
             }
+            Error::EngineMissing { .. } | Error::EngineExec { .. } => Some(format!(
+                "kvmdrive runs libvirt commands through {engine} installed beside it: install both \
+                 (`cargo install` and the Molecule plugin's wheel do), or set {env} to its path",
+                engine = crate::engine::ENGINE_NAME,
+                env = crate::engine::ENGINE_ENV,
+            )),
             Error::CurrentDir(_) | Error::Write { .. } | Error::Man(_) | Error::Reported { .. } => {
                 None
             }

@@ -6,8 +6,11 @@
 //! [`Error`] with a hint and an exit code.
 
 pub mod boxes;
+pub mod cli;
+pub mod engine;
 pub mod error;
 pub mod fault;
+pub mod front;
 pub mod host;
 pub mod machine;
 pub mod output;

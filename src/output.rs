@@ -39,7 +39,10 @@ impl Reporter {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = self.start.elapsed().as_secs_f32();
         let prefix = machine.map(|m| format!("{m}: ")).unwrap_or_default();
-        let line = if self.tty || self.verbose > 0 {
+        let line = if self.verbose > 1 {
+            // `-vv`: a timeline to the millisecond (see [`Reporter::trace`]).
+            format!("[{elapsed:8.3}s] {prefix}{}", msg.as_ref())
+        } else if self.tty || self.verbose > 0 {
             format!("[{elapsed:6.1}s] {prefix}{}", msg.as_ref())
         } else {
             format!("{prefix}{}", msg.as_ref())
@@ -50,6 +53,15 @@ impl Reporter {
     /// A detail shown only with `-v`.
     pub fn detail(&self, machine: Option<&str>, msg: impl AsRef<str>) {
         if self.verbose > 0 {
+            self.step(machine, msg);
+        }
+    }
+
+    /// A point of the timeline, shown only with `-vv`: where a command
+    /// spends its time (`up`: network, disk, define, start, SSH banner,
+    /// logins; `snapshot restore`: revert, SSH).
+    pub fn trace(&self, machine: Option<&str>, msg: impl AsRef<str>) {
+        if self.verbose > 1 {
             self.step(machine, msg);
         }
     }

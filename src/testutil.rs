@@ -37,6 +37,7 @@ pub fn machine_record() -> crate::machine::project::MachineRecord {
         networks: Vec::new(),
         jump: None,
         box_dir: None,
+        host: None,
     }
 }
 

@@ -232,3 +232,15 @@ def test_reset_removes_parked_machines(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(BIN_ENV, str(fake))
     KvmDrive(None).reset()
     assert log.read_text(encoding="utf-8").split() == ["gc", "--all"]
+
+
+def test_instances_behind_a_hypervisor_host_get_its_ssh_args(tmp_path: Path) -> None:
+    d = make_driver(tmp_path)
+    args = "-o 'ProxyCommand=ssh -W %h:%p root@10.250.2.2' -o ControlPath=/tmp/kvmdrive-ssh-abcdef-%C"
+    instances = [dict(INSTANCES[0], ssh_args=args, host="qemu+ssh://root@10.250.2.2/system")]
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(instances), encoding="utf-8")
+    opts = d.ansible_connection_options("web")
+    assert opts["ansible_ssh_common_args"].endswith(" " + args)
+    assert "StrictHostKeyChecking=no" in opts["ansible_ssh_common_args"]
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")
+    assert "ProxyCommand" not in d.ansible_connection_options("web")["ansible_ssh_common_args"]

@@ -1,21 +1,113 @@
-//! Putting a guest's clock right after its memory was restored (snapshot
-//! restore, resume from a managed save): the guest wakes at the time it was
-//! saved. With `guest_agent: true` libvirt sets it (virDomainSetTime);
-//! otherwise `sudo -n date -s @EPOCH` over SSH (the guest asks for the time
-//! once the session is up), retried until the guest's SSH answers, which
-//! also tells the caller that the machine is reachable.
+//! Putting a guest's clock right when its memory was restored (snapshot
+//! restore, resume from a managed save, a reused machine): the guest wakes
+//! at the time it was saved. Every login that makes a machine ready (see
+//! [`login`]) also compares the guest's clock with the host's and, when they
+//! differ by more than [`TOLERANCE`], sets it in the same session with one
+//! `sudo -n date`, so no extra login is needed. With `guest_agent: true`
+//! libvirt sets it first (virDomainSetTime) and the login finds it right.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lifecycle::Env;
 use super::project::MachineRecord;
-use super::ssh::SshTarget;
+use super::ssh::{self, SshTarget, WaitError};
 use crate::project::config::Machine;
 
-/// Sets the guest's clock to the host's; Ok once SSH answered (or the agent
-/// did). Err with a message when neither worked before `deadline`.
+/// A guest clock this far from the host's is set.
+pub const TOLERANCE: Duration = Duration::from_secs(1);
+
+/// Appended to the script of a [`login`]: the guest says its time, and when
+/// the host answers `set`, starts a root shell that says `ready` and then
+/// reads the host's time, so neither the SSH handshake nor sudo's start
+/// (seconds on a busy TCG host) makes the time it sets stale. A clock that
+/// cannot be set (no passwordless sudo) does not fail the login.
+const CLOCK_SCRIPT: &str = "printf 'kvmdrive-clock %s\\n' \"$(date -u +%s.%N)\"; read -r a || a=; \
+     if [ \"$a\" = set ]; then sudo -n sh -c 'echo kvmdrive-clock-ready; read -r t && date -u -s \"@$t\" >/dev/null' \
+     || echo 'kvmdrive-clock: not set' >&2; fi";
+const CLOCK_LINE: &str = "kvmdrive-clock ";
+const CLOCK_READY: &str = "kvmdrive-clock-ready";
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// The epoch with nanoseconds, as `date -s @...` reads it.
+fn epoch_arg(at: Duration) -> String {
+    format!("{}.{:09}", at.as_secs(), at.subsec_nanos())
+}
+
+/// Whether a guest that says `guest` (seconds since the epoch, as `date
+/// +%s.%N` prints them) at host time `host` needs its clock set.
+fn needs_setting(guest: &str, host: Duration) -> bool {
+    match guest.trim().parse::<f64>() {
+        Ok(g) => (g - host.as_secs_f64()).abs() > TOLERANCE.as_secs_f64(),
+        Err(_) => false,
+    }
+}
+
+/// Runs `script` over SSH (stdin piped for the clock exchange, output
+/// captured) and puts the guest's clock right in the same session. The
+/// returned stdout is the script's own (the exchange's lines are taken out).
+pub fn login(target: &SshTarget, script: &str, timeout_s: u32) -> std::io::Result<Output> {
+    let mut cmd = target.command();
+    cmd.args(["-o", "BatchMode=yes", "-o"])
+        .arg(format!("ConnectTimeout={timeout_s}"))
+        .arg("--")
+        .arg(with_clock(script));
+    exchange(cmd)
+}
+
+/// `script` followed by the clock exchange.
+fn with_clock(script: &str) -> String {
+    format!("{script}\n{CLOCK_SCRIPT}")
+}
+
+/// Runs `cmd` (a shell running [`with_clock`]) and answers its clock lines.
+fn exchange(mut cmd: std::process::Command) -> std::io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take();
+    let mut own = String::new();
+    if let Some(out) = child.stdout.take() {
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 {
+            if let Some(guest) = line.strip_prefix(CLOCK_LINE) {
+                let answer = if needs_setting(guest, now()) {
+                    "set"
+                } else {
+                    "ok"
+                };
+                if let Some(w) = stdin.as_mut() {
+                    let _ = writeln!(w, "{answer}");
+                }
+            } else if line.trim_end() == CLOCK_READY {
+                if let Some(w) = stdin.as_mut() {
+                    let _ = writeln!(w, "{}", epoch_arg(now()));
+                }
+            } else {
+                own.push_str(&line);
+            }
+            line.clear();
+        }
+    }
+    drop(stdin);
+    let mut out = child.wait_with_output()?;
+    out.stdout = own.into_bytes();
+    Ok(out)
+}
+
+/// After a restore: sets the guest's clock (agent, else over SSH) and
+/// returns once SSH answers. Err with a message when it did not before
+/// `deadline`.
 pub fn correct(
     env: &Env,
     machine: &Machine,
@@ -26,84 +118,51 @@ pub fn correct(
         return Ok(()); // nothing runs there
     }
     if machine.hardware.guest_agent {
-        // The agent may need a moment after the restore: fall back to SSH.
-        match env.hv.set_guest_time(&record.domain, now()) {
-            Ok(()) => return wait_ssh(record, Some("true"), deadline),
-            Err(e) => env.out.detail(
+        // The agent may need a moment after the restore: SSH sets it then.
+        if let Err(e) = env.hv.set_guest_time(&record.domain, now()) {
+            env.out.detail(
                 Some(&record.name),
                 format!("{e}: setting the clock over SSH"),
-            ),
+            );
         }
     }
-    wait_ssh(record, None, deadline)
+    wait_ssh(record, deadline)
 }
 
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-/// What the guest runs to set its clock: it says `ready` once the session
-/// is up and then reads the host's time, so the SSH handshake (seconds on a
-/// busy TCG host) does not make the time stale.
-const DATE_SCRIPT: &str = "echo ready; read -r t && sudo -n date -u -s \"@$t\" >/dev/null";
-
-/// The epoch with nanoseconds, as `date -s @...` reads it.
-fn epoch_arg(at: Duration) -> String {
-    format!("{}.{:09}", at.as_secs(), at.subsec_nanos())
-}
-
-/// One attempt: runs `script` (or sets the clock when None); returns ssh's
-/// exit status (255: no connection) and its stderr.
-fn attempt(target: &SshTarget, script: Option<&str>) -> std::io::Result<(Option<i32>, String)> {
-    let mut child = target
-        .command()
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "--"])
-        .arg(script.unwrap_or(DATE_SCRIPT))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdin = child.stdin.take();
-    if script.is_none() {
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            BufReader::new(out).read_line(&mut line)?;
-        }
-        if line.trim() == "ready" {
-            if let Some(mut w) = stdin.take() {
-                let _ = writeln!(w, "{}", epoch_arg(now()));
+/// Waits for the guest's SSH port to answer (polled every 50 ms: a SYN
+/// lost while the guest wakes would cost a kernel retransmit of 1-3 s),
+/// then logs in (clock put right) until that works.
+fn wait_ssh(record: &MachineRecord, deadline: Instant) -> Result<(), String> {
+    if record.jump.is_none() {
+        if let Ok(ip) = record.address.parse::<IpAddr>() {
+            let addr = SocketAddr::new(ip, record.port);
+            match ssh::wait_for_answer(addr, deadline, || Ok(())) {
+                Ok(_) => {}
+                Err(WaitError::Cancelled) => return Err("interrupted".into()),
+                Err(WaitError::TimedOut) => {
+                    return Err(format!("no answer on {addr} before the deadline"))
+                }
+                Err(WaitError::Aborted(why)) => return Err(why),
             }
         }
     }
-    drop(stdin);
-    let out = child.wait_with_output()?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    ))
-}
-
-/// Runs `script` over SSH until it succeeds (exit 255 means "no connection
-/// yet": retried); no script means "set the clock".
-fn wait_ssh(record: &MachineRecord, script: Option<&str>, deadline: Instant) -> Result<(), String> {
     let target = SshTarget::from_record(record);
     loop {
         if super::cancel::is_cancelled() {
             return Err("interrupted".into());
         }
-        let (code, stderr) =
-            attempt(&target, script).map_err(|e| format!("cannot run ssh: {e}"))?;
-        match code {
+        let out = login(&target, "true", 5).map_err(|e| format!("cannot run ssh: {e}"))?;
+        match out.status.code() {
             Some(0) => return Ok(()),
             Some(255) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100))
             }
             _ => {
                 return Err(format!(
-                    "ssh {}@{} failed: {stderr}",
-                    record.user, record.address
+                    "ssh {}@{} failed: {}",
+                    record.user,
+                    record.address,
+                    String::from_utf8_lossy(&out.stderr).trim()
                 ))
             }
         }
@@ -120,5 +179,62 @@ mod tests {
             epoch_arg(Duration::new(1_764_560_000, 5)),
             "1764560000.000000005"
         );
+    }
+
+    #[test]
+    fn only_a_clock_off_by_more_than_the_tolerance_is_set() {
+        let host = Duration::new(1_764_560_000, 500_000_000);
+        assert!(!needs_setting("1764560000.100000000\n", host));
+        assert!(!needs_setting("1764560001.400000000", host));
+        assert!(needs_setting("1764559990.000000000", host));
+        assert!(needs_setting("1764560002.000000000", host));
+        assert!(!needs_setting("garbage", host));
+    }
+
+    #[test]
+    fn the_clock_script_is_valid_shell() {
+        crate::testutil::assert_sh_syntax(&format!("true\n{CLOCK_SCRIPT}"));
+    }
+
+    /// The exchange, against `sh` standing in for the guest's session (with
+    /// `sudo` and `date` stubbed): a wrong clock gets `set` and then the time.
+    #[test]
+    fn login_sets_a_wrong_clock_in_the_same_session() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        // The stub date answers an old time and records what it is asked
+        // to set; the stub sudo runs its command.
+        let stub = |name: &str, body: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stub("sudo", "shift; exec \"$@\"\n".into());
+        stub(
+            "date",
+            format!(
+                "case \"$*\" in *-s*) echo \"$*\" >> {}; exit 0;; esac; echo 1000000000.0\n",
+                log.display()
+            ),
+        );
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(with_clock("echo own-output"))
+            .env("PATH", path);
+        let out = exchange(cmd).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "own-output\n");
+        let set = std::fs::read_to_string(&log).unwrap();
+        assert!(set.starts_with("-u -s @17"), "{set}");
     }
 }

@@ -17,6 +17,13 @@ pub const INSECURE_KEYS: [(&str, &str); 2] = [
     ("insecure_rsa", include_str!("../../boxes/keys/vagrant")),
 ];
 
+/// The public halves of [`INSECURE_KEYS`], as boxes list them in
+/// `authorized_keys`.
+pub const INSECURE_PUBLIC_KEYS: [&str; 2] = [
+    include_str!("../../boxes/keys/vagrant.pub.ed25519"),
+    include_str!("../../boxes/keys/vagrant.pub"),
+];
+
 /// A key file that could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the SSH key {}: {source}", path.display())]
@@ -126,6 +133,13 @@ mod tests {
         assert!(INSECURE_KEYS[1]
             .1
             .starts_with("-----BEGIN RSA PRIVATE KEY-----"));
+        // The public halves are those of the private keys.
+        let public = ed25519.public_key().to_openssh().unwrap();
+        assert_eq!(
+            public.split_whitespace().nth(1),
+            INSECURE_PUBLIC_KEYS[0].split_whitespace().nth(1)
+        );
+        assert!(INSECURE_PUBLIC_KEYS[1].starts_with("ssh-rsa AAAA"));
         let tmp = tempfile::tempdir().unwrap();
         for path in insecure_key_files(tmp.path()).unwrap() {
             assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod base_import;
+pub mod boot_diagnosis;
 pub mod cancel;
 pub mod disks;
 pub mod forward;
@@ -18,6 +19,7 @@ pub mod net_error;
 pub mod netplan;
 pub mod nic_setup;
 pub mod nics;
+pub mod placement;
 pub mod plan;
 pub mod project;
 pub mod project_plan;

@@ -72,6 +72,11 @@ pub struct MachineRecord {
     /// before kvmdrive recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub box_dir: Option<PathBuf>,
+    /// The libvirt URI of the host the machine runs on: with several
+    /// `hosts:`, `status`, `halt` and `destroy` find it there. `None` in
+    /// records written before kvmdrive recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +336,7 @@ mod tests {
             networks: Vec::new(),
             jump: None,
             box_dir: None,
+            host: None,
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

@@ -216,20 +216,10 @@ pub fn create(
         }
     }
     // Purged machines were destroyed under the lock above: destroy needs it.
+    // `up` waits for SSH on the reverted machines too; its login puts their
+    // clocks right (see `guest_clock::login`).
     let records = lifecycle::up(env, config, names)?;
     let _lock = env.project.lock()?;
-    snap::each_machine(env, &restored, |m| {
-        let Some(record) = records.iter().find(|r| r.name == m.name.0) else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        super::guest_clock::correct(env, m, record, deadline).map_err(|message| {
-            SnapshotError::NotReady {
-                machine: m.name.0.clone(),
-                message,
-            }
-        })
-    })?;
     let pairs: Vec<(Machine, String)> = fresh.into_iter().zip(prints).collect();
     let _ = snap::each_machine(
         env,

@@ -27,6 +27,8 @@ pub enum SnapshotError {
     Virt(#[from] VirtError),
     #[error(transparent)]
     Project(#[from] ProjectError),
+    #[error(transparent)]
+    Forward(#[from] super::forward::ForwardError),
     #[error("`{machine}` is not created")]
     NotCreated { machine: String },
     #[error("`{machine}` cannot take an internal snapshot: {}", reasons.join("; "))]
@@ -58,6 +60,7 @@ impl SnapshotError {
             SnapshotError::Lifecycle(e) => e.hint(),
             SnapshotError::Virt(e) => e.hint(),
             SnapshotError::Project(e) => e.hint(),
+            SnapshotError::Forward(e) => e.hint(),
             SnapshotError::NotCreated { .. } => Some("run `kvmdrive up` first".into()),
             SnapshotError::Unsupported { .. } => Some(
                 "kvmdrive's snapshots live inside qcow2 disks: use `firmware: bios` and \
@@ -250,6 +253,7 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     if !env.hv.revert_snapshot(&domain, name)? {
         return Err(missing());
     }
+    env.out.trace(Some(machine), format!("reverted to {name}"));
     if !info.has_memory() {
         env.out.step(
             Some(machine),
@@ -262,6 +266,7 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     if info.state == "paused" {
         env.hv.resume_domain(&domain)?;
     }
+    env.out.trace(Some(machine), "running");
     let reverted = started.elapsed();
     if let Some(record) = env.project.record(machine)? {
         let deadline = started + Duration::from_secs(m.boot_timeout_s.into());
@@ -271,6 +276,10 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
                 message,
             }
         })?;
+        env.out.trace(Some(machine), "SSH answered, clock right");
+        // The forwarders stopped before the revert start again.
+        let dir = env.project.machine_dir(machine);
+        super::forward::start(&dir, &record, &m.forwarded_ports)?;
     }
     let took = started.elapsed();
     env.out.step(

@@ -81,6 +81,72 @@ pub enum WaitError {
     Aborted(String),
 }
 
+/// How often [`wait_for_answer`] tries: the guest is on a local bridge, so
+/// an attempt costs the host next to nothing, and the time between sshd
+/// listening and us noticing is at most this.
+const ANSWER_POLL: Duration = Duration::from_millis(50);
+
+/// How long one attempt waits for a SYN-ACK or a refusal. A guest on a
+/// local bridge answers in milliseconds; every tenth attempt waits longer
+/// ([`SLOW_ANSWER`]) so that a guest slowed down by a busy host, which
+/// answers but late, is still seen.
+const QUICK_ANSWER: Duration = Duration::from_millis(250);
+const SLOW_ANSWER: Duration = Duration::from_secs(2);
+
+/// What a guest's SSH port did with a connection attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortAnswer {
+    /// It accepted the connection: sshd listens.
+    Listening,
+    /// It refused: the guest's network is up, sshd is not (yet).
+    Refused,
+}
+
+/// One connection attempt to `addr`, closed at once (no banner is read: the
+/// login that follows is what counts, and reading a banner first would make
+/// the guest start one more sshd child before it).
+pub fn probe_port(addr: SocketAddr, timeout: Duration) -> Option<PortAnswer> {
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(_) => Some(PortAnswer::Listening),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(PortAnswer::Refused),
+        Err(_) => None,
+    }
+}
+
+/// Polls `addr` every [`ANSWER_POLL`] until the guest answers on it at all
+/// (accepts or refuses: either way its network is up and logging in can
+/// start). `check` runs between attempts and may abort the wait (a guest
+/// that crashed will never answer).
+pub fn wait_for_answer(
+    addr: SocketAddr,
+    deadline: Instant,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<PortAnswer, WaitError> {
+    let poll = Poll::until(ANSWER_POLL, deadline).cancellable();
+    let mut attempt = 0u32;
+    wait_until(poll, || {
+        attempt += 1;
+        let timeout = if attempt.is_multiple_of(10) {
+            SLOW_ANSWER
+        } else {
+            QUICK_ANSWER
+        };
+        if let Some(answer) = probe_port(addr, timeout) {
+            return Ok(Some(answer));
+        }
+        check().map(|()| None)
+    })
+    .map_err(wait_error)
+}
+
+fn wait_error(e: PollError<String>) -> WaitError {
+    match e {
+        PollError::TimedOut => WaitError::TimedOut,
+        PollError::Cancelled => WaitError::Cancelled,
+        PollError::Failed(why) => WaitError::Aborted(why),
+    }
+}
+
 /// Polls `addr` until it sends an SSH banner. `check` runs between attempts
 /// and may abort the wait (a guest that crashed will never answer).
 pub fn wait_for_banner(
@@ -88,9 +154,9 @@ pub fn wait_for_banner(
     deadline: Instant,
     mut check: impl FnMut() -> Result<(), String>,
 ) -> Result<(), WaitError> {
-    let poll = Poll::until(Duration::from_millis(100), deadline).cancellable();
+    let poll = Poll::until(ANSWER_POLL, deadline).cancellable();
     wait_until(poll, || {
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, QUICK_ANSWER) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             let mut buf = [0u8; 4];
             if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
@@ -99,24 +165,51 @@ pub fn wait_for_banner(
         }
         check().map(|()| None)
     })
-    .map_err(|e| match e {
-        PollError::TimedOut => WaitError::TimedOut,
-        PollError::Cancelled => WaitError::Cancelled,
-        PollError::Failed(why) => WaitError::Aborted(why),
-    })
+    .map_err(wait_error)
+}
+
+/// The line [`key_replacement_script`] prints when the file it replaced
+/// already held a key we log in with: sshd reads that file (with the modes
+/// it has), so the own key written there works, and the check login with it
+/// can be skipped.
+pub const KEY_FILE_IN_USE: &str = "kvmdrive: authorized_keys in use";
+
+/// Whether the output of [`key_replacement_script`] says the replaced file
+/// was the one sshd let us in with.
+pub fn key_file_in_use(stdout: &str) -> bool {
+    stdout.lines().any(|l| l.trim() == KEY_FILE_IN_USE)
+}
+
+/// The key material (second field) of an OpenSSH public key line.
+fn key_blob(public_line: &str) -> Option<&str> {
+    public_line.split_whitespace().nth(1)
 }
 
 /// Remote script run at each first login of an `up`: installs the machine's
 /// own key as the only authorized key (removing the insecure ones) and, unless
 /// `hostname` is `None`, sets the host name the way Vagrant does: the short
 /// name in the kernel and /etc/hostname, and `127.0.1.1 FQDN SHORT` in
-/// /etc/hosts so `hostname -f` answers the FQDN.
-pub fn key_replacement_script(public_line: &str, hostname: Option<&Hostname>) -> String {
+/// /etc/hosts so `hostname -f` answers the FQDN, with one `sudo`. It prints
+/// [`KEY_FILE_IN_USE`] when the file it replaced held the own key or one of
+/// `login_keys` (the public keys we may have logged in with).
+pub fn key_replacement_script(
+    public_line: &str,
+    login_keys: &[&str],
+    hostname: Option<&Hostname>,
+) -> String {
     let q = shell_quote;
+    let patterns: String = std::iter::once(public_line)
+        .chain(login_keys.iter().copied())
+        .filter_map(key_blob)
+        .map(|b| format!(" -e {}", q(b)))
+        .collect();
     let mut script = format!(
-        "set -e; umask 077; mkdir -p ~/.ssh; printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
+        "set -e; umask 077; mkdir -p ~/.ssh; \
+         if grep -qsF{patterns} ~/.ssh/authorized_keys; then echo {marker}; fi; \
+         printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
          mv ~/.ssh/authorized_keys.kvmdrive ~/.ssh/authorized_keys",
         key = q(public_line),
+        marker = q(KEY_FILE_IN_USE),
     );
     if let Some(h) = hostname {
         let line = if h.fqdn() == h.short() {
@@ -124,13 +217,16 @@ pub fn key_replacement_script(public_line: &str, hostname: Option<&Hostname>) ->
         } else {
             format!("127.0.1.1\t{} {}", h.fqdn(), h.short())
         };
+        // $1: the short name, $2: the /etc/hosts line.
+        let as_root = "hostname \"$1\" && echo \"$1\" > /etc/hostname \
+             && sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts \
+             && printf '%s\\n' \"$2\" >> /etc/hosts";
         script.push_str(&format!(
             "; if [ \"$(hostname)\" != {short} ] || ! grep -qxF {line} /etc/hosts; then \
-             sudo -n hostname {short} && echo {short} | sudo -n tee /etc/hostname >/dev/null \
-             && sudo -n sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts \
-             && printf '%s\\n' {line} | sudo -n tee -a /etc/hosts >/dev/null; fi",
+             sudo -n sh -c {as_root} sh {short} {line}; fi",
             short = q(h.short()),
             line = q(&line),
+            as_root = q(as_root),
         ));
     }
     script
@@ -192,38 +288,106 @@ mod tests {
     fn quoting_survives_single_quotes() {
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
         let web = Hostname::parse("web").unwrap();
-        let s = key_replacement_script("ssh-ed25519 AAAA kvmdrive", Some(&web));
+        let s = key_replacement_script("ssh-ed25519 AAAA kvmdrive", &[], Some(&web));
         assert!(s.contains(
             "printf '%s\\n' 'ssh-ed25519 AAAA kvmdrive' > ~/.ssh/authorized_keys.kvmdrive"
         ));
     }
 
     #[test]
-    fn host_name_script_sets_short_name_and_fqdn_line() {
+    fn host_name_script_sets_short_name_and_fqdn_line_with_one_sudo() {
         let fqdn = Hostname::parse("node1.example.com").unwrap();
-        let s = key_replacement_script("k", Some(&fqdn));
-        assert!(s.contains("sudo -n hostname 'node1' &&"), "{s}");
+        let s = key_replacement_script("k", &[], Some(&fqdn));
+        assert_eq!(s.matches("sudo").count(), 1, "{s}");
         assert!(
-            s.contains("echo 'node1' | sudo -n tee /etc/hostname"),
+            s.contains("hostname \"$1\" && echo \"$1\" > /etc/hostname"),
             "{s}"
         );
         assert!(
-            s.contains(
-                "printf '%s\\n' '127.0.1.1\tnode1.example.com node1' | sudo -n tee -a /etc/hosts"
-            ),
+            s.contains("printf '\\''%s\\n'\\'' \"$2\" >> /etc/hosts"),
             "{s}"
         );
-        let kept = key_replacement_script("k", None);
+        assert!(
+            s.contains(" sh 'node1' '127.0.1.1\tnode1.example.com node1'; fi"),
+            "{s}"
+        );
+        let kept = key_replacement_script("k", &[], None);
         assert!(!kept.contains("hostname"), "{kept}");
         assert!(kept.ends_with("~/.ssh/authorized_keys"), "{kept}");
     }
 
-    /// The script is valid shell and gives what `hostname -f` reads.
+    /// Runs the script with HOME in a temporary directory and `hostname` and
+    /// `sudo` replaced by stubs (sudo records its arguments, one per line);
+    /// returns (stdout, authorized_keys, what sudo got).
+    fn run_script(script: &str, old_keys: Option<&str>) -> (String, String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for (name, body) in [
+            ("hostname", "echo debian12\n"),
+            ("sudo", "printf '%s\\n' \"$@\" > \"$HOME/sudo.args\"\n"),
+        ] {
+            let p = bin.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        if let Some(k) = old_keys {
+            std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+            std::fs::write(home.path().join(".ssh/authorized_keys"), k).unwrap();
+        }
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("HOME", home.path())
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = |p: &str| std::fs::read_to_string(home.path().join(p)).unwrap_or_default();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            read(".ssh/authorized_keys"),
+            read("sudo.args"),
+        )
+    }
+
     #[test]
-    fn host_name_script_runs_in_a_shell() {
+    fn key_script_replaces_the_keys_and_says_whether_the_file_was_in_use() {
+        let own = "ssh-ed25519 OWNKEY kvmdrive";
+        let insecure = ["ssh-ed25519 INSECURE1 vagrant", "ssh-rsa INSECURE2 vagrant"];
         let fqdn = Hostname::parse("node1.example.com").unwrap();
-        let s = key_replacement_script("k", Some(&fqdn));
+        let s = key_replacement_script(own, &insecure, Some(&fqdn));
         crate::testutil::assert_sh_syntax(&s);
+
+        // First boot: the box's file holds the insecure keys.
+        let (out, keys, sudo) = run_script(&s, Some("ssh-rsa INSECURE2 vagrant\n"));
+        assert!(key_file_in_use(&out), "{out}");
+        assert_eq!(keys, format!("{own}\n"));
+        let args: Vec<&str> = sudo.lines().collect();
+        assert_eq!(args[..3], ["-n", "sh", "-c"], "{sudo}");
+        assert_eq!(
+            args[4..],
+            ["sh", "node1", "127.0.1.1\tnode1.example.com node1"],
+            "{sudo}"
+        );
+
+        // A later up: the file holds the own key.
+        let (out, keys, _) = run_script(&s, Some(&format!("{own}\n")));
+        assert!(key_file_in_use(&out), "{out}");
+        assert_eq!(keys, format!("{own}\n"));
+
+        // No file, or one without any key we know: the own key must be tried.
+        let (out, keys, _) = run_script(&s, None);
+        assert!(!key_file_in_use(&out), "{out}");
+        assert_eq!(keys, format!("{own}\n"));
+        let (out, _, _) = run_script(&s, Some("ssh-ed25519 SOMEONE else\n"));
+        assert!(!key_file_in_use(&out), "{out}");
     }
 
     #[test]
@@ -251,5 +415,21 @@ mod tests {
             Err("crashed".into())
         });
         assert_eq!(r, Err(WaitError::Aborted("crashed".into())));
+    }
+
+    #[test]
+    fn answer_wait_tells_listening_from_refused() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            wait_for_answer(addr, deadline, || Ok(())),
+            Ok(PortAnswer::Listening)
+        );
+        drop(l);
+        assert_eq!(
+            wait_for_answer(addr, deadline, || Ok(())),
+            Ok(PortAnswer::Refused)
+        );
     }
 }

@@ -80,6 +80,10 @@ pub struct Config {
     /// The project's NAT network.
     #[serde(default)]
     pub network: NetworkSettings,
+    /// Hypervisor hosts (libvirt URIs) the machines are spread over; empty:
+    /// the one host of `--connect` (see [`crate::project::hosts`]).
+    #[serde(default)]
+    pub hosts: crate::project::hosts::Hosts,
 }
 
 /// Machine list whose names are unique and valid (checked while parsing, so
@@ -421,6 +425,8 @@ pub struct Machine {
     pub networks: Vec<crate::project::net_config::Network>,
     pub forwarded_ports: Vec<crate::project::net_config::ForwardedPort>,
     pub nic_model: crate::project::net_config::NicModel,
+    /// `host:`: the one of `hosts:` the machine must run on.
+    pub host: Option<crate::project::hosts::HostUri>,
 }
 
 impl Config {
@@ -485,6 +491,12 @@ impl Config {
         for m in list {
             hardware_of(m, &self.defaults)
                 .and_then(|_| checksum_of(m, &self.defaults))
+                .and_then(|_| match m.host.as_ref().or(self.defaults.host.as_ref()) {
+                    Some(pin) => self
+                        .hosts
+                        .check_pin(m.name.as_ref().map_or("default", |n| n.0.as_str()), pin),
+                    None => Ok(()),
+                })
                 .map_err(|e| match &m.name {
                     Some(n) => format!("machine `{n}`: {e}"),
                     None => e,
@@ -542,6 +554,7 @@ impl Config {
             networks: pick!(networks).unwrap_or_default(),
             forwarded_ports: pick!(forwarded_ports).unwrap_or_default(),
             nic_model: pick!(nic_model).unwrap_or_default(),
+            host: pick!(host),
         }
     }
 }
@@ -611,6 +624,12 @@ machines:
 
 # network:
 #   subnet: 192.168.121.0/24   # default: a free /24 picked by kvmdrive
+
+# Several hypervisor hosts (libvirt URIs): each machine goes to the host with
+# the most free memory, or to the one its `host:` names.
+# hosts:
+#   - qemu+ssh://root@hv1.example.com/system
+#   - qemu+ssh://root@hv2.example.com/system
 "#;
 
 #[cfg(test)]
@@ -633,6 +652,33 @@ mod tests {
         assert_eq!(m[0].name.0, "default");
         assert_eq!(m[0].box_name, BUNDLED_BOX);
         assert_eq!(m[0].memory_mib, 512);
+    }
+
+    #[test]
+    fn hosts_and_pins_are_read_and_checked() {
+        let c = parse(
+            "hosts: ['qemu+ssh://a/system', 'qemu+ssh://b/system']\nmachines:\n  - name: x\n    host: qemu+ssh://b/system\n  - name: y\n",
+        )
+        .unwrap();
+        assert_eq!(c.hosts.0.len(), 2);
+        let m = c.machines();
+        assert_eq!(
+            m[0].host.as_ref().map(|h| h.as_str()),
+            Some("qemu+ssh://b/system")
+        );
+        assert_eq!(m[1].host, None);
+        let e = err("hosts: ['qemu+ssh://a/system']\nmachines:\n  - name: x\n    host: qemu+ssh://c/system\n");
+        assert!(
+            e.contains("machine `x`") && e.contains("not one of `hosts:`"),
+            "{e}"
+        );
+        let e = err("hosts: ['qemu+ssh://a/system', 'qemu+ssh://a/system']\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("hosts: [hv1]\n");
+        assert!(
+            e.contains("kvmdrive.yml:1") && e.contains("not a libvirt URI"),
+            "{e}"
+        );
     }
 
     #[test]

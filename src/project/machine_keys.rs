@@ -65,6 +65,8 @@ macro_rules! machine_keys_struct {
             pub accel: Option<crate::project::config::Accel>,
             /// Seconds to wait for SSH after starting the machine (default 300).
             pub boot_timeout: Option<crate::project::config::Positive>,
+            /// Pins the machine to one of the project's `hosts:` (a libvirt URI); without it kvmdrive places the machine by free memory.
+            pub host: Option<crate::project::hosts::HostUri>,
         }
     };
 }
@@ -76,7 +78,7 @@ macro_rules! copy_machine_keys {
         copy_machine_keys!(@ from, to; box_name box_version box_url box_architecture
             box_download_checksum box_download_checksum_type memory cpus disk_size hostname
             disks firmware secure_boot machine_type tpm guest_agent nested cpu_features
-            graphics cpu_mode cpu_model accel boot_timeout);
+            graphics cpu_mode cpu_model accel boot_timeout host);
     }};
     (@ $from:ident, $to:ident; $($field:ident)*) => {
         $(if $from.$field.is_some() { $to.$field = $from.$field.clone(); })*

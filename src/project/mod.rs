@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod hardware;
+pub mod hosts;
 pub mod interpolate;
 pub mod machine_keys;
 pub mod molecule;

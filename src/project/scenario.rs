@@ -119,6 +119,14 @@ pub struct InstanceRecord {
     /// Extra NICs (name, mac, ip, prefix): host var `kvmdrive_networks`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<crate::machine::nics::NicAddress>,
+    /// Extra `ssh` options that reach the instance through its hypervisor
+    /// host (remote libvirt, `hosts:`): the plugin adds them to
+    /// `ansible_ssh_common_args`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_args: Option<String>,
+    /// The libvirt URI of the instance's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl Scenario {
@@ -365,6 +373,8 @@ impl Scenario {
             port: r.port,
             identity_file: r.identity_file.clone(),
             networks: r.networks.clone(),
+            ssh_args: crate::roletest::ansible::jump_args(r),
+            host: r.host.clone(),
         }
     }
 

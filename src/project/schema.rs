@@ -17,6 +17,7 @@ use crate::project::config::{Accel, BoxUrl, CpuMode, Positive, Size};
 use crate::project::hardware::{
     CpuFeature, Disks, Firmware, Graphics, HostnameSetting, MachineType,
 };
+use crate::project::hosts::HostUri;
 use crate::project::molecule::platform::Platform;
 
 /// Where the plugin's schema lives in the repository.
@@ -58,6 +59,7 @@ inline_schema!(CpuMode, "CpuMode", {
     "enum": ["auto", "host-passthrough", "host-model", "custom"]
 });
 inline_schema!(Accel, "Accel", {"type": "string", "enum": ["auto", "kvm", "tcg"]});
+inline_schema!(HostUri, "HostUri", {"type": "string", "description": "a libvirt URI, e.g. qemu+ssh://root@hv1/system"});
 
 /// The schema of one Molecule platform (draft 7, everything inlined).
 pub fn platform_schema() -> Value {
@@ -106,7 +108,13 @@ pub fn driver_schema() -> Value {
                     "parallel": {"type": "boolean"},
                     "cachier": {"type": ["string", "boolean"]},
                     "provision": {"type": "boolean"},
-                    "reuse": {"type": "boolean", "description": "keep machines parked between runs and revert them to a pristine snapshot instead of booting"}
+                    "reuse": {"type": "boolean", "description": "keep machines parked between runs and revert them to a pristine snapshot instead of booting"},
+                    "hosts": {
+                        "type": "array",
+                        "uniqueItems": true,
+                        "items": HostUri::json_schema(&mut SchemaGenerator::default()).to_value(),
+                        "description": "hypervisor hosts (libvirt URIs) the platforms are spread over by free memory; a platform's `host` pins it to one"
+                    }
                 }
             },
             "platforms": {

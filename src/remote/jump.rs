@@ -230,7 +230,9 @@ mod tests {
         let vars = crate::roletest::ansible::host_vars(&r);
         let common = vars["ansible_ssh_common_args"].as_str().unwrap();
         assert!(
-            common.ends_with(&format!(" -o 'ProxyCommand={proxy}'")),
+            common.contains(&format!(
+                " -o 'ProxyCommand={proxy}' -o ControlPath=/tmp/kvmdrive-ssh-"
+            )),
             "{common}"
         );
         // Without a hop nothing changes.

@@ -41,6 +41,21 @@ pub struct InventoryHost {
     pub children: Vec<String>,
 }
 
+/// The `ssh` options that reach a machine through its hypervisor host
+/// (None for a local one): the `ProxyCommand`, and a `ControlPath` of its
+/// own, since machines behind different hosts may share an address (each
+/// host has its own NAT network) and Ansible keys its shared connections
+/// by user, address and port only.
+pub fn jump_args(r: &MachineRecord) -> Option<String> {
+    r.jump.as_ref().map(|j| {
+        format!(
+            "{} -o ControlPath=/tmp/kvmdrive-ssh-{}-%C",
+            j.ssh_args_line(),
+            crate::machine::project::short_hash(r.domain.as_bytes())
+        )
+    })
+}
+
 /// Connection variables of a host, as Ansible names them.
 pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
     let mut m = Map::new();
@@ -52,7 +67,7 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
         json!(r.identity_file.to_string_lossy()),
     );
     m.insert("ansible_connection".into(), json!("ssh"));
-    let jump = r.jump.as_ref().map(|j| format!(" {}", j.ssh_args_line()));
+    let jump = jump_args(r).map(|a| format!(" {a}"));
     let common = ssh_common_args() + jump.as_deref().unwrap_or("");
     m.insert("ansible_ssh_common_args".into(), json!(common));
     // One SSH round trip per task (no temp file put/chmod/rm), also for
@@ -258,6 +273,31 @@ fn strip_ansi(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn machines_behind_hosts_get_their_own_shared_connection() {
+        let mut a = record("a", "192.168.121.10");
+        let mut b = record("b", "192.168.121.10");
+        a.jump = crate::remote::Jump::from_uri("qemu+ssh://root@10.250.1.2/system");
+        b.jump = crate::remote::Jump::from_uri("qemu+ssh://root@10.250.2.2/system");
+        a.domain = "kvmdrive-p-1-a".into();
+        b.domain = "kvmdrive-p-1-b".into();
+        let path = |r: &MachineRecord| {
+            let args = host_vars(r)["ansible_ssh_common_args"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let i = args.find("ControlPath=").expect("a ControlPath");
+            args[i..].split(' ').next().unwrap().to_owned()
+        };
+        assert_ne!(path(&a), path(&b));
+        assert!(
+            !host_vars(&record("c", "192.168.121.11"))["ansible_ssh_common_args"]
+                .as_str()
+                .unwrap()
+                .contains("ControlPath")
+        );
+    }
+
     fn record(name: &str, ip: &str) -> MachineRecord {
         MachineRecord {
             name: name.into(),
@@ -271,6 +311,7 @@ mod tests {
             networks: Vec::new(),
             jump: None,
             box_dir: None,
+            host: None,
         }
     }
 

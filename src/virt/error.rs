@@ -23,6 +23,9 @@ pub enum VirtErrorKind {
     KvmInternalError,
     /// No connection to libvirt (no daemon, no socket, refused, auth).
     ConnectionFailed,
+    /// The connection died during the run (libvirtd restarted or stopped)
+    /// and a new one could not take the call over.
+    ConnectionLost,
     Other,
 }
 
@@ -87,6 +90,23 @@ impl VirtError {
         }
     }
 
+    /// The same failure, marked as caused by a lost connection (see
+    /// `virt::link`): its message then says so.
+    pub fn connection_lost(self) -> VirtError {
+        match self {
+            VirtError::Call {
+                action, message, ..
+            } => VirtError::Call {
+                action,
+                message: format!(
+                    "{message} (the connection to libvirtd was lost: was libvirtd restarted?)"
+                ),
+                kind: VirtErrorKind::ConnectionLost,
+            },
+            e @ VirtError::Connect { .. } => e,
+        }
+    }
+
     pub fn kind(&self) -> VirtErrorKind {
         match self {
             VirtError::Connect { .. } => VirtErrorKind::ConnectionFailed,
@@ -115,6 +135,15 @@ impl VirtError {
             VirtError::Connect { .. } => Some(
                 "is libvirtd running? Run `kvmdrive host up` (it starts dbus, virtlogd and libvirtd, \
                  also without systemd), or pass --connect / set LIBVIRT_DEFAULT_URI"
+                    .into(),
+            ),
+            VirtError::Call {
+                kind: VirtErrorKind::ConnectionLost,
+                ..
+            } => Some(
+                "libvirtd went away while kvmdrive worked (restarted or stopped): once it answers \
+                 again (`virsh version`), run the command again; `up` and `destroy` finish what was \
+                 left half-way"
                     .into(),
             ),
             VirtError::Call { message, .. } if message.contains("Permission denied") => Some(
@@ -177,5 +206,26 @@ mod tests {
         assert_eq!(c.kind(), VirtErrorKind::ConnectionFailed);
         assert!(!c.is_no_such_object());
         assert!(c.hint().is_some());
+    }
+
+    #[test]
+    fn a_lost_connection_says_so() {
+        let e = VirtError::Call {
+            action: "define the domain".into(),
+            message: "internal error: client socket is closed".into(),
+            kind: VirtErrorKind::Other,
+        }
+        .connection_lost();
+        assert_eq!(e.kind(), VirtErrorKind::ConnectionLost);
+        assert!(
+            e.to_string()
+                .starts_with("define the domain: internal error: client socket is closed"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("connection to libvirtd was lost"),
+            "{e}"
+        );
+        assert!(e.hint().unwrap().contains("run the command again"));
     }
 }

@@ -137,7 +137,7 @@ impl Hypervisor {
             return Ok(());
         }
         let what = || format!("upload bytes {offset}..{} of the box image", offset + len);
-        let stream = Stream::new(self.connection(), 0).map_err(call(what()))?;
+        let stream = Stream::new(&self.connection(), 0).map_err(call(what()))?;
         vol.upload(&stream, offset, len, 0).map_err(call(what()))?;
         std::io::Seek::seek(file, std::io::SeekFrom::Start(offset))
             .map_err(|e| VirtError::other(what(), e.to_string()))?;

@@ -207,6 +207,8 @@ log1=$work/run1.log log2=$work/run2.log
 check "run 1 succeeds" test "${rc[1]}" = 0
 check "run 1: both caches miss; cargo installs kvmdrive from the pinned git rev" bash -c \
     "grep -q '^cache kvmdrive: miss' '$log1' && grep -q '^cache boxes: miss' '$log1' && grep -q 'Installed package .kvmdrive v.* (file://$REPO?rev=$rev#' '$log1'"
+check "run 1: cargo install puts both binaries in the root (kvmdrive execs kvmdrive-engine beside it)" \
+    grep -q "Installed package .kvmdrive v.*executables .kvmdrive., .kvmdrive-engine." "$log1"
 echo "run 1 compiled $(grep -c '^ *Compiling ' "$log1") crates; install: $(grep -o 'kvmdrive populate: exit [0-9]*, [0-9.]* s' "$log1")"
 if ((warm)); then
     check "run 1: no crate but kvmdrive is compiled (the CI target dir is kept)" bash -c \

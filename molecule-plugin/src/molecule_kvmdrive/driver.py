@@ -92,6 +92,9 @@ class KvmDrive(Driver):
             # fast. Boxes' sudo does not require a tty, so become still works.
             "ansible_pipelining": True,
         }
+        if conf.get("ssh_args"):
+            # Remote libvirt / several hosts: through the instance's host.
+            options["ansible_ssh_common_args"] += " " + conf["ssh_args"]
         if conf.get("networks"):
             # Extra NICs (private/public networks): [{name, mac, ip, prefix}].
             options["kvmdrive_networks"] = conf["networks"]

@@ -14,10 +14,27 @@ pub fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<(), Lifec
     if !names.is_empty() {
         select(config, names)?;
     }
+    if !config.hosts.is_empty() {
+        return super::hosts::destroy(env, config, names);
+    }
     let _lock = env.project.lock()?;
-    // Machines from the config plus any of this project's domains libvirt
-    // still has (e.g. machines since removed from kvmdrive.yml).
-    let mut targets: Vec<String> = config.machines().into_iter().map(|m| m.name.0).collect();
+    let targets: Vec<String> = config.machines().into_iter().map(|m| m.name.0).collect();
+    if destroy_on_host(env, targets, names)? {
+        env.project.remove_state()?;
+    }
+    Ok(())
+}
+
+/// Removes `targets` (restricted to `names` unless empty) and any of the
+/// project's domains the host of `env` still has (e.g. machines since
+/// removed from kvmdrive.yml), with the project lock held; with the last
+/// one the host's project networks. True when the host has none of the
+/// project's domains left.
+pub(super) fn destroy_on_host(
+    env: &Env,
+    mut targets: Vec<String>,
+    names: &[String],
+) -> Result<bool, LifecycleError> {
     for d in remaining_domains(env)? {
         if !targets.contains(&d.machine) {
             targets.push(d.machine);
@@ -30,16 +47,16 @@ pub fn destroy(env: &Env, config: &Config, names: &[String]) -> Result<(), Lifec
     for n in crate::machine::net_apply::remove_unused(env, &targets)? {
         env.out.step(None, format!("removed network {n}"));
     }
-    if remaining_domains(env)?.is_empty() {
-        if env.hv.network_exists(&network)? {
-            env.hv.remove_network(&network)?;
-            env.out.step(None, format!("removed network {network}"));
-        }
-        crate::fault::point("destroy.network");
-        crate::machine::base_import::remove_stale(&env.pool_dir);
-        env.project.remove_state()?;
+    if !remaining_domains(env)?.is_empty() {
+        return Ok(false);
     }
-    Ok(())
+    if env.hv.network_exists(&network)? {
+        env.hv.remove_network(&network)?;
+        env.out.step(None, format!("removed network {network}"));
+    }
+    crate::fault::point("destroy.network");
+    crate::machine::base_import::remove_stale(&env.pool_dir);
+    Ok(true)
 }
 
 fn destroy_one(env: &Env, machine: &str, network: &str) -> Result<(), Failure> {

@@ -14,8 +14,16 @@ use crate::wait::{wait_until, Poll, PollError};
 /// Shuts machines down: `poweroff` over SSH (or ACPI), forcibly after a minute.
 pub fn halt(env: &Env, config: &Config, names: &[String]) -> Result<(), LifecycleError> {
     let machines = select(config, names)?;
+    if !config.hosts.is_empty() {
+        return super::hosts::halt(env, config, &machines);
+    }
     let _lock = env.project.lock()?;
-    let results = parallel(&machines, |m| (m.name.0.clone(), halt_one(env, m)));
+    halt_machines(env, &machines)
+}
+
+/// Halts `machines` on the host of `env` (the project lock is held).
+pub(super) fn halt_machines(env: &Env, machines: &[Machine]) -> Result<(), LifecycleError> {
+    let results = parallel(machines, |m| (m.name.0.clone(), halt_one(env, m)));
     collect(env.out, results).map(drop)
 }
 

@@ -17,6 +17,7 @@ use crate::virt::{Hypervisor, VirtError};
 
 mod destroy;
 mod halt;
+mod hosts;
 mod ready;
 mod resolve;
 mod status;
@@ -24,7 +25,8 @@ mod up;
 
 pub use destroy::destroy;
 pub use halt::halt;
-pub use status::{status, MachineStatus};
+pub use hosts::{spans_hosts, ROUTING_NOTE};
+pub use status::{not_created, status, MachineStatus};
 pub use up::{plan_up, up, up_with, UpOptions};
 
 /// The user kvmdrive logs in as (Vagrant's convention).
@@ -60,6 +62,17 @@ pub enum LifecycleError {
     Cancelled,
     #[error(transparent)]
     Arch(#[from] super::arch::ArchError),
+    #[error("host {uri} does not answer: {message}")]
+    HostDown { uri: String, message: String },
+    #[error("on host {uri}: {source}")]
+    OnHost {
+        uri: String,
+        source: Box<LifecycleError>,
+    },
+    #[error("could not remove {left}")]
+    NotRemoved { left: String },
+    #[error(transparent)]
+    Placement(#[from] super::placement::PlacementError),
 }
 
 impl LifecycleError {
@@ -72,6 +85,16 @@ impl LifecycleError {
             LifecycleError::NoSubnet => Some("set `network: {subnet: ...}` in kvmdrive.yml".into()),
             LifecycleError::Arch(e) => Some(e.hint()),
             LifecycleError::Net(e) => e.hint(),
+            LifecycleError::HostDown { .. } => Some(
+                "nothing was created on any host; bring the host back (or take it out of `hosts:`) and run `up` again"
+                    .into(),
+            ),
+            LifecycleError::OnHost { source, .. } => source.hint(),
+            LifecycleError::NotRemoved { .. } => Some(
+                "run `kvmdrive destroy` again when the host answers; what was reachable is gone"
+                    .into(),
+            ),
+            LifecycleError::Placement(e) => Some(e.hint()),
             LifecycleError::PortInUse { .. } => Some(
                 "pick another `host` port in forwarded_ports (see `ss -ltnp` for who holds it)"
                     .into(),

@@ -1,17 +1,20 @@
-//! Waiting until a started machine is ready: its SSH banner at the reserved
-//! address (aborted when the domain stops running, or pauses with a KVM
-//! internal error), then one login that swaps Vagrant's insecure key for the
-//! machine's own and sets the host name, then a login with the own key.
+//! Waiting until a started machine is ready: an answer on its SSH port at
+//! the reserved address, polled every 50 ms (aborted when the domain stops
+//! running, or pauses with a KVM internal error), then one login, retried
+//! until sshd lets us in, that swaps Vagrant's insecure key for the
+//! machine's own and sets the host name (one `sudo`). A check login with the
+//! own key follows only when that login could not tell that sshd reads the
+//! file the key went to.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::{failure, qemu_log, read_tail, Env, Failure, SSH_USER};
 use crate::host::accel;
-use crate::machine::keys;
 use crate::machine::plan::{self, MachinePlan};
 use crate::machine::project::MachineRecord;
 use crate::machine::ssh::{self, SshTarget, WaitError};
+use crate::machine::{guest_clock, keys};
 use crate::virt::domain::Accel;
 use crate::virt::hypervisor::DomainState;
 use crate::wait::{wait_until, Poll, PollError};
@@ -51,6 +54,7 @@ pub(super) fn wait_ready(
         networks: Vec::new(),
         jump: crate::remote::Jump::from_uri(env.hv.uri()),
         box_dir: None,
+        host: Some(env.hv.uri().to_owned()),
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.
@@ -59,7 +63,7 @@ pub(super) fn wait_ready(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(plan.machine.boot_timeout_s.into());
     env.out.step(Some(name), format!("waiting for SSH on {ip}"));
-    let mut kvm_failed = false;
+    let kvm_failed = std::cell::Cell::new(false);
     let check = || -> Result<(), String> {
         crate::fault::point("up.ssh-wait");
         match env.hv.domain_state(&plan.domain) {
@@ -68,7 +72,7 @@ pub(super) fn wait_ready(
                 let log = read_tail(&qemu_log(&plan.domain), 50);
                 if accel::kvm_failed_in_log(&log) {
                     crate::host::experience::record(&plan.domain, &log);
-                    kvm_failed = true;
+                    kvm_failed.set(true);
                     Err("KVM internal error".into())
                 } else {
                     Ok(())
@@ -80,31 +84,25 @@ pub(super) fn wait_ready(
         }
     };
     let addr = SocketAddr::new(IpAddr::V4(ip), 22);
-    match crate::remote::jump::wait_for_banner(record.jump.as_ref(), addr, deadline, check) {
+    let waited = match record.jump.as_ref() {
+        None => ssh::wait_for_answer(addr, deadline, &check).map(drop),
+        Some(jump) => crate::remote::jump::wait_for_banner(Some(jump), addr, deadline, &check),
+    };
+    match waited {
         Ok(()) => {}
-        Err(_) if kvm_failed => return Err(ReadyError::KvmFailed),
+        Err(_) if kvm_failed.get() => return Err(ReadyError::KvmFailed),
         Err(WaitError::Cancelled) => return Err(failure("interrupted").into()),
         Err(WaitError::TimedOut) => {
-            return Err(failure(timeout_diagnosis(
-                env,
-                plan,
-                ip,
-                plan.machine.boot_timeout_s,
-            ))
-            .into())
+            return Err(crate::machine::boot_diagnosis::diagnose(env, plan, ip).into())
         }
-        Err(WaitError::Aborted(why)) => {
-            let console =
-                crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
-            return Err(failure(format!(
-                "stopped waiting for SSH: {why}\nlast console lines:\n{console}"
-            ))
-            .into());
-        }
+        Err(WaitError::Aborted(why)) => return Err(stopped_waiting(env, plan, &why).into()),
     }
     env.out.detail(
         Some(name),
-        format!("SSH banner after {:.1}s", started.elapsed().as_secs_f32()),
+        format!(
+            "SSH port answered after {:.3}s",
+            started.elapsed().as_secs_f32()
+        ),
     );
 
     // One login with every key the guest may accept (own key after a restart,
@@ -120,39 +118,90 @@ pub(super) fn wait_ready(
         identities,
         jump: record.jump.clone(),
     };
-    let script = ssh::key_replacement_script(&key.public_line, plan.guest_hostname().as_ref());
-    run_until_ok(&first, &script, deadline)?;
+    let script = ssh::key_replacement_script(
+        &key.public_line,
+        &keys::INSECURE_PUBLIC_KEYS,
+        plan.guest_hostname().as_ref(),
+    );
+    // The same session puts a restored guest's clock right (resume, reuse).
+    let stdout = match run_until_ok(&first, &script, Login::WithClock, deadline, &check) {
+        Err(_) if kvm_failed.get() => return Err(ReadyError::KvmFailed),
+        r => r?,
+    };
     crate::fault::point("up.key-replaced");
-    run_until_ok(&SshTarget::from_record(&record), "true", deadline)?;
+    env.out
+        .trace(Some(name), "first login done (own key installed)");
+    if !ssh::key_file_in_use(&stdout) {
+        // The guest let us in with a key kept elsewhere: make sure sshd
+        // reads the file the own key went to.
+        let own = SshTarget::from_record(&record);
+        run_until_ok(&own, "true", Login::Plain, deadline, &check)?;
+        env.out
+            .trace(Some(name), "check login with the own key done");
+    }
     env.out.detail(
         Some(name),
         format!(
-            "logged in with its own key after {:.1}s",
+            "logged in, own key in place, after {:.3}s",
             started.elapsed().as_secs_f32()
         ),
     );
     Ok(record)
 }
 
-/// Runs `script` over SSH, retrying connection failures (exit 255) until
-/// `deadline`; a failing script is an error at once.
-fn run_until_ok(target: &SshTarget, script: &str, deadline: Instant) -> Result<(), Failure> {
-    let poll = Poll::until(Duration::from_millis(300), deadline).cancellable();
+/// The error when waiting stopped because the domain did (crashed, shut
+/// off, disappeared).
+fn stopped_waiting(env: &Env, plan: &MachinePlan, why: &str) -> Failure {
+    let console = crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
+    failure(format!(
+        "stopped waiting for SSH: {why}\nlast console lines:\n{console}"
+    ))
+}
+
+/// How often a login is tried again while sshd refuses it or is not up yet.
+const LOGIN_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether a login also puts the guest's clock right ([`guest_clock::login`]).
+#[derive(Clone, Copy)]
+enum Login {
+    Plain,
+    WithClock,
+}
+
+/// Runs `script` over SSH, retrying connection failures (exit 255) every
+/// [`LOGIN_RETRY`] until `deadline` (`check` between attempts may abort, as
+/// in the wait for the port); a failing script is an error at once. Returns
+/// the script's stdout.
+fn run_until_ok(
+    target: &SshTarget,
+    script: &str,
+    login: Login,
+    deadline: Instant,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<String, Failure> {
+    let poll = Poll::until(LOGIN_RETRY, deadline).cancellable();
     let mut last_stderr = String::new();
     let r = wait_until(poll, || {
-        let out = target.run(script, 10).map_err(|e| Failure {
+        let out = match login {
+            Login::Plain => target.run(script, 10),
+            Login::WithClock => guest_clock::login(target, script, 10),
+        }
+        .map_err(|e| Failure {
             message: format!("cannot run ssh: {e}"),
             hint: Some("install the OpenSSH client (apt-get install openssh-client)".into()),
         })?;
         last_stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         match out.status.code() {
-            Some(0) => Ok(Some(())),
-            Some(255) => Ok(None),
+            Some(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned())),
+            Some(255) => match check() {
+                Ok(()) => Ok(None),
+                Err(why) => Err(failure(format!("stopped waiting for SSH: {why}"))),
+            },
             _ => Err(ssh_failed(target, &last_stderr)),
         }
     });
     match r {
-        Ok(()) => Ok(()),
+        Ok(out) => Ok(out),
         Err(PollError::Cancelled) => Err(failure("interrupted")),
         Err(PollError::TimedOut) => Err(ssh_failed(target, &last_stderr)),
         Err(PollError::Failed(f)) => Err(f),
@@ -164,23 +213,4 @@ fn ssh_failed(target: &SshTarget, stderr: &str) -> Failure {
         "ssh {}@{} failed: {stderr}",
         target.user, target.host
     ))
-}
-
-/// What we know when a machine never answered on SSH.
-fn timeout_diagnosis(env: &Env, plan: &MachinePlan, ip: Ipv4Addr, secs: u32) -> String {
-    let state = match env.hv.domain_state(&plan.domain) {
-        Ok(Some(s)) => s.as_str().to_owned(),
-        Ok(None) => "missing".into(),
-        Err(e) => format!("unknown ({e})"),
-    };
-    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
-    let took_address = arp
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(&ip.to_string()) && l.contains(" 0x2 "));
-    let console = crate::remote::log_tail(env.hv.uri(), &plan::console_log(&plan.domain), 15);
-    format!(
-        "no SSH on {ip}:22 after {secs}s; domain is {state}; guest {} its address; last console lines ({}):\n{console}",
-        if took_address { "took" } else { "did not take" },
-        plan::console_log(&plan.domain).display()
-    )
 }

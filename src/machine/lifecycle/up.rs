@@ -55,6 +55,9 @@ pub fn up_with(
     for m in &machines {
         crate::machine::arch::check(&m.box_name, m.box_architecture.as_deref())?;
     }
+    if !config.hosts.is_empty() {
+        return super::hosts::up(env, config, &machines, opts);
+    }
     let _lock = env.project.lock()?;
     if env.hv.uri().starts_with("qemu:///system") {
         // Cheap host checks (a few ms) that explain slow or failing starts.
@@ -62,15 +65,30 @@ pub fn up_with(
             env.out.warn(None, finding.one_line());
         }
     }
-    let mut network_created = false;
-    let outcome = up_locked(env, config, &machines, &mut network_created, opts);
+    let outcome = up_on_host(env, config, &machines, opts);
     if outcome.is_err() && remaining_domains(env)?.is_empty() {
-        // Nothing of this project is left: leave no network or state behind.
+        // Nothing of this project is left: leave no state behind.
+        env.project.remove_state()?;
+    }
+    outcome
+}
+
+/// `up` of `machines` on the host of `env` (the project lock is held): a
+/// failure that leaves none of the project's machines on this host removes
+/// the networks this run made there.
+pub(super) fn up_on_host(
+    env: &Env,
+    config: &Config,
+    machines: &[Machine],
+    opts: UpOptions,
+) -> Result<Vec<MachineRecord>, LifecycleError> {
+    let mut network_created = false;
+    let outcome = up_locked(env, config, machines, &mut network_created, opts);
+    if outcome.is_err() && remaining_domains(env)?.is_empty() {
         if network_created {
             env.hv.remove_network(&plan::network_name(env.project))?;
         }
         crate::machine::net_apply::remove_unused(env, &[])?;
-        env.project.remove_state()?;
     }
     outcome
 }
@@ -167,6 +185,7 @@ fn up_locked(
         }
     }
     drop(net_lock);
+    env.out.trace(None, "pool, base volumes and networks ready");
     if let Some(m) = plan.machines.first() {
         if m.plan.accel.accel == Accel::Tcg {
             env.out.step(None, m.accel_reason.clone());
@@ -199,6 +218,7 @@ fn up_locked(
             rec.box_dir = box_dirs.get(m.name.as_str()).map(|d| d.to_path_buf());
             env.project.save_record(&rec)?;
             provision::finish_up(env, &m.plan.machine, &rec, opts.provision)?;
+            env.out.trace(Some(m.name.as_str()), "up finished");
             Ok(rec)
         });
         (m.name.clone(), r)
@@ -354,6 +374,7 @@ fn bring_up_inner(
                         message: e.to_string(),
                     }
                 })?;
+                env.out.trace(Some(name), "guest network set up");
                 env.project.save_record(&record)?;
                 out(format!(
                     "ready: ssh {}@{} ({})",
@@ -392,6 +413,7 @@ fn define_and_start(
         env.hv.define_domain(&xml)?;
         crate::fault::point("up.domain-defined");
         created.domain = true;
+        env.out.trace(name, "domain defined");
         env.out.step(
             name,
             format!("starting ({}, cpu {})", accel_label(accel), cpu_label(cpu)),
@@ -399,6 +421,7 @@ fn define_and_start(
         match env.hv.start_domain(&plan.domain) {
             Ok(()) => {
                 crate::fault::point("up.domain-started");
+                env.out.trace(name, "domain started");
                 return Ok(accel);
             }
             Err(e) => match candidates.get(i + 1) {

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::project::config::{
     checksum_of, Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
 };
+use crate::project::hosts::{HostUri, Hosts};
 use crate::project::machine_keys::copy_machine_keys;
 use crate::project::molecule::hardware;
 use crate::project::molecule::platform::{Platform, VAGRANT_ONLY_KEYS};
@@ -144,7 +145,7 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
     }
     let mut config = Config::default();
     if let Some(d) = driver {
-        config.defaults.box_name = ck.driver(d)?;
+        (config.defaults.box_name, config.hosts) = ck.driver(d)?;
     }
     let mut instances: Vec<Instance> = Vec::new();
     let mut machines = Vec::new();
@@ -201,12 +202,13 @@ impl Checker<'_> {
         self.warnings.push(format!("{at}: {message}"));
     }
 
-    /// The `driver` section: returns `default_box`.
-    fn driver(&mut self, d: &Value) -> Result<Option<String>, PlatformError> {
+    /// The `driver` section: returns `default_box` and `hosts`.
+    fn driver(&mut self, d: &Value) -> Result<(Option<String>, Hosts), PlatformError> {
         let Value::Object(m) = d else {
             return Err(self.err("driver", "expected a mapping"));
         };
         let mut default_box = None;
+        let mut hosts = Hosts::default();
         for (k, v) in m {
             let at = format!("driver.{k}");
             match k.as_str() {
@@ -223,13 +225,19 @@ impl Checker<'_> {
                 }
                 "parallel" => {} // kvmdrive always brings machines up in parallel
                 "reuse" => {}    // read by the scenario (machine::reuse)
+                "hosts" => {
+                    let list: Vec<HostUri> = serde_json::from_value(v.clone()).map_err(|e| {
+                        self.err(&at, &format!("expected a list of libvirt URIs: {e}"))
+                    })?;
+                    hosts = Hosts::parse(list).map_err(|e| self.err(&at, &e))?;
+                }
                 "cachier" | "provision" => {
                     self.warn(&at, "only means something to Vagrant: ignored".into())
                 }
                 _ => self.warn(&at, "unknown driver key: ignored".into()),
             }
         }
-        Ok(default_box)
+        Ok((default_box, hosts))
     }
 
     fn platform(
@@ -549,6 +557,22 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text, "molecule.yml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn driver_hosts_and_platform_host_pins() {
+        let p = ok("driver:\n  name: molecule-kvmdrive\n  hosts: ['qemu+ssh://a/system', 'qemu+ssh://b/system']\nplatforms:\n  - name: one\n    host: qemu+ssh://a/system\n  - name: two\n");
+        assert_eq!(p.config.hosts.0.len(), 2);
+        let m = p.config.machines();
+        assert_eq!(
+            m[0].host.as_ref().map(|h| h.as_str()),
+            Some("qemu+ssh://a/system")
+        );
+        assert_eq!(m[1].host, None);
+        let e = err("driver:\n  hosts: ['qemu+ssh://a/system']\nplatforms:\n  - name: one\n    host: qemu+ssh://z/system\n");
+        assert!(e.contains("not one of `hosts:`"), "{e}");
+        let e = err("driver:\n  hosts: 'qemu+ssh://a/system'\nplatforms:\n  - name: one\n");
+        assert!(e.contains("driver.hosts"), "{e}");
     }
 
     /// The platform section of molecule-vagrant's documentation example,

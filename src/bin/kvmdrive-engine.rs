@@ -1,0 +1,325 @@
+//! The `kvmdrive-engine` binary: every command, libvirt included. Users run
+//! `kvmdrive` (the front, `src/main.rs`), which runs what needs no libvirt
+//! itself and execs this binary, installed beside it, with the same argv for
+//! the rest (see `kvmdrive::engine`). The commands both can run go through
+//! the same functions in `kvmdrive::front`, and its one [`Error`] (if any) is
+//! printed by `kvmdrive::front::finish`: text on stderr, and with `--json`
+//! also one `{"error", "hint", "exit_code"}` object on stdout.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use kvmdrive::boxes::BoxStore;
+use kvmdrive::cli::{self, Cli, Command};
+use kvmdrive::error::{self, Error};
+use kvmdrive::front::{self, open};
+use kvmdrive::machine::lifecycle::{self, Env};
+use kvmdrive::machine::{cancel, provision, reuse, snapshot, suspend, sync};
+use kvmdrive::output::Reporter;
+use kvmdrive::project::scenario::Scenario;
+use kvmdrive::roletest::steps::{self, PlaybookStep, StepOutcome};
+use kvmdrive::virt::Hypervisor;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Reporter::new(cli.global.json, cli.global.verbose);
+    let result = run(cli, &out);
+    front::finish(&out, result)
+}
+
+fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
+    let g = &cli.global;
+    let dir = front::project_dir(g)?;
+    match cli.command {
+        Command::Init(a) => front::init(&dir, a.force, out),
+        Command::Box(cmd) => front::box_command(cmd, &dir, out),
+        Command::Host(cmd) => {
+            let code = kvmdrive::host::cli::run(cmd, out)?;
+            error::verdict("host", code)
+        }
+        Command::Status => {
+            let sc = open(g, &dir)?;
+            let (project, config) = (&sc.project, &sc.config);
+            let hv = if project.has_state() {
+                Some(connect(g, config)?)
+            } else {
+                None
+            };
+            let list = lifecycle::status(hv.as_ref(), project, config)?;
+            front::print_status(out, project, list, !config.hosts.is_empty());
+            Ok(())
+        }
+        Command::Up(a) if a.dry_run => with_env(g, &dir, out, |env, sc| {
+            let plan = lifecycle::plan_up(env, &sc.config, &a.selection.names)?;
+            if g.json {
+                out.json_doc(&plan);
+            } else {
+                plan.summary().iter().for_each(|l| out.line(l));
+            }
+            Ok(())
+        }),
+        Command::Up(a) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            sc.save()?;
+            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
+            if g.json {
+                out.json_doc(&records);
+            }
+            Ok(())
+        }),
+        Command::Reload(a) if a.dry_run => Err(Error::NoDryRun { command: "reload" }),
+        Command::Reload(a) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            lifecycle::halt(env, &sc.config, &a.selection.names)?;
+            // As `vagrant reload`: provisioners that ran stay done unless --provision.
+            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
+            if g.json {
+                out.json_doc(&records);
+            }
+            Ok(())
+        }),
+        Command::Provision(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            let (runs, outcome) = provision::provision_machines(env, &sc.config, &sel.names)?;
+            if g.json {
+                // One JSON line per provisioner run, also when one failed.
+                for r in &runs {
+                    out.json_line(r);
+                }
+            }
+            Ok(outcome?)
+        }),
+        Command::Rsync(sel) => with_env(g, &dir, out, |env, sc| {
+            Ok(sync::rsync_machines(env, &sc.config, &sel.names)?)
+        }),
+        Command::RsyncAuto(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            Ok(sync::rsync_auto(env, &sc.config, &sel.names)?)
+        }),
+        Command::Halt(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            lifecycle::halt(env, &sc.config, &sel.names)?;
+            if g.json {
+                // The halted machines and the state libvirt now reports.
+                let list: Vec<_> = lifecycle::status(Some(env.hv), env.project, &sc.config)?
+                    .into_iter()
+                    .filter(|m| sel.names.is_empty() || sel.names.contains(&m.name))
+                    .collect();
+                out.json_doc(&list);
+            }
+            Ok(())
+        }),
+        Command::Destroy(a) => {
+            let sc = match Scenario::open_or_default(
+                &dir,
+                g.state_dir.as_deref(),
+                g.platforms.as_deref(),
+            ) {
+                Ok(sc) => sc,
+                // What exists must stay removable whatever the declaration says now.
+                Err(e) if Scenario::is_bad_declaration(&e) => {
+                    out.warn(
+                        None,
+                        format!("{e}: destroying the machines this project recorded instead"),
+                    );
+                    Scenario::recorded(&dir, g.state_dir.as_deref())?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let hv = connect(g, &sc.config)?;
+            let store = BoxStore::from_env();
+            let env = Env {
+                hv: &hv,
+                project: &sc.project,
+                out,
+                store: &store,
+                pool_dir: lifecycle::default_pool_dir(),
+            };
+            let names = &a.selection.names;
+            if !a.purge && (a.reuse || sc.driver_reuse()) {
+                reuse::park(&env, &sc.config, names)?;
+            } else {
+                reuse::purge(&env, &sc.config, names)?;
+            }
+            if g.json {
+                let gone: Vec<serde_json::Value> = sc
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        a.selection.names.is_empty() || a.selection.names.contains(&i.machine)
+                    })
+                    .map(|i| serde_json::json!({"instance": i.name, "state": "not_created"}))
+                    .collect();
+                out.json_doc(&gone);
+            }
+            Ok(())
+        }
+        Command::Snapshot(cmd) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            use cli::SnapshotCommand as S;
+            match cmd {
+                S::Save(a) => snapshot::save(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Restore(a) => snapshot::restore(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Delete(a) => snapshot::delete(env, &sc.config, &a.name, &a.selection.names)?,
+                S::List => print_snapshots(out, &snapshot::list(env, &sc.config)?),
+            }
+            Ok(())
+        }),
+        Command::Suspend(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            Ok(suspend::suspend(env, &sc.config, &sel.names)?)
+        }),
+        Command::Resume(sel) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            Ok(suspend::resume(env, &sc.config, &sel.names)?)
+        }),
+        Command::Ssh(a) => front::ssh(&open(g, &dir)?, a),
+        Command::SshConfig(a) => front::ssh_config(&open(g, &dir)?, a, out),
+
+        // ---- Ansible role testing: the Molecule-like lifecycle ----
+        Command::Create(a) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            let records = steps::create_with(env, sc, a.reuse || sc.driver_reuse())?;
+            if g.json {
+                out.json_doc(&records);
+            }
+            Ok(())
+        }),
+        Command::Converge(a) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            let done = steps::converge(env, sc, a.playbook.as_deref(), &a.ansible_args)?;
+            report_steps(out, &done);
+            Ok(())
+        }),
+        Command::Idempotence(a) => {
+            let sc = open(g, &dir)?;
+            steps::run_step(
+                out,
+                &sc,
+                PlaybookStep::Idempotence,
+                a.playbook.as_deref(),
+                &a.ansible_args,
+            )?;
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let sc = open(g, &dir)?;
+            let ran = steps::run_step(
+                out,
+                &sc,
+                PlaybookStep::Verify,
+                a.playbook.as_deref(),
+                &a.ansible_args,
+            )?;
+            report_steps(out, &[StepOutcome::of(PlaybookStep::Verify, ran)]);
+            Ok(())
+        }
+        Command::Test(a) => with_env(g, &dir, out, |env, sc| {
+            cancel::install_handler();
+            let done = steps::test(env, sc, a.destroy == cli::DestroyPolicy::Always, a.reuse)?;
+            report_steps(out, &done);
+            Ok(())
+        }),
+        Command::Gc(a) => {
+            let store = BoxStore::from_env();
+            let older = match (&a.older_than, a.all) {
+                (Some(d), _) => Some(
+                    reuse::parse_duration(d).map_err(|message| Error::BadDuration { message })?,
+                ),
+                (None, true) => None,
+                (None, false) => {
+                    front::gc_list(out);
+                    return Ok(());
+                }
+            };
+            let parked = reuse::gc_candidates(&store, older);
+            if parked.is_empty() {
+                out.step(None, "no parked machine to remove");
+                return Ok(());
+            }
+            let hv = Hypervisor::connect(&g.connect)?;
+            Ok(reuse::gc(&hv, &store, out, &parked)?)
+        }
+        Command::Completions(a) => {
+            front::completions(a.shell);
+            Ok(())
+        }
+        Command::Man => front::man(),
+        Command::Inventory(a) => front::inventory(&open(g, &dir)?, a, out),
+    }
+}
+
+/// `up --provision` / `--no-provision` as a policy.
+fn up_options(a: &cli::UpArgs) -> lifecycle::UpOptions {
+    lifecycle::UpOptions {
+        provision: if a.provision {
+            provision::ProvisionPolicy::Always
+        } else if a.no_provision {
+            provision::ProvisionPolicy::Never
+        } else {
+            provision::ProvisionPolicy::Auto
+        },
+    }
+}
+
+/// `converge`, `verify` and `test` with `--json`: the steps and how each went.
+fn report_steps(out: &Reporter, done: &[StepOutcome]) {
+    if out.json() {
+        out.json_doc(&serde_json::json!({ "steps": done }));
+    }
+}
+
+/// The libvirt connection commands start from: `--connect`, or with
+/// `hosts:` the first of them that answers (the lifecycle commands connect
+/// to the others themselves; one that does not answer fails `up`).
+fn connect(
+    g: &cli::GlobalArgs,
+    config: &kvmdrive::project::config::Config,
+) -> Result<Hypervisor, Error> {
+    let mut first_error = None;
+    for h in &config.hosts.0 {
+        match Hypervisor::connect(h.as_str()) {
+            Ok(hv) => return Ok(hv),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(Hypervisor::connect(&g.connect)?),
+    }
+}
+
+fn with_env(
+    g: &cli::GlobalArgs,
+    dir: &std::path::Path,
+    out: &Reporter,
+    f: impl FnOnce(&Env, &Scenario) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let sc = open(g, dir)?;
+    let hv = connect(g, &sc.config)?;
+    let store = BoxStore::from_env();
+    let env = Env {
+        hv: &hv,
+        project: &sc.project,
+        out,
+        store: &store,
+        pool_dir: lifecycle::default_pool_dir(),
+    };
+    f(&env, &sc)
+}
+
+fn print_snapshots(out: &Reporter, rows: &[snapshot::SnapshotRow]) {
+    if out.json() {
+        return out.json_doc(&rows);
+    }
+    for r in rows {
+        let s = &r.snapshot;
+        out.line(format!(
+            "{:<20} {:<24} {:<8} {}",
+            r.machine, s.name, s.state, s.creation_time
+        ));
+    }
+}
