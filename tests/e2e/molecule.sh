@@ -104,7 +104,9 @@ import json, os, sys
 r = json.loads(sys.argv[1])
 assert [x["instance"] for x in r] == ["web", "db"], r
 for x in r:
-    assert sorted(x) == ["address", "identity_file", "instance", "port", "user"], x
+    # ssh_args appears only for machines behind a hypervisor host (hosts:).
+    assert sorted(x) == ["address", "host", "identity_file", "instance", "port", "user"], x
+    assert x["host"] == "qemu:///system", x
     assert x["user"] == "vagrant" and x["port"] == 22 and os.path.isfile(x["identity_file"]), x
 PY
 [ $? = 0 ] || { echo "$json"; cat "$work/create.err"; }
