@@ -126,6 +126,16 @@ pub(super) fn wait_ready(
     // The same session puts a restored guest's clock right (resume, reuse).
     let stdout = match run_until_ok(&first, &script, Login::WithClock, deadline, &check) {
         Err(_) if kvm_failed.get() => return Err(ReadyError::KvmFailed),
+        // Any answer ended the port wait, a refusal too: a port that still
+        // does not take connections at the deadline is a boot problem (sshd
+        // never started), which the diagnosis names.
+        Err(_)
+            if record.jump.is_none()
+                && Instant::now() >= deadline
+                && std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() =>
+        {
+            return Err(crate::machine::boot_diagnosis::diagnose(env, plan, ip).into())
+        }
         r => r?,
     };
     crate::fault::point("up.key-replaced");
