@@ -127,21 +127,15 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let hv = connect(g, &sc.config)?;
-            let store = BoxStore::from_env();
-            let env = Env {
-                hv: &hv,
-                project: &sc.project,
-                out,
-                store: &store,
-                pool_dir: lifecycle::default_pool_dir(),
-            };
-            let names = &a.selection.names;
-            if !a.purge && (a.reuse || sc.driver_reuse()) {
-                reuse::park(&env, &sc.config, names)?;
-            } else {
-                reuse::purge(&env, &sc.config, names)?;
-            }
+            in_env(g, &sc, out, |env, sc| {
+                let names = &a.selection.names;
+                if !a.purge && (a.reuse || sc.driver_reuse()) {
+                    reuse::park(env, &sc.config, names)?;
+                } else {
+                    reuse::purge(env, &sc.config, names)?;
+                }
+                Ok(())
+            })?;
             if g.json {
                 let gone: Vec<serde_json::Value> = sc
                     .instances
@@ -298,7 +292,17 @@ fn with_env(
     out: &Reporter,
     f: impl FnOnce(&Env, &Scenario) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let sc = open(g, dir)?;
+    in_env(g, &open(g, dir)?, out, f)
+}
+
+/// Runs `f` with the lifecycle environment of an opened scenario: its
+/// libvirt connection, the box store and the pool directory.
+fn in_env(
+    g: &cli::GlobalArgs,
+    sc: &Scenario,
+    out: &Reporter,
+    f: impl FnOnce(&Env, &Scenario) -> Result<(), Error>,
+) -> Result<(), Error> {
     let hv = connect(g, &sc.config)?;
     let store = BoxStore::from_env();
     let env = Env {
@@ -308,7 +312,7 @@ fn with_env(
         store: &store,
         pool_dir: lifecycle::default_pool_dir(),
     };
-    f(&env, &sc)
+    f(&env, sc)
 }
 
 fn print_snapshots(out: &Reporter, rows: &[snapshot::SnapshotRow]) {
