@@ -71,9 +71,8 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         Command::Reload(a) if a.dry_run => Err(Error::NoDryRun { command: "reload" }),
         Command::Reload(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            lifecycle::halt(env, &sc.config, &a.selection.names)?;
             // As `vagrant reload`: provisioners that ran stay done unless --provision.
-            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
+            let records = lifecycle::reload(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {
                 out.json_doc(&records);
             }
@@ -265,23 +264,30 @@ fn report_steps(out: &Reporter, done: &[StepOutcome]) {
 }
 
 /// The libvirt connection commands start from: `--connect`, or with
-/// `hosts:` the first of them that answers (the lifecycle commands connect
-/// to the others themselves; one that does not answer fails `up`).
+/// `hosts:` the first of them that answers (the commands connect to the
+/// others themselves, see `lifecycle::for_each_host`).
 fn connect(
     g: &cli::GlobalArgs,
     config: &kvmdrive::project::config::Config,
 ) -> Result<Hypervisor, Error> {
-    let mut first_error = None;
+    let mut errors = Vec::new();
     for h in &config.hosts.0 {
         match Hypervisor::connect(h.as_str()) {
             Ok(hv) => return Ok(hv),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+            Err(e) => errors.push((h.as_str(), e)),
         }
     }
-    match first_error {
-        Some(e) => Err(e.into()),
+    if errors.len() > 1 {
+        // None of several hosts answers: name them all.
+        let hosts = errors
+            .iter()
+            .map(|(h, e)| format!("{h} ({e})"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(lifecycle::LifecycleError::Unreachable { hosts }.into());
+    }
+    match errors.pop() {
+        Some((_, e)) => Err(e.into()),
         None => Ok(Hypervisor::connect(&g.connect)?),
     }
 }
@@ -321,9 +327,14 @@ fn print_snapshots(out: &Reporter, rows: &[snapshot::SnapshotRow]) {
     }
     for r in rows {
         let s = &r.snapshot;
-        out.line(format!(
+        let line = format!(
             "{:<20} {:<24} {:<8} {}",
             r.machine, s.name, s.state, s.creation_time
-        ));
+        );
+        match &r.host {
+            // Several hosts: each machine's host at the end of its line.
+            Some(h) => out.line(format!("{line} {h}")),
+            None => out.line(line),
+        }
     }
 }

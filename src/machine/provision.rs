@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use super::lifecycle::{self, Env, LifecycleError};
+use super::lifecycle::{self, Env, IfDown, LifecycleError, Run};
 use super::project::{MachineRecord, Project};
 use super::ssh::{shell_quote, SshTarget};
 use super::sync::{self, SyncError};
@@ -227,8 +227,9 @@ pub fn run_all(
 }
 
 /// `kvmdrive provision [NAME...]`: runs every selected machine's
-/// provisioners from the first, machines in parallel. Returns each machine's
-/// recorded runs (also when one failed) and the outcome.
+/// provisioners from the first, machines (and hosts) in parallel. Returns
+/// each machine's recorded runs (also when one failed) and the outcome;
+/// machines on a host that does not answer are not run, and named.
 pub fn provision_machines(
     env: &Env,
     config: &Config,
@@ -236,6 +237,33 @@ pub fn provision_machines(
 ) -> Result<(Vec<ProvisionRun>, Result<(), LifecycleError>), LifecycleError> {
     let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
+    // The machines whose host answered: the others' old runs are not news.
+    let reached = std::sync::Mutex::new(Vec::new());
+    let (_, outcome) = lifecycle::for_each_host(
+        env,
+        config,
+        &machines,
+        IfDown::Skip,
+        Run::Parallel,
+        |env, ms| {
+            let mut r = reached.lock().unwrap_or_else(|e| e.into_inner());
+            r.extend(ms.iter().map(|m| m.name.0.clone()));
+            drop(r);
+            provision_on_host(env, ms)
+        },
+    );
+    let reached = reached.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut runs = Vec::new();
+    for m in machines.iter().filter(|m| reached.contains(&m.name.0)) {
+        if let Some(st) = read_state(env.project, &m.name.0) {
+            runs.extend(st.runs);
+        }
+    }
+    Ok((runs, outcome))
+}
+
+/// `provision` of `machines` on the host of `env` (the project lock is held).
+fn provision_on_host(env: &Env, machines: &[Machine]) -> Result<(), LifecycleError> {
     let results: Vec<(String, Result<(), String>)> = std::thread::scope(|s| {
         let handles: Vec<_> = machines
             .iter()
@@ -259,13 +287,7 @@ pub fn provision_machines(
             .map(|h| h.join().expect("machine threads do not panic"))
             .collect()
     });
-    let mut runs = Vec::new();
-    for m in &machines {
-        if let Some(st) = read_state(env.project, &m.name.0) {
-            runs.extend(st.runs);
-        }
-    }
-    Ok((runs, outcome(env.out, results)))
+    outcome(env.out, results)
 }
 
 /// The record of a machine that is running, or why it cannot be reached.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::lifecycle::{self, Env};
+use super::lifecycle::{self, Env, IfDown, Run};
 use super::plan;
 use super::project::{MachineRecord, Project, ProjectError};
 use super::snapshot::{self as snap, SnapshotError};
@@ -166,53 +166,16 @@ pub fn create(
 ) -> Result<Vec<MachineRecord>, SnapshotError> {
     let machines = lifecycle::select(config, names)?;
     let mut fresh = Vec::new();
-    let mut restored = Vec::new();
     let mut prints = Vec::new();
     {
         let _lock = env.project.lock()?;
-        for m in &machines {
-            let name = m.name.0.as_str();
-            let domain = plan::domain_name(env.project, name);
-            let print = fingerprint(m, &box_identity(env, m)?);
-            let state = env.hv.domain_state(&domain)?;
-            let is_parked = parked(env.store, &domain).is_some();
-            let pristine = match state {
-                Some(_) => env.hv.snapshot_info(&domain, PRISTINE)?,
-                None => None,
-            };
-            let matches = pristine
-                .as_ref()
-                .and_then(|s| fingerprint_of(&s.description))
-                == Some(print.as_str());
-            if is_parked && matches {
-                move_dir(
-                    &parked_dir(env.store, &domain).join("machine"),
-                    &env.project.machine_dir(name),
-                )?;
-                forget_parked(env.store, &domain)?;
-                let started = Instant::now();
-                env.hv.revert_snapshot(&domain, PRISTINE)?;
-                env.out.step(
-                    Some(name),
-                    format!(
-                        "reverted to {PRISTINE} in {:.1}s (reused, no boot)",
-                        started.elapsed().as_secs_f32()
-                    ),
-                );
-                restored.push(m.clone());
-            } else if is_parked || (state.is_some() && pristine.is_some() && !matches) {
-                env.out.step(
-                    Some(name),
-                    "its definition or box changed since it was parked: making a fresh machine",
-                );
-                fresh.push(m.clone());
-                prints.push(print);
-                purge_domain(env, name, &domain)?;
-                continue;
-            } else if state.is_none() {
-                fresh.push(m.clone());
-                prints.push(print);
-            }
+        // `up` needs every host: nothing is reverted unless all answer.
+        let per = snap::per_host(env, config, &machines, IfDown::RefuseAny, |env, ms| {
+            classify(env, ms)
+        })?;
+        for (_, (f, p)) in per {
+            fresh.extend(f);
+            prints.extend(p);
         }
     }
     // Purged machines were destroyed under the lock above: destroy needs it.
@@ -221,10 +184,9 @@ pub fn create(
     let records = lifecycle::up(env, config, names)?;
     let _lock = env.project.lock()?;
     let pairs: Vec<(Machine, String)> = fresh.into_iter().zip(prints).collect();
-    let _ = snap::each_machine(
-        env,
-        &pairs.iter().map(|(m, _)| m.clone()).collect::<Vec<_>>(),
-        |m| {
+    let made: Vec<Machine> = pairs.iter().map(|(m, _)| m.clone()).collect();
+    let _ = snap::per_host(env, config, &made, IfDown::Skip, |env, ms| {
+        snap::each_machine(env, ms, |m| {
             let print = &pairs
                 .iter()
                 .find(|(x, _)| x.name == m.name)
@@ -244,9 +206,61 @@ pub fn create(
                 ),
             }
             Ok(())
-        },
-    );
+        })
+    });
     Ok(records)
+}
+
+/// The reusing `create`'s first pass over the machines of one host (the
+/// project lock is held): parked machines whose fingerprint matches are
+/// reverted to their pristine snapshot; those that changed are purged.
+/// Returns the machines `up` makes fresh and their fingerprints.
+fn classify(env: &Env, machines: &[Machine]) -> Result<(Vec<Machine>, Vec<String>), SnapshotError> {
+    let mut fresh = Vec::new();
+    let mut prints = Vec::new();
+    for m in machines {
+        let name = m.name.0.as_str();
+        let domain = plan::domain_name(env.project, name);
+        let print = fingerprint(m, &box_identity(env, m)?);
+        let state = env.hv.domain_state(&domain)?;
+        let is_parked = parked(env.store, &domain).is_some();
+        let pristine = match state {
+            Some(_) => env.hv.snapshot_info(&domain, PRISTINE)?,
+            None => None,
+        };
+        let matches = pristine
+            .as_ref()
+            .and_then(|s| fingerprint_of(&s.description))
+            == Some(print.as_str());
+        if is_parked && matches {
+            move_dir(
+                &parked_dir(env.store, &domain).join("machine"),
+                &env.project.machine_dir(name),
+            )?;
+            forget_parked(env.store, &domain)?;
+            let started = Instant::now();
+            env.hv.revert_snapshot(&domain, PRISTINE)?;
+            env.out.step(
+                Some(name),
+                format!(
+                    "reverted to {PRISTINE} in {:.1}s (reused, no boot)",
+                    started.elapsed().as_secs_f32()
+                ),
+            );
+        } else if is_parked || (state.is_some() && pristine.is_some() && !matches) {
+            env.out.step(
+                Some(name),
+                "its definition or box changed since it was parked: making a fresh machine",
+            );
+            fresh.push(m.clone());
+            prints.push(print);
+            purge_domain(env, name, &domain)?;
+        } else if state.is_none() {
+            fresh.push(m.clone());
+            prints.push(print);
+        }
+    }
+    Ok((fresh, prints))
 }
 
 /// Removes a machine's domain for good (under the caller's lock: the
@@ -277,50 +291,31 @@ fn purge_domain(env: &Env, machine: &str, domain: &str) -> Result<(), SnapshotEr
 /// others destroyed. The project's network stays while machines are parked.
 pub fn park(env: &Env, config: &Config, names: &[String]) -> Result<(), SnapshotError> {
     let machines = lifecycle::select(config, names)?;
-    let mut destroy = Vec::new();
-    {
+    let (per, reached) = {
         let _lock = env.project.lock()?;
-        for m in &machines {
-            let name = m.name.0.as_str();
-            let domain = plan::domain_name(env.project, name);
-            let state = env.hv.domain_state(&domain)?;
-            if state.is_none() || parked(env.store, &domain).is_some() {
-                if state.is_none() {
-                    env.out.step(Some(name), "not created");
-                } else {
-                    env.out.step(Some(name), "already parked");
-                }
-                continue;
-            }
-            if env.hv.snapshot_info(&domain, PRISTINE)?.is_none() {
-                destroy.push(m.name.0.clone());
-                continue;
-            }
-            super::forward::stop(&env.project.machine_dir(name));
-            if state != Some(DomainState::Shutoff) {
-                env.hv.destroy_domain(&domain)?;
-            }
-            let dir = parked_dir(env.store, &domain);
-            move_dir(&env.project.machine_dir(name), &dir.join("machine"))?;
-            let record = Parked {
-                domain: domain.clone(),
-                machine: name.to_owned(),
-                project_dir: env.project.dir.clone(),
-                state_dir: env.project.state_dir.clone(),
-                parked_at: epoch_now(),
-            };
-            let json = serde_json::to_string_pretty(&record).expect("plain data serialises");
-            fs::write(dir.join("park.json"), json)
-                .map_err(io(format!("cannot write {}", dir.display())))?;
-            env.out.step(
-                Some(name),
-                format!("parked (powered off; the next create reverts to {PRISTINE})"),
-            );
+        lifecycle::for_each_host(
+            env,
+            config,
+            &machines,
+            IfDown::Skip,
+            Run::Sequential,
+            park_on_host,
+        )
+    };
+    let destroy: Vec<String> = per.into_iter().flat_map(|(_, d)| d).collect();
+    let destroyed = if destroy.is_empty() {
+        Ok(())
+    } else {
+        lifecycle::destroy(env, config, &destroy)
+    };
+    if let Err(e) = reached {
+        // What the hosts that answered could do is done; name the rest.
+        if let Err(d) = destroyed {
+            env.out.warn(None, d.to_string());
         }
+        return Err(e);
     }
-    if !destroy.is_empty() {
-        lifecycle::destroy(env, config, &destroy)?;
-    }
+    destroyed?;
     // With every machine parked the project looks destroyed: no state left.
     let all_parked = config
         .machines()
@@ -330,6 +325,50 @@ pub fn park(env: &Env, config: &Config, names: &[String]) -> Result<(), Snapshot
         env.project.remove_state()?;
     }
     Ok(())
+}
+
+/// Parks the machines of one host that have a pristine snapshot (the
+/// project lock is held); returns those to destroy instead.
+fn park_on_host(env: &Env, machines: &[Machine]) -> Result<Vec<String>, SnapshotError> {
+    let mut destroy = Vec::new();
+    for m in machines {
+        let name = m.name.0.as_str();
+        let domain = plan::domain_name(env.project, name);
+        let state = env.hv.domain_state(&domain)?;
+        if state.is_none() || parked(env.store, &domain).is_some() {
+            if state.is_none() {
+                env.out.step(Some(name), "not created");
+            } else {
+                env.out.step(Some(name), "already parked");
+            }
+            continue;
+        }
+        if env.hv.snapshot_info(&domain, PRISTINE)?.is_none() {
+            destroy.push(m.name.0.clone());
+            continue;
+        }
+        super::forward::stop(&env.project.machine_dir(name));
+        if state != Some(DomainState::Shutoff) {
+            env.hv.destroy_domain(&domain)?;
+        }
+        let dir = parked_dir(env.store, &domain);
+        move_dir(&env.project.machine_dir(name), &dir.join("machine"))?;
+        let record = Parked {
+            domain: domain.clone(),
+            machine: name.to_owned(),
+            project_dir: env.project.dir.clone(),
+            state_dir: env.project.state_dir.clone(),
+            parked_at: epoch_now(),
+        };
+        let json = serde_json::to_string_pretty(&record).expect("plain data serialises");
+        fs::write(dir.join("park.json"), json)
+            .map_err(io(format!("cannot write {}", dir.display())))?;
+        env.out.step(
+            Some(name),
+            format!("parked (powered off; the next create reverts to {PRISTINE})"),
+        );
+    }
+    Ok(destroy)
 }
 
 /// `destroy --purge`: everything of the project, parked machines included.

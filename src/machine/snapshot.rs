@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::lifecycle::{self, Env, LifecycleError};
+use super::lifecycle::{self, Env, IfDown, LifecycleError, Run};
 use super::plan;
 use super::project::ProjectError;
 use crate::project::config::{Config, Machine};
@@ -221,20 +221,38 @@ pub(crate) fn save_one(
     Ok(started.elapsed())
 }
 
-/// `snapshot save NAME [MACHINE...]`.
+/// `snapshot save NAME [MACHINE...]`: on every host, or on none when a
+/// host of the machines does not answer.
 pub fn save(env: &Env, config: &Config, name: &str, names: &[String]) -> Result<(), SnapshotError> {
     check_name(name)?;
     let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
-    each_machine(env, &machines, |m| {
-        let took = save_one(env, m, name, "kvmdrive snapshot")?;
-        env.out.step(
-            Some(&m.name.0),
-            format!("saved snapshot {name} in {:.1}s", took.as_secs_f32()),
-        );
-        Ok(())
+    per_host(env, config, &machines, IfDown::Refuse, |env, ms| {
+        each_machine(env, ms, |m| {
+            let took = save_one(env, m, name, "kvmdrive snapshot")?;
+            env.out.step(
+                Some(&m.name.0),
+                format!("saved snapshot {name} in {:.1}s", took.as_secs_f32()),
+            );
+            Ok(())
+        })
+        .map(drop)
     })
     .map(drop)
+}
+
+/// [`lifecycle::for_each_host`] with the hosts in parallel: what each host
+/// returned, or the outcome's error.
+pub(crate) fn per_host<R: Send>(
+    env: &Env,
+    config: &Config,
+    machines: &[Machine],
+    if_down: IfDown,
+    f: impl Fn(&Env, &[Machine]) -> Result<R, SnapshotError> + Sync,
+) -> Result<Vec<(String, R)>, SnapshotError> {
+    let (done, outcome) =
+        lifecycle::for_each_host(env, config, machines, if_down, Run::Parallel, f);
+    outcome.map(|()| done)
 }
 
 /// Reverts one machine to snapshot `name`; when it was taken running, waits
@@ -293,7 +311,8 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     Ok(took)
 }
 
-/// `snapshot restore NAME [MACHINE...]`.
+/// `snapshot restore NAME [MACHINE...]`: on every host, or on none when a
+/// host of the machines does not answer.
 pub fn restore(
     env: &Env,
     config: &Config,
@@ -302,10 +321,14 @@ pub fn restore(
 ) -> Result<(), SnapshotError> {
     let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
-    each_machine(env, &machines, |m| restore_one(env, m, name).map(drop)).map(drop)
+    per_host(env, config, &machines, IfDown::Refuse, |env, ms| {
+        each_machine(env, ms, |m| restore_one(env, m, name).map(drop)).map(drop)
+    })
+    .map(drop)
 }
 
-/// `snapshot delete NAME [MACHINE...]`: machines without it are skipped.
+/// `snapshot delete NAME [MACHINE...]`: machines without it are skipped;
+/// the hosts that answer are done, then the others are named.
 pub fn delete(
     env: &Env,
     config: &Config,
@@ -314,17 +337,20 @@ pub fn delete(
 ) -> Result<(), SnapshotError> {
     let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
-    each_machine(env, &machines, |m| {
-        let domain = plan::domain_name(env.project, &m.name.0);
-        let msg = if env.hv.domain_state(&domain)?.is_none() {
-            "not created".to_owned()
-        } else if env.hv.delete_snapshot(&domain, name)? {
-            format!("deleted snapshot {name}")
-        } else {
-            format!("no snapshot {name}")
-        };
-        env.out.step(Some(&m.name.0), msg);
-        Ok(())
+    per_host(env, config, &machines, IfDown::Skip, |env, ms| {
+        each_machine(env, ms, |m| {
+            let domain = plan::domain_name(env.project, &m.name.0);
+            let msg = if env.hv.domain_state(&domain)?.is_none() {
+                "not created".to_owned()
+            } else if env.hv.delete_snapshot(&domain, name)? {
+                format!("deleted snapshot {name}")
+            } else {
+                format!("no snapshot {name}")
+            };
+            env.out.step(Some(&m.name.0), msg);
+            Ok(())
+        })
+        .map(drop)
     })
     .map(drop)
 }
@@ -333,22 +359,35 @@ pub fn delete(
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotRow {
     pub machine: String,
+    /// The libvirt URI of the machine's host, with several `hosts:`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(flatten)]
     pub snapshot: SnapshotInfo,
 }
 
-/// `snapshot list`: every machine's snapshots, in config order, oldest first.
+/// `snapshot list`: every machine's snapshots, in config order, oldest
+/// first; with several `hosts:`, from every host (none answering fails it).
 pub fn list(env: &Env, config: &Config) -> Result<Vec<SnapshotRow>, SnapshotError> {
-    let mut rows = Vec::new();
-    for m in config.machines() {
-        let domain = plan::domain_name(env.project, &m.name.0);
-        for s in env.hv.snapshots(&domain)? {
-            rows.push(SnapshotRow {
-                machine: m.name.0.clone(),
-                snapshot: s,
-            });
+    let machines = config.machines();
+    let several = config.hosts.0.len() > 1;
+    let per = per_host(env, config, &machines, IfDown::Refuse, |env, ms| {
+        let mut rows = Vec::new();
+        for m in ms {
+            let domain = plan::domain_name(env.project, &m.name.0);
+            for s in env.hv.snapshots(&domain)? {
+                rows.push(SnapshotRow {
+                    machine: m.name.0.clone(),
+                    host: several.then(|| env.hv.uri().to_owned()),
+                    snapshot: s,
+                });
+            }
         }
-    }
+        Ok(rows)
+    })?;
+    let mut rows: Vec<SnapshotRow> = per.into_iter().flat_map(|(_, r)| r).collect();
+    // Stable: each machine's snapshots stay oldest first.
+    rows.sort_by_key(|r| machines.iter().position(|m| m.name.0 == r.machine));
     Ok(rows)
 }
 

@@ -6,17 +6,25 @@
 
 use std::time::Instant;
 
-use super::lifecycle::{self, Env};
+use super::lifecycle::{self, Env, IfDown};
 use super::plan;
-use super::snapshot::{each_machine, SnapshotError};
-use crate::project::config::Config;
+use super::snapshot::{each_machine, per_host, SnapshotError};
+use crate::project::config::{Config, Machine};
 use crate::virt::hypervisor::DomainState;
 
 /// Saves the memory of the running machines named (all when none) and stops them.
 pub fn suspend(env: &Env, config: &Config, names: &[String]) -> Result<(), SnapshotError> {
     let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
-    each_machine(env, &machines, |m| {
+    per_host(env, config, &machines, IfDown::Skip, |env, ms| {
+        suspend_on_host(env, ms)
+    })
+    .map(drop)
+}
+
+/// `suspend` of `machines` on the host of `env` (the project lock is held).
+fn suspend_on_host(env: &Env, machines: &[Machine]) -> Result<(), SnapshotError> {
+    each_machine(env, machines, |m| {
         let name = Some(m.name.0.as_str());
         let domain = plan::domain_name(env.project, &m.name.0);
         match env.hv.domain_state(&domain)? {
@@ -46,17 +54,22 @@ pub fn suspend(env: &Env, config: &Config, names: &[String]) -> Result<(), Snaps
 /// machines that are not suspended are left alone.
 pub fn resume(env: &Env, config: &Config, names: &[String]) -> Result<(), SnapshotError> {
     let machines = lifecycle::select(config, names)?;
-    let mut saved = Vec::new();
-    for m in &machines {
-        let domain = plan::domain_name(env.project, &m.name.0);
-        match env.hv.domain_state(&domain)? {
-            Some(DomainState::Saved) => saved.push(m.clone()),
-            Some(s) => env
-                .out
-                .step(Some(&m.name.0), format!("not suspended ({})", s.as_str())),
-            None => env.out.step(Some(&m.name.0), "not created"),
+    // `up` needs every host: none is asked to do anything unless all answer.
+    let found = per_host(env, config, &machines, IfDown::RefuseAny, |env, ms| {
+        let mut saved = Vec::new();
+        for m in ms {
+            let domain = plan::domain_name(env.project, &m.name.0);
+            match env.hv.domain_state(&domain)? {
+                Some(DomainState::Saved) => saved.push(m.clone()),
+                Some(s) => env
+                    .out
+                    .step(Some(&m.name.0), format!("not suspended ({})", s.as_str())),
+                None => env.out.step(Some(&m.name.0), "not created"),
+            }
         }
-    }
+        Ok(saved)
+    })?;
+    let saved: Vec<Machine> = found.into_iter().flat_map(|(_, ms)| ms).collect();
     if saved.is_empty() {
         return Ok(());
     }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::lifecycle::{self, Env, LifecycleError};
+use super::lifecycle::{self, Env, IfDown, LifecycleError, Run};
 use super::project::MachineRecord;
 use super::provision;
 use super::ssh::{shell_quote, SshTarget, CLIENT_OPTIONS};
@@ -225,9 +225,23 @@ pub fn rsync_all(
 }
 
 /// `kvmdrive rsync [NAME...]`: copies the rsync folders of the selected
-/// running machines again.
+/// running machines again, host after host; machines on a host that does
+/// not answer are named after the others are done.
 pub fn rsync_machines(env: &Env, config: &Config, names: &[String]) -> Result<(), LifecycleError> {
     let machines = lifecycle::select(config, names)?;
+    lifecycle::for_each_host(
+        env,
+        config,
+        &machines,
+        IfDown::Skip,
+        Run::Sequential,
+        rsync_on_host,
+    )
+    .1
+}
+
+/// `rsync` of `machines` on the host of `env`.
+fn rsync_on_host(env: &Env, machines: &[Machine]) -> Result<(), LifecycleError> {
     let results: Vec<(String, Result<(), String>)> = machines
         .iter()
         .map(|m| {

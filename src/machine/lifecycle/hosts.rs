@@ -7,7 +7,10 @@
 //! `destroy` find each machine on the host its record names (or, without a
 //! record, on whichever host has its domain). `destroy` removes what it can
 //! reach and names what it could not; a later `destroy` finishes the job.
-//! The project's state goes with the last machine on the last host.
+//! The project's state goes with the last machine on the last host. The
+//! other commands (`provision`, `rsync`, `snapshot`, `suspend`/`resume`,
+//! `reload`, reuse) run their one-host code once per host through
+//! [`for_each_host`].
 
 use std::collections::BTreeMap;
 
@@ -222,6 +225,166 @@ fn host_of(
         }
     }
     Ok(None)
+}
+
+/// What a command does when a host that may hold its machines does not
+/// answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfDown {
+    /// Refuse before anything is done when any host of `hosts:` does not
+    /// answer (commands that end in `up`, which needs them all).
+    RefuseAny,
+    /// Refuse before anything is done when a host that holds one of the
+    /// machines (or may: a machine without a record) does not answer.
+    Refuse,
+    /// Do the hosts that answer, then fail naming what was not reached.
+    Skip,
+}
+
+/// Whether the hosts work at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    Parallel,
+    Sequential,
+}
+
+/// What [`for_each_host`] did: each host's URI and what the command
+/// returned there (hosts that answered and had machines, in `hosts:`
+/// order), and the outcome (an error when a host failed or was not
+/// reached).
+pub type HostRuns<R, E> = (Vec<(String, R)>, Result<(), E>);
+
+/// Runs a command's one-host code `f` once per host, with that host's
+/// `Env` and the machines of `machines` that are there (its record's host,
+/// else the host that has its domain; a machine on no host goes with the
+/// first host that answers, whose code reports it not created). Without
+/// `hosts:`, or with one, `f` runs once with `env` and every machine, as
+/// before hosts existed. Hosts that do not answer are handled as `if_down`
+/// says. The caller holds the project lock when the command needs it; `f`
+/// must not take it.
+pub fn for_each_host<R, E>(
+    env: &Env,
+    config: &Config,
+    machines: &[Machine],
+    if_down: IfDown,
+    run: Run,
+    f: impl Fn(&Env, &[Machine]) -> Result<R, E> + Sync,
+) -> HostRuns<R, E>
+where
+    R: Send,
+    E: From<LifecycleError> + std::fmt::Display + Send,
+{
+    if config.hosts.0.len() <= 1 {
+        return match f(env, machines) {
+            Ok(r) => (vec![(env.hv.uri().to_owned(), r)], Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        };
+    }
+    let conns = connect_each(env.hv, config);
+    let mut groups: Vec<Vec<Machine>> = vec![Vec::new(); conns.len()];
+    let mut nowhere = Vec::new();
+    for m in machines {
+        match host_of(env.project, &m.name.0, &conns) {
+            Ok(Some(i)) => groups[i].push(m.clone()),
+            Ok(None) => nowhere.push(m.clone()),
+            Err(e) => return (Vec::new(), Err(e.into())),
+        }
+    }
+    // Hosts that do not answer, with libvirt's error, and the machines
+    // recorded there.
+    let down: Vec<(usize, String)> = conns
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (uri, c))| c.as_ref().err().map(|e| (i, format!("{uri} ({e})"))))
+        .collect();
+    let refuse = match if_down {
+        IfDown::RefuseAny => !down.is_empty(),
+        // A machine found on no host that answers may be on one that does not.
+        IfDown::Refuse => down
+            .iter()
+            .any(|(i, _)| !groups[*i].is_empty() || !nowhere.is_empty()),
+        IfDown::Skip => false,
+    };
+    if refuse {
+        let hosts = down
+            .iter()
+            .filter(|(i, _)| {
+                if_down == IfDown::RefuseAny || !groups[*i].is_empty() || !nowhere.is_empty()
+            })
+            .map(|(_, h)| h.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return (
+            Vec::new(),
+            Err(LifecycleError::Unreachable { hosts }.into()),
+        );
+    }
+    let mut left = Vec::new();
+    for (i, h) in &down {
+        let (uri, c) = &conns[*i];
+        if let Err(e) = c {
+            env.out
+                .warn(None, format!("host {uri} does not answer: {e}"));
+        }
+        let ms = std::mem::take(&mut groups[*i]);
+        if !ms.is_empty() {
+            let names: Vec<&str> = ms.iter().map(|m| m.name.0.as_str()).collect();
+            left.push(format!("{} on {h}", names.join(", ")));
+        }
+    }
+    if let Some(first) = conns.iter().position(|(_, c)| c.is_ok()) {
+        let mut ms = std::mem::take(&mut groups[first]);
+        ms.append(&mut nowhere);
+        let order = |m: &Machine| machines.iter().position(|x| x.name == m.name);
+        ms.sort_by_key(order);
+        groups[first] = ms;
+    } else if !nowhere.is_empty() {
+        let names: Vec<&str> = nowhere.iter().map(|m| m.name.0.as_str()).collect();
+        left.push(format!("{} (no host answers)", names.join(", ")));
+    }
+    let work: Vec<(String, Env, Vec<Machine>)> = conns
+        .iter()
+        .zip(groups)
+        .filter(|(_, ms)| !ms.is_empty())
+        .filter_map(|((uri, c), ms)| Some((uri.clone(), env_on(env, c.as_ref().ok()?), ms)))
+        .collect();
+    let results: Vec<Result<R, E>> = match run {
+        Run::Parallel => parallel(&work, |(_, e, ms)| f(e, ms)),
+        Run::Sequential => work.iter().map(|(_, e, ms)| f(e, ms)).collect(),
+    };
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for ((uri, _, _), r) in work.iter().zip(results) {
+        match r {
+            Ok(v) => done.push((uri.clone(), v)),
+            Err(e) => failed.push((uri.clone(), e)),
+        }
+    }
+    if left.is_empty() && failed.len() <= 1 {
+        return (done, failed.pop().map_or(Ok(()), |(_, e)| Err(e)));
+    }
+    if !failed.is_empty() && crate::machine::cancel::is_cancelled() {
+        return (done, Err(LifecycleError::Cancelled.into()));
+    }
+    for (uri, e) in &failed {
+        env.out.step(None, format!("error on {uri}: {e}"));
+    }
+    let outcome = if !left.is_empty() {
+        LifecycleError::NotReached {
+            left: left.join("; "),
+        }
+    } else {
+        LifecycleError::HostsFailed {
+            failed: failed.len(),
+            total: work.len(),
+            hosts: failed
+                .iter()
+                .map(|(u, _)| u.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    };
+    (done, Err(outcome.into()))
 }
 
 /// `status` over several hosts: a machine on a host that does not answer

@@ -25,9 +25,9 @@ mod up;
 
 pub use destroy::destroy;
 pub use halt::halt;
-pub use hosts::{spans_hosts, ROUTING_NOTE};
+pub use hosts::{for_each_host, spans_hosts, HostRuns, IfDown, Run, ROUTING_NOTE};
 pub use status::{not_created, status, MachineStatus};
-pub use up::{plan_up, up, up_with, UpOptions};
+pub use up::{plan_up, reload, up, up_with, UpOptions};
 
 /// The user kvmdrive logs in as (Vagrant's convention).
 pub const SSH_USER: &str = "vagrant";
@@ -71,6 +71,16 @@ pub enum LifecycleError {
     },
     #[error("could not remove {left}")]
     NotRemoved { left: String },
+    #[error("no answer from {hosts}: nothing was done")]
+    Unreachable { hosts: String },
+    #[error("not done for {left}: the host does not answer")]
+    NotReached { left: String },
+    #[error("{failed} of {total} host(s) failed: {hosts}")]
+    HostsFailed {
+        failed: usize,
+        total: usize,
+        hosts: String,
+    },
     #[error(transparent)]
     Placement(#[from] super::placement::PlacementError),
 }
@@ -92,6 +102,14 @@ impl LifecycleError {
             LifecycleError::OnHost { source, .. } => source.hint(),
             LifecycleError::NotRemoved { .. } => Some(
                 "run `kvmdrive destroy` again when the host answers; what was reachable is gone"
+                    .into(),
+            ),
+            LifecycleError::Unreachable { .. } => Some(
+                "nothing was changed on any host; bring the host back (or take it out of `hosts:`) and run the command again"
+                    .into(),
+            ),
+            LifecycleError::NotReached { .. } => Some(
+                "the hosts that answered are done; run the command again for these machines when their host answers"
                     .into(),
             ),
             LifecycleError::Placement(e) => Some(e.hint()),

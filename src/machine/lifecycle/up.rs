@@ -37,6 +37,32 @@ pub fn up(
     up_with(env, config, names, UpOptions::default())
 }
 
+/// `reload`: the selected machines halted, then brought up again. With
+/// several `hosts:`, nothing is halted unless every host answers (`up`
+/// needs them all).
+pub fn reload(
+    env: &Env,
+    config: &Config,
+    names: &[String],
+    opts: UpOptions,
+) -> Result<Vec<MachineRecord>, LifecycleError> {
+    let machines = select(config, names)?;
+    if config.hosts.0.len() > 1 {
+        let check = |_: &Env, _: &[Machine]| Ok::<_, LifecycleError>(());
+        super::for_each_host(
+            env,
+            config,
+            &machines,
+            super::IfDown::RefuseAny,
+            super::Run::Sequential,
+            check,
+        )
+        .1?;
+    }
+    super::halt(env, config, names)?;
+    up_with(env, config, names, opts)
+}
+
 /// What `up` does beyond bringing machines up.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpOptions {

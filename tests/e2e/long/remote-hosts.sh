@@ -5,12 +5,14 @@
 # and two by free memory (both hosts' libvirt read the same kernel, so their
 # free memory is equal within noise, and placement counts what it already
 # placed), `ssh` to each, plain `ssh -F` with `ssh-config`, `converge` with
-# the inventory. Then host 2 is stopped: `destroy` removes host 1's
-# machines and names those it could not remove, `up` fails naming host 2
-# before anything is made on host 1; with the host back, `destroy` finishes
-# and leaves nothing on either host. In tests/e2e/long (scripts/test --long):
-# TCG guests on two loaded cores take minutes; even two machines (one a
-# host: REMOTE_HOSTS_MACHINES=2) took 5-14 min here, over CI's 3-min budget.
+# the inventory, `snapshot save` and `snapshot list --json` showing the
+# machines of both hosts, `provision` on both. Then host 2 is stopped:
+# `destroy` removes host 1's machines and names those it could not remove,
+# `up` fails naming host 2 before anything is made on host 1; with the host
+# back, `destroy` finishes and leaves nothing on either host. In
+# tests/e2e/long (scripts/test --long): TCG guests on two loaded cores take
+# minutes; even two machines (one a host: REMOTE_HOSTS_MACHINES=2) took
+# 5-14 min here, over CI's 3-min budget.
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 ensure_sandbox "$@"
@@ -33,6 +35,8 @@ cd "$proj"
     echo "  cpus: 1"
     echo "  accel: tcg"
     echo "  boot_timeout: 900"
+    echo "  provision:"
+    echo "    - {type: shell, inline: \"echo run >> /tmp/provisioned\", name: count}"
     echo "machines:"
     for ((i = 1; i <= N; i++)); do echo "  - name: m$i"; done
 } > kvmdrive.yml
@@ -89,6 +93,25 @@ echo "$out" | tail -n 8 | sed 's/^/  | /'
 check "converge with the inventory over both hosts (rc $rc)" test "$rc" = 0
 converged() { local i; for ((i = 1; i <= N; i++)); do kd ssh "m$i" -- test -f /tmp/converged || return 1; done; }
 check "converge reached every machine" converged
+
+# ---- snapshot and provision reach every host ----
+out=$(kd snapshot save s1 2>&1); rc=$?
+echo "$out" | sed 's/^/  | /'
+check "snapshot save over both hosts (rc $rc)" test "$rc" = 0
+sj=$(kd --json snapshot list)
+check "snapshot list --json has s1 of every machine, with both hosts" python3 -c '
+import json, sys
+rows, n, uris = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+assert {r["machine"] for r in rows if r["name"] == "s1"} == {"m%d" % i for i in range(1, n + 1)}, rows
+assert {r["host"] for r in rows} == set(uris), rows' "$sj" "$N" "${uris[@]}"
+pj=$(kd --json provision 2>/dev/null); rc=$?
+check "provision over both hosts (rc $rc)" test "$rc" = 0
+check "provision --json has a run of every machine" python3 -c '
+import json, sys
+runs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+assert sorted(r["machine"] for r in runs if r["exit_status"] == 0) == ["m%d" % i for i in range(1, int(sys.argv[2]) + 1)], runs' "$pj" "$N"
+provisioned_twice() { local i; for ((i = 1; i <= N; i++)); do test "$(kd ssh "m$i" -- cat /tmp/provisioned | grep -c run)" = 2 || return 1; done; }
+check "every machine ran its provisioner at up and again at provision" provisioned_twice
 
 # ---- a host stopped mid-way ----
 on2=$(python3 -c 'import json,sys; print(", ".join(m["name"] for m in json.load(sys.stdin) if m["host"]==sys.argv[1]))' "${uris[1]}" <<<"$js")
