@@ -119,9 +119,15 @@ impl NetworkSpec {
                 Forward::Nat => Some(ForwardXml { mode: "nat" }),
                 Forward::None => None,
             },
+            // No spanning tree: a bridge with STP keeps every new port
+            // (a started or restored guest's tap) from forwarding through
+            // listening and learning, 2 s each at the kernel's minimum
+            // forward delay, so a restored guest answered SSH only after
+            // 4 s. These bridges hold only guests' taps: no loop for STP
+            // to break.
             bridge: Bridge {
                 name: &self.bridge,
-                stp: "on",
+                stp: "off",
                 delay: 0,
             },
             ip: Ip {
