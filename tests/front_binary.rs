@@ -46,16 +46,30 @@ fn lone_front(bin: &Path, project: &Path, args: &[&str]) -> Output {
     if !front.exists() {
         std::fs::copy(FRONT, &front).unwrap();
     }
-    Command::new(front)
-        .arg("-C")
-        .arg(project)
-        .args(args)
-        .env_remove("KVMDRIVE_ENGINE")
-        .env_remove("LIBVIRT_DEFAULT_URI")
-        .env("KVMDRIVE_HOME", project.join("home"))
-        .output()
-        .unwrap()
+    // Another test thread that forks while the copy's file is still open
+    // for writing holds it open until its child execs: exec then fails with
+    // ETXTBSY ("Text file busy"). Wait for that moment to pass.
+    for _ in 0..50 {
+        let out = Command::new(&front)
+            .arg("-C")
+            .arg(project)
+            .args(args)
+            .env_remove("KVMDRIVE_ENGINE")
+            .env_remove("LIBVIRT_DEFAULT_URI")
+            .env("KVMDRIVE_HOME", project.join("home"))
+            .output();
+        match out {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{} stayed busy (ETXTBSY)", front.display());
 }
+
+/// "Text file busy" on Linux.
+const ETXTBSY: i32 = 26;
 
 #[test]
 fn a_front_without_engine_runs_what_needs_no_libvirt_and_names_what_is_missing() {
