@@ -125,9 +125,16 @@ impl Project {
     /// when another process holds it, naming that process.
     pub fn lock(&self) -> Result<ProjectLock, ProjectError> {
         let path = self.state_dir.join("lock");
+        let me = format!("pid {}: ", std::process::id());
+        // A lock this process released can still look held for a moment: a
+        // child forked by another thread shares the lock's open file until
+        // it execs (close-on-exec). Wait for that, up to 1 s.
+        let mut own_waits = 0;
         // A holder that finishes removes `.kvmdrive/` (lock file included):
         // a lock taken on the removed file would lock nothing, so try again.
-        for _ in 0..10 {
+        let mut attempts = 0;
+        while attempts < 10 {
+            attempts += 1;
             fs::create_dir_all(&self.state_dir)
                 .map_err(io(format!("cannot create {}", self.state_dir.display())))?;
             let mut file = File::options()
@@ -142,9 +149,11 @@ impl Project {
                     if !same_file(&file, &path) {
                         continue;
                     }
-                    let me = format!("pid {}: {}\n", std::process::id(), command_line());
+                    let holder = format!("{me}{}\n", command_line());
                     // Best effort: the lock itself is what counts.
-                    let _ = file.set_len(0).and_then(|()| file.write_all(me.as_bytes()));
+                    let _ = file
+                        .set_len(0)
+                        .and_then(|()| file.write_all(holder.as_bytes()));
                     return Ok(ProjectLock { _file: file });
                 }
                 Err(fs::TryLockError::WouldBlock) => {
@@ -153,6 +162,12 @@ impl Project {
                         .map(|s| s.trim().to_owned())
                         .filter(|s| !s.is_empty())
                         .unwrap_or_else(|| "process unknown".into());
+                    if holder.starts_with(&me) && own_waits < 50 {
+                        own_waits += 1;
+                        attempts -= 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
                     return Err(ProjectError::Locked { path, holder });
                 }
                 Err(fs::TryLockError::Error(e)) => {
