@@ -297,20 +297,18 @@ where
         .enumerate()
         .filter_map(|(i, (uri, c))| c.as_ref().err().map(|e| (i, format!("{uri} ({e})"))))
         .collect();
-    let refuse = match if_down {
-        IfDown::RefuseAny => !down.is_empty(),
-        // A machine found on no host that answers may be on one that does not.
-        IfDown::Refuse => down
-            .iter()
-            .any(|(i, _)| !groups[*i].is_empty() || !nowhere.is_empty()),
+    // The down hosts that make the command refuse: any (RefuseAny), or
+    // those that may hold its machines (Refuse); a machine found on no host
+    // that answers may be on one that does not.
+    let refused = |i: usize| match if_down {
+        IfDown::RefuseAny => true,
+        IfDown::Refuse => !groups[i].is_empty() || !nowhere.is_empty(),
         IfDown::Skip => false,
     };
-    if refuse {
+    if down.iter().any(|(i, _)| refused(*i)) {
         let hosts = down
             .iter()
-            .filter(|(i, _)| {
-                if_down == IfDown::RefuseAny || !groups[*i].is_empty() || !nowhere.is_empty()
-            })
+            .filter(|(i, _)| refused(*i))
             .map(|(_, h)| h.clone())
             .collect::<Vec<_>>()
             .join("; ");
