@@ -126,13 +126,13 @@ pub fn correct(
             );
         }
     }
-    wait_ssh(record, deadline)
+    wait_ssh(env, record, deadline)
 }
 
 /// Waits for the guest's SSH port to answer (polled every 50 ms: a SYN
 /// lost while the guest wakes would cost a kernel retransmit of 1-3 s),
 /// then logs in (clock put right) until that works.
-fn wait_ssh(record: &MachineRecord, deadline: Instant) -> Result<(), String> {
+fn wait_ssh(env: &Env, record: &MachineRecord, deadline: Instant) -> Result<(), String> {
     if record.jump.is_none() {
         if let Ok(ip) = record.address.parse::<IpAddr>() {
             let addr = SocketAddr::new(ip, record.port);
@@ -144,6 +144,7 @@ fn wait_ssh(record: &MachineRecord, deadline: Instant) -> Result<(), String> {
                 }
                 Err(WaitError::Aborted(why)) => return Err(why),
             }
+            env.out.trace(Some(&record.name), "SSH port answered");
         }
     }
     let target = SshTarget::from_record(record);

@@ -28,6 +28,9 @@ pub struct PrivateNet {
     pub created_now: bool,
     /// The network's document: its current one, or the one to create.
     pub xml: String,
+    /// The network to create (with `created_now`): the plan puts the
+    /// reservations it makes in it.
+    pub spec: Option<NetworkSpec>,
     /// Isolated or NAT (for the plan's summary).
     pub forward: crate::project::net_config::Forward,
 }
@@ -139,6 +142,7 @@ pub fn resolve_private_networks(
                     hosts: facts.hosts,
                     created_now: false,
                     xml,
+                    spec: None,
                     forward: g.forward,
                 });
                 continue;
@@ -190,6 +194,7 @@ pub fn resolve_private_networks(
             hosts: Vec::new(),
             created_now: true,
             xml: spec.to_xml(),
+            spec: Some(spec),
             forward: g.forward,
         });
     }

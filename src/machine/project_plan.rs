@@ -22,7 +22,7 @@ use crate::host::accel::{AccelChoice, KvmFacts};
 use crate::project::config::{Machine, Subnet};
 use crate::virt::domain::CpuSpec;
 use crate::virt::hypervisor::DomainState;
-use crate::virt::network::DhcpHost;
+use crate::virt::network::{DhcpHost, NetworkSpec};
 
 /// The box of one machine as the resolve step found it.
 #[derive(Debug, Clone)]
@@ -48,6 +48,9 @@ pub struct ManagementNet {
     pub create: bool,
     /// Its current document, or the one to create.
     pub xml: String,
+    /// The network to create (with `create`): the plan puts the
+    /// reservations it makes in it (see [`with_reservations`]).
+    pub spec: Option<NetworkSpec>,
 }
 
 /// What the resolve step found: typed facts, no handles.
@@ -182,16 +185,16 @@ pub fn plan_project(project: &Project, inputs: &PlanInputs) -> Result<ProjectPla
         kind: "management",
         subnet: inputs.network.subnet.to_string(),
         create: inputs.network.create,
-        xml: inputs.network.xml.clone(),
+        xml: with_reservations(&inputs.network.xml, &inputs.network.spec, &mgmt_hosts),
         reservations: mgmt_new,
     }];
-    for (n, new) in inputs.private.iter().zip(private_new) {
+    for ((n, now), new) in inputs.private.iter().zip(&private).zip(private_new) {
         networks.push(NetworkPlan {
             name: n.name.clone(),
             kind: "private",
             subnet: n.subnet.to_string(),
             create: n.created_now,
-            xml: n.xml.clone(),
+            xml: with_reservations(&n.xml, &n.spec, &now.hosts),
             reservations: new,
         });
     }
@@ -275,6 +278,20 @@ fn reservation(h: &DhcpHost) -> Reservation {
 
 /// What each extra NIC gets: static addresses as configured, an address
 /// reserved per MAC for DHCP NICs on private networks (known before boot).
+/// The document of a network: one to create carries every reservation in
+/// it, so `up` defines it once instead of adding each host afterwards
+/// (`virNetworkUpdate` restarts dnsmasq: 0.4 s per host here).
+fn with_reservations(xml: &str, spec: &Option<NetworkSpec>, hosts: &[DhcpHost]) -> String {
+    match spec {
+        Some(spec) => NetworkSpec {
+            hosts: hosts.to_vec(),
+            ..spec.clone()
+        }
+        .to_xml(),
+        None => xml.to_owned(),
+    }
+}
+
 fn nic_addresses(
     nets: &mut [PrivateNet],
     new: &mut [Vec<Reservation>],
@@ -466,6 +483,7 @@ mod tests {
                 hosts,
                 create: true,
                 xml: "<network/>".into(),
+                spec: None,
             },
             private: Vec::new(),
         }
@@ -497,6 +515,36 @@ mod tests {
         let reserved: Vec<_> = plan.networks[0].reservations.iter().map(|r| r.ip).collect();
         assert_eq!(reserved, [web.address, plan.machines[1].address]);
         assert!(plan.summary().iter().any(|l| l.starts_with("web: create")));
+    }
+
+    #[test]
+    fn a_network_to_create_carries_the_reservations_in_its_definition() {
+        let p = Project::new(Path::new("/srv/role"), None).unwrap();
+        let yaml = "machines:\n  - name: web\n  - name: db\n";
+        let mut fresh = inputs(yaml, Vec::new());
+        let spec = NetworkSpec {
+            name: "kvmdrive-x".into(),
+            bridge: "kvmdrive-x".into(),
+            subnet: fresh.network.subnet,
+            hosts: Vec::new(),
+            forward: crate::project::net_config::Forward::Nat,
+            dhcp_range: true,
+        };
+        fresh.network.xml = spec.to_xml();
+        fresh.network.spec = Some(spec);
+        let plan = plan_project(&p, &fresh).unwrap();
+        let facts = netplan::read_network(&plan.networks[0].xml);
+        let in_xml: Vec<_> = facts.hosts.iter().map(|h| (h.mac.clone(), h.ip)).collect();
+        let planned: Vec<_> = plan
+            .machines
+            .iter()
+            .map(|m| (m.mac.clone(), m.address))
+            .collect();
+        assert_eq!(in_xml, planned, "{}", plan.networks[0].xml);
+        assert_eq!(plan.networks[0].reservations.len(), 2, "still listed");
+        // A network that is there keeps its document: up adds the hosts.
+        let there = plan_project(&p, &inputs(yaml, Vec::new())).unwrap();
+        assert_eq!(there.networks[0].xml, "<network/>");
     }
 
     #[test]

@@ -344,15 +344,18 @@ impl Hypervisor {
         })
     }
 
-    /// Defines the network when missing and starts it when inactive.
-    pub fn ensure_network(&self, name: &str, xml: &str) -> Result<(), VirtError> {
+    /// Defines the network when missing and starts it when inactive; true
+    /// when it was defined now (from `xml`).
+    pub fn ensure_network(&self, name: &str, xml: &str) -> Result<bool, VirtError> {
         self.guarded(true, || {
-            let net = match self.network(name)? {
-                Some(n) => n,
-                None => self
-                    .connection()
-                    .define_network_xml(xml)
-                    .map_err(call(format!("define network {name}")))?,
+            let (net, defined) = match self.network(name)? {
+                Some(n) => (n, false),
+                None => (
+                    self.connection()
+                        .define_network_xml(xml)
+                        .map_err(call(format!("define network {name}")))?,
+                    true,
+                ),
             };
             crate::fault::point("up.network-defined");
             if !net
@@ -362,7 +365,7 @@ impl Hypervisor {
                 net.create()
                     .map_err(call(format!("start network {name}")))?;
             }
-            Ok(())
+            Ok(defined)
         })
     }
 

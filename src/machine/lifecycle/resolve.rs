@@ -130,6 +130,7 @@ fn management_network(env: &Env, config: &Config) -> Result<ManagementNet, Lifec
                 hosts: facts.hosts,
                 create: false,
                 xml,
+                spec: None,
             });
         }
     }
@@ -166,5 +167,6 @@ fn management_network(env: &Env, config: &Config) -> Result<ManagementNet, Lifec
         hosts: Vec::new(),
         create: true,
         xml: spec.to_xml(),
+        spec: Some(spec),
     })
 }

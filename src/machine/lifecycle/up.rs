@@ -195,19 +195,28 @@ fn up_locked(
                 },
             );
         }
-        env.hv.ensure_network(&n.name, &n.xml)?;
+        let defined = env.hv.ensure_network(&n.name, &n.xml)?;
         crate::fault::point("up.network-started");
+        env.out.trace(None, format!("network {} active", n.name));
         if n.kind == "management" {
             *network_created = n.create;
         }
+        // A network defined now from the plan's document has them already.
+        let in_definition = defined && n.create;
         for r in &n.reservations {
-            let host = DhcpHost {
-                mac: r.mac.clone(),
-                name: r.name.clone(),
-                ip: r.ip,
-            };
-            env.hv.add_dhcp_host(&n.name, &host.to_xml())?;
+            if !in_definition {
+                let host = DhcpHost {
+                    mac: r.mac.clone(),
+                    name: r.name.clone(),
+                    ip: r.ip,
+                };
+                env.hv.add_dhcp_host(&n.name, &host.to_xml())?;
+            }
             crate::fault::point("up.dhcp-reserved");
+        }
+        if !in_definition && !n.reservations.is_empty() {
+            env.out
+                .trace(None, format!("DHCP reservations added to {}", n.name));
         }
     }
     drop(net_lock);
