@@ -276,8 +276,6 @@ fn reservation(h: &DhcpHost) -> Reservation {
     }
 }
 
-/// What each extra NIC gets: static addresses as configured, an address
-/// reserved per MAC for DHCP NICs on private networks (known before boot).
 /// The document of a network: one to create carries every reservation in
 /// it, so `up` defines it once instead of adding each host afterwards
 /// (`virNetworkUpdate` restarts dnsmasq: 0.4 s per host here).
@@ -292,6 +290,8 @@ fn with_reservations(xml: &str, spec: &Option<NetworkSpec>, hosts: &[DhcpHost]) 
     }
 }
 
+/// What each extra NIC gets: static addresses as configured, an address
+/// reserved per MAC for DHCP NICs on private networks (known before boot).
 fn nic_addresses(
     nets: &mut [PrivateNet],
     new: &mut [Vec<Reservation>],
