@@ -12,6 +12,7 @@ pub use super::nic_setup::after_ready;
 use super::lifecycle::{Env, LifecycleError};
 use super::netplan;
 use super::nics::{self, NetPlanError, PrivateGroup};
+use super::project_plan::NetworkDoc;
 
 use crate::project::config::{Machine, Subnet};
 use crate::virt::network::{DhcpHost, NetworkSpec};
@@ -24,13 +25,7 @@ pub struct PrivateNet {
     pub name: String,
     pub subnet: Subnet,
     pub hosts: Vec<DhcpHost>,
-    /// Not there yet: `up` creates it from `xml`.
-    pub created_now: bool,
-    /// The network's document: its current one, or the one to create.
-    pub xml: String,
-    /// The network to create (with `created_now`): the plan puts the
-    /// reservations it makes in it.
-    pub spec: Option<NetworkSpec>,
+    pub doc: NetworkDoc,
     /// Isolated or NAT (for the plan's summary).
     pub forward: crate::project::net_config::Forward,
 }
@@ -122,7 +117,7 @@ pub fn check_public(
 /// Finds each private network, or decides the one to make: a new one's
 /// subnet must overlap no other libvirt network, no host route and nothing
 /// in `also_taken` (the management network when this run makes it).
-/// Changes nothing; `up` then makes those marked `created_now`.
+/// Changes nothing; `up` then makes the new ones.
 pub fn resolve_private_networks(
     env: &Env,
     groups: &[PrivateGroup],
@@ -140,9 +135,7 @@ pub fn resolve_private_networks(
                     name,
                     subnet,
                     hosts: facts.hosts,
-                    created_now: false,
-                    xml,
-                    spec: None,
+                    doc: NetworkDoc::Existing(xml),
                     forward: g.forward,
                 });
                 continue;
@@ -192,9 +185,7 @@ pub fn resolve_private_networks(
             name,
             subnet,
             hosts: Vec::new(),
-            created_now: true,
-            xml: spec.to_xml(),
-            spec: Some(spec),
+            doc: NetworkDoc::New(spec),
             forward: g.forward,
         });
     }

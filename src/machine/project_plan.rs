@@ -39,18 +39,42 @@ pub enum ResolvedBox {
     Missing { from: String },
 }
 
+/// A network the plan uses: already in libvirt, or to be made by `up`.
+#[derive(Debug, Clone)]
+pub enum NetworkDoc {
+    /// Its current document; `up` adds reservations to it one by one.
+    Existing(String),
+    /// `up` defines it with every reservation the plan makes in it.
+    New(NetworkSpec),
+}
+
+impl NetworkDoc {
+    pub fn is_new(&self) -> bool {
+        matches!(self, NetworkDoc::New(_))
+    }
+
+    /// The document `up` defines or finds: a new network carries `hosts` in
+    /// it, so `up` defines it once instead of adding each host afterwards
+    /// (`virNetworkUpdate` restarts dnsmasq: 0.4 s per host here).
+    pub fn with_hosts(&self, hosts: &[DhcpHost]) -> String {
+        match self {
+            NetworkDoc::New(spec) => NetworkSpec {
+                hosts: hosts.to_vec(),
+                ..spec.clone()
+            }
+            .to_xml(),
+            NetworkDoc::Existing(xml) => xml.clone(),
+        }
+    }
+}
+
 /// The project's management network: found, or to be made.
 #[derive(Debug, Clone)]
 pub struct ManagementNet {
     pub name: String,
     pub subnet: Subnet,
     pub hosts: Vec<DhcpHost>,
-    pub create: bool,
-    /// Its current document, or the one to create.
-    pub xml: String,
-    /// The network to create (with `create`): the plan puts the
-    /// reservations it makes in it (see [`with_reservations`]).
-    pub spec: Option<NetworkSpec>,
+    pub doc: NetworkDoc,
 }
 
 /// What the resolve step found: typed facts, no handles.
@@ -184,8 +208,8 @@ pub fn plan_project(project: &Project, inputs: &PlanInputs) -> Result<ProjectPla
         name: inputs.network.name.clone(),
         kind: "management",
         subnet: inputs.network.subnet.to_string(),
-        create: inputs.network.create,
-        xml: with_reservations(&inputs.network.xml, &inputs.network.spec, &mgmt_hosts),
+        create: inputs.network.doc.is_new(),
+        xml: inputs.network.doc.with_hosts(&mgmt_hosts),
         reservations: mgmt_new,
     }];
     for ((n, now), new) in inputs.private.iter().zip(&private).zip(private_new) {
@@ -193,8 +217,8 @@ pub fn plan_project(project: &Project, inputs: &PlanInputs) -> Result<ProjectPla
             name: n.name.clone(),
             kind: "private",
             subnet: n.subnet.to_string(),
-            create: n.created_now,
-            xml: with_reservations(&n.xml, &n.spec, &now.hosts),
+            create: n.doc.is_new(),
+            xml: n.doc.with_hosts(&now.hosts),
             reservations: new,
         });
     }
@@ -273,20 +297,6 @@ fn reservation(h: &DhcpHost) -> Reservation {
         mac: h.mac.clone(),
         name: h.name.clone(),
         ip: h.ip,
-    }
-}
-
-/// The document of a network: one to create carries every reservation in
-/// it, so `up` defines it once instead of adding each host afterwards
-/// (`virNetworkUpdate` restarts dnsmasq: 0.4 s per host here).
-fn with_reservations(xml: &str, spec: &Option<NetworkSpec>, hosts: &[DhcpHost]) -> String {
-    match spec {
-        Some(spec) => NetworkSpec {
-            hosts: hosts.to_vec(),
-            ..spec.clone()
-        }
-        .to_xml(),
-        None => xml.to_owned(),
     }
 }
 
@@ -481,9 +491,7 @@ mod tests {
                 name: "kvmdrive-x".into(),
                 subnet: Subnet::parse("192.168.121.0/24").unwrap(),
                 hosts,
-                create: true,
-                xml: "<network/>".into(),
-                spec: None,
+                doc: NetworkDoc::Existing("<network/>".into()),
             },
             private: Vec::new(),
         }
@@ -522,16 +530,14 @@ mod tests {
         let p = Project::new(Path::new("/srv/role"), None).unwrap();
         let yaml = "machines:\n  - name: web\n  - name: db\n";
         let mut fresh = inputs(yaml, Vec::new());
-        let spec = NetworkSpec {
+        fresh.network.doc = NetworkDoc::New(NetworkSpec {
             name: "kvmdrive-x".into(),
             bridge: "kvmdrive-x".into(),
             subnet: fresh.network.subnet,
             hosts: Vec::new(),
             forward: crate::project::net_config::Forward::Nat,
             dhcp_range: true,
-        };
-        fresh.network.xml = spec.to_xml();
-        fresh.network.spec = Some(spec);
+        });
         let plan = plan_project(&p, &fresh).unwrap();
         let facts = netplan::read_network(&plan.networks[0].xml);
         let in_xml: Vec<_> = facts.hosts.iter().map(|h| (h.mac.clone(), h.ip)).collect();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use super::{box_spec, Env, LifecycleError};
 use crate::boxes::{self, BoxSpec, InstalledBox};
 use crate::host::accel::KvmFacts;
-use crate::machine::project_plan::{ManagementNet, PlanInputs, ResolvedBox};
+use crate::machine::project_plan::{ManagementNet, NetworkDoc, PlanInputs, ResolvedBox};
 use crate::machine::{netplan, plan};
 use crate::project::config::{self, Config, Machine};
 use crate::virt::network::NetworkSpec;
@@ -65,7 +65,7 @@ pub(super) fn resolve(
     };
 
     let network = management_network(env, config)?;
-    let also_taken: Vec<(String, config::Subnet)> = if network.create {
+    let also_taken: Vec<(String, config::Subnet)> = if network.doc.is_new() {
         vec![(format!("network {}", network.name), network.subnet)]
     } else {
         Vec::new()
@@ -128,9 +128,7 @@ fn management_network(env: &Env, config: &Config) -> Result<ManagementNet, Lifec
                 name,
                 subnet,
                 hosts: facts.hosts,
-                create: false,
-                xml,
-                spec: None,
+                doc: NetworkDoc::Existing(xml),
             });
         }
     }
@@ -165,8 +163,6 @@ fn management_network(env: &Env, config: &Config) -> Result<ManagementNet, Lifec
         name,
         subnet,
         hosts: Vec::new(),
-        create: true,
-        xml: spec.to_xml(),
-        spec: Some(spec),
+        doc: NetworkDoc::New(spec),
     })
 }
