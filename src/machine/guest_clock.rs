@@ -4,7 +4,8 @@
 //! [`login`]) also compares the guest's clock with the host's and, when they
 //! differ by more than [`TOLERANCE`], sets it in the same session with one
 //! `sudo -n date`, so no extra login is needed. With `guest_agent: true`
-//! libvirt sets it first (virDomainSetTime) and the login finds it right.
+//! libvirt sets it (virDomainSetTime): a login finds it right, and a
+//! snapshot restore needs no login at all (see [`correct`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +109,12 @@ fn exchange(mut cmd: std::process::Command) -> std::io::Result<Output> {
 /// After a restore: sets the guest's clock (agent, else over SSH) and
 /// returns once SSH answers. Err with a message when it did not before
 /// `deadline`.
+///
+/// When the guest agent set the clock, sshd sending its banner is enough:
+/// the machine was ready when the snapshot was taken and its sshd is the
+/// same process, so a login here would only cost the caller's first login
+/// its place (about a second under TCG, where the first login after a
+/// revert also translates sshd's code again).
 pub fn correct(
     env: &Env,
     machine: &Machine,
@@ -119,14 +126,36 @@ pub fn correct(
     }
     if machine.hardware.guest_agent {
         // The agent may need a moment after the restore: SSH sets it then.
-        if let Err(e) = env.hv.set_guest_time(&record.domain, now()) {
-            env.out.detail(
+        match env.hv.set_guest_time(&record.domain, now()) {
+            Ok(()) => {
+                env.out
+                    .trace(Some(&record.name), "clock set by the guest agent");
+                return wait_banner(record, deadline);
+            }
+            Err(e) => env.out.detail(
                 Some(&record.name),
                 format!("{e}: setting the clock over SSH"),
-            );
+            ),
         }
     }
     wait_ssh(env, record, deadline)
+}
+
+/// Waits for the guest's sshd to send its banner (through the record's
+/// jump host, if any).
+fn wait_banner(record: &MachineRecord, deadline: Instant) -> Result<(), String> {
+    let ip: IpAddr = record
+        .address
+        .parse()
+        .map_err(|_| format!("bad address {:?} in the machine record", record.address))?;
+    let addr = SocketAddr::new(ip, record.port);
+    crate::remote::jump::wait_for_banner(record.jump.as_ref(), addr, deadline, || Ok(())).map_err(
+        |e| match e {
+            WaitError::Cancelled => "interrupted".into(),
+            WaitError::TimedOut => format!("no SSH banner from {addr} before the deadline"),
+            WaitError::Aborted(why) => why,
+        },
+    )
 }
 
 /// Waits for the guest's SSH port to answer (polled every 50 ms: a SYN

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end with the bundled box, inside the sandbox: snapshot save, a file
 # written in the guest, snapshot restore (the file is gone, SSH answers at
-# once, the clock is right); suspend/resume without a reboot (same boot_id);
+# once, the clock is right: set by the guest agent); suspend/resume without a
+# reboot (same boot_id, the clock right again: set in the login);
 # `kvmdrive test --reuse` twice on the sample role, the second run without a
 # boot; destroy --purge leaves no snapshot, domain or volume. Timings are
 # printed for the report, not asserted.
@@ -19,6 +20,7 @@ defaults:
   memory: 512
 machines:
   - name: web
+    guest_agent: true   # the bundled box has qemu-guest-agent
 YML
 
 ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -37,8 +39,9 @@ check "write a file in the guest" "$KVMDRIVE" ssh web -- touch /home/vagrant/aft
 sleep 5   # let the guest clock run past the snapshot's
 
 start=$(date +%s%N)
-check "snapshot restore clean" "$KVMDRIVE" snapshot restore clean
+check "snapshot restore clean" bash -c "'$KVMDRIVE' -vv snapshot restore clean > restore.log 2>&1"
 echo "timing: snapshot restore -> SSH answered $(ms "$start") ms (whole command)"
+check "the guest agent set the clock" grep -q "clock set by the guest agent" restore.log
 start=$(date +%s%N)
 check "the file is gone" "$KVMDRIVE" ssh web -- test ! -e /home/vagrant/after-snapshot
 echo "timing: first ssh after restore $(ms "$start") ms"
@@ -51,10 +54,14 @@ start=$(date +%s%N)
 check "suspend" "$KVMDRIVE" suspend
 echo "timing: suspend $(ms "$start") ms"
 check "status says saved" bash -c "'$KVMDRIVE' status | grep -q '^web  *saved'"
+sleep 3   # the saved guest's clock falls behind
 start=$(date +%s%N)
 check "resume" "$KVMDRIVE" resume
 echo "timing: resume -> SSH $(ms "$start") ms"
 check "no reboot: same boot_id after resume" test "$(boot_id)" = "$boot1"
+before=$(date +%s); guest=$("$KVMDRIVE" ssh web -- date +%s); after=$(date +%s)
+check "the guest clock was corrected after resume (host $before..$after, guest $guest)" \
+    test "$guest" -ge $((before - 1)) -a "$guest" -le $((after + 1))
 
 check "snapshot delete clean" "$KVMDRIVE" snapshot delete clean
 check "no snapshot left" bash -c "test -z \"\$('$KVMDRIVE' snapshot list)\""
