@@ -115,18 +115,24 @@ fn exchange(mut cmd: std::process::Command) -> std::io::Result<Output> {
 /// same process, so a login here would only cost the caller's first login
 /// its place (about a second under TCG, where the first login after a
 /// revert also translates sshd's code again).
+///
+/// `agent_was_connected` (see [`agent_connected`], read before the revert):
+/// libvirt sees the agent's channel close and open again while the memory
+/// is loaded, so a call right after the revert may find it "not connected";
+/// an agent that was there is then waited for up to [`AGENT_RECONNECT`].
 pub fn correct(
     env: &Env,
     machine: &Machine,
     record: &MachineRecord,
     deadline: Instant,
+    agent_was_connected: bool,
 ) -> Result<(), String> {
     if env.hv.is_test_driver() {
         return Ok(()); // nothing runs there
     }
     if machine.hardware.guest_agent {
-        // The agent may need a moment after the restore: SSH sets it then.
-        match env.hv.set_guest_time(&record.domain, now()) {
+        // An agent that does not answer leaves it to SSH.
+        match set_time_by_agent(env, &record.domain, agent_was_connected) {
             Ok(()) => {
                 env.out
                     .trace(Some(&record.name), "clock set by the guest agent");
@@ -141,8 +147,69 @@ pub fn correct(
     wait_ssh(env, record, deadline)
 }
 
+/// How long an agent that was connected before a revert is waited for.
+const AGENT_RECONNECT: Duration = Duration::from_secs(2);
+
+/// Sets the guest's clock through its agent; retried for up to
+/// [`AGENT_RECONNECT`] when `wait` (the agent was connected before).
+fn set_time_by_agent(env: &Env, domain: &str, wait: bool) -> Result<(), crate::virt::VirtError> {
+    let started = Instant::now();
+    loop {
+        match env.hv.set_guest_time(domain, now()) {
+            Err(_) if wait && started.elapsed() < AGENT_RECONNECT => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether `domain`'s guest agent is connected now: libvirt's live XML
+/// gives its channel `state='connected'`. False when it cannot tell.
+pub fn agent_connected(env: &Env, domain: &str) -> bool {
+    env.hv
+        .domain_xml(domain)
+        .ok()
+        .flatten()
+        .is_some_and(|xml| agent_state_connected(&xml))
+}
+
+fn agent_state_connected(xml: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Dom {
+        devices: Option<Devices>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Devices {
+        #[serde(default)]
+        channel: Vec<Channel>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Channel {
+        target: Option<Target>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Target {
+        #[serde(rename = "@name")]
+        name: Option<String>,
+        #[serde(rename = "@state")]
+        state: Option<String>,
+    }
+    quick_xml::de::from_str::<Dom>(xml)
+        .ok()
+        .and_then(|d| d.devices)
+        .is_some_and(|d| {
+            d.channel.iter().filter_map(|c| c.target.as_ref()).any(|t| {
+                t.name.as_deref() == Some(crate::virt::hardware::GUEST_AGENT_CHANNEL)
+                    && t.state.as_deref() == Some("connected")
+            })
+        })
+}
+
 /// Waits for the guest's sshd to send its banner (through the record's
-/// jump host, if any).
+/// jump host, if any): the same proof of "SSH answers" as `up`'s, without a
+/// login. (Only a TCP accept would leave sshd's fork to the caller's first
+/// login: no faster in all, measured.)
 fn wait_banner(record: &MachineRecord, deadline: Instant) -> Result<(), String> {
     let ip: IpAddr = record
         .address
@@ -202,6 +269,25 @@ fn wait_ssh(env: &Env, record: &MachineRecord, deadline: Instant) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_counts_as_connected_only_with_its_channel_connected() {
+        let dom = |state: &str| {
+            format!(
+                "<domain type='qemu'><name>d</name><devices>\
+                 <channel type='pty'><target type='virtio' name='org.qemu.other'/></channel>\
+                 <channel type='unix'><source mode='bind'/>\
+                 <target type='virtio' name='org.qemu.guest_agent.0'{state}/>\
+                 <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>\
+                 </devices></domain>"
+            )
+        };
+        assert!(agent_state_connected(&dom(" state='connected'")));
+        assert!(!agent_state_connected(&dom(" state='disconnected'")));
+        assert!(!agent_state_connected(&dom("")));
+        assert!(!agent_state_connected("<domain><devices/></domain>"));
+        assert!(!agent_state_connected("not xml"));
+    }
 
     #[test]
     fn the_epoch_argument_has_nanoseconds() {

@@ -267,6 +267,8 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     };
     let info = env.hv.snapshot_info(&domain, name)?.ok_or_else(missing)?;
     super::forward::stop(&env.project.machine_dir(machine));
+    let agent_was_connected =
+        m.hardware.guest_agent && super::guest_clock::agent_connected(env, &domain);
     let started = Instant::now();
     if !env.hv.revert_snapshot(&domain, name)? {
         return Err(missing());
@@ -288,12 +290,12 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     let reverted = started.elapsed();
     if let Some(record) = env.project.record(machine)? {
         let deadline = started + Duration::from_secs(m.boot_timeout_s.into());
-        super::guest_clock::correct(env, m, &record, deadline).map_err(|message| {
-            SnapshotError::NotReady {
+        super::guest_clock::correct(env, m, &record, deadline, agent_was_connected).map_err(
+            |message| SnapshotError::NotReady {
                 machine: machine.to_owned(),
                 message,
-            }
-        })?;
+            },
+        )?;
         env.out.trace(Some(machine), "SSH answered, clock right");
         // The forwarders stopped before the revert start again.
         let dir = env.project.machine_dir(machine);

@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use super::domain::Disk;
 
+/// The virtio-serial port name qemu-guest-agent listens on.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
+
 /// Debian's OVMF images (package `ovmf`).
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -232,7 +235,7 @@ impl HardwareSpec {
             kind: "unix",
             target: ChannelTargetXml {
                 kind: "virtio",
-                name: "org.qemu.guest_agent.0",
+                name: GUEST_AGENT_CHANNEL,
             },
         })
     }
