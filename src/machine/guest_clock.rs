@@ -116,10 +116,11 @@ fn exchange(mut cmd: std::process::Command) -> std::io::Result<Output> {
 /// its place (about a second under TCG, where the first login after a
 /// revert also translates sshd's code again).
 ///
-/// `agent_was_connected` (see [`agent_connected`], read before the revert):
-/// libvirt sees the agent's channel close and open again while the memory
-/// is loaded, so a call right after the revert may find it "not connected";
-/// an agent that was there is then waited for up to [`AGENT_RECONNECT`].
+/// `agent_was_connected` (`Hypervisor::guest_agent_is_connected` before the
+/// revert): libvirt sees the agent's channel close and open again while the
+/// memory is loaded, so a call right after the revert may find it "not
+/// connected"; an agent that was there is then waited for up to
+/// [`AGENT_RECONNECT`].
 pub fn correct(
     env: &Env,
     machine: &Machine,
@@ -164,84 +165,41 @@ fn set_time_by_agent(env: &Env, domain: &str, wait: bool) -> Result<(), crate::v
     }
 }
 
-/// Whether `domain`'s guest agent is connected now: libvirt's live XML
-/// gives its channel `state='connected'`. False when it cannot tell.
-pub fn agent_connected(env: &Env, domain: &str) -> bool {
-    env.hv
-        .domain_xml(domain)
-        .ok()
-        .flatten()
-        .is_some_and(|xml| agent_state_connected(&xml))
-}
-
-fn agent_state_connected(xml: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Dom {
-        devices: Option<Devices>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Devices {
-        #[serde(default)]
-        channel: Vec<Channel>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Channel {
-        target: Option<Target>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Target {
-        #[serde(rename = "@name")]
-        name: Option<String>,
-        #[serde(rename = "@state")]
-        state: Option<String>,
-    }
-    quick_xml::de::from_str::<Dom>(xml)
-        .ok()
-        .and_then(|d| d.devices)
-        .is_some_and(|d| {
-            d.channel.iter().filter_map(|c| c.target.as_ref()).any(|t| {
-                t.name.as_deref() == Some(crate::virt::hardware::GUEST_AGENT_CHANNEL)
-                    && t.state.as_deref() == Some("connected")
-            })
-        })
-}
-
 /// Waits for the guest's sshd to send its banner (through the record's
 /// jump host, if any): the same proof of "SSH answers" as `up`'s, without a
 /// login. (Only a TCP accept would leave sshd's fork to the caller's first
 /// login: no faster in all, measured.)
 fn wait_banner(record: &MachineRecord, deadline: Instant) -> Result<(), String> {
-    let ip: IpAddr = record
-        .address
-        .parse()
-        .map_err(|_| format!("bad address {:?} in the machine record", record.address))?;
-    let addr = SocketAddr::new(ip, record.port);
-    crate::remote::jump::wait_for_banner(record.jump.as_ref(), addr, deadline, || Ok(())).map_err(
-        |e| match e {
-            WaitError::Cancelled => "interrupted".into(),
-            WaitError::TimedOut => format!("no SSH banner from {addr} before the deadline"),
-            WaitError::Aborted(why) => why,
-        },
-    )
+    let addr = ssh_addr(record)
+        .ok_or_else(|| format!("bad address {:?} in the machine record", record.address))?;
+    crate::remote::jump::wait_for_banner(record.jump.as_ref(), addr, deadline, || Ok(()))
+        .map_err(|e| wait_failed(e, format!("no SSH banner from {addr} before the deadline")))
+}
+
+/// The guest's SSH address from its record (`None`: not an IP address).
+fn ssh_addr(record: &MachineRecord) -> Option<SocketAddr> {
+    let ip: IpAddr = record.address.parse().ok()?;
+    Some(SocketAddr::new(ip, record.port))
+}
+
+/// A wait that ended without an answer, as the error message; `timed_out`
+/// says what did not come before the deadline.
+fn wait_failed(e: WaitError, timed_out: String) -> String {
+    match e {
+        WaitError::Cancelled => "interrupted".into(),
+        WaitError::TimedOut => timed_out,
+        WaitError::Aborted(why) => why,
+    }
 }
 
 /// Waits for the guest's SSH port to answer (polled every 50 ms: a SYN
 /// lost while the guest wakes would cost a kernel retransmit of 1-3 s),
 /// then logs in (clock put right) until that works.
 fn wait_ssh(env: &Env, record: &MachineRecord, deadline: Instant) -> Result<(), String> {
-    if record.jump.is_none() {
-        if let Ok(ip) = record.address.parse::<IpAddr>() {
-            let addr = SocketAddr::new(ip, record.port);
-            match ssh::wait_for_answer(addr, deadline, || Ok(())) {
-                Ok(_) => {}
-                Err(WaitError::Cancelled) => return Err("interrupted".into()),
-                Err(WaitError::TimedOut) => {
-                    return Err(format!("no answer on {addr} before the deadline"))
-                }
-                Err(WaitError::Aborted(why)) => return Err(why),
-            }
-            env.out.trace(Some(&record.name), "SSH port answered");
-        }
+    if let Some(addr) = ssh_addr(record).filter(|_| record.jump.is_none()) {
+        ssh::wait_for_answer(addr, deadline, || Ok(()))
+            .map_err(|e| wait_failed(e, format!("no answer on {addr} before the deadline")))?;
+        env.out.trace(Some(&record.name), "SSH port answered");
     }
     let target = SshTarget::from_record(record);
     loop {
@@ -269,25 +227,6 @@ fn wait_ssh(env: &Env, record: &MachineRecord, deadline: Instant) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_agent_counts_as_connected_only_with_its_channel_connected() {
-        let dom = |state: &str| {
-            format!(
-                "<domain type='qemu'><name>d</name><devices>\
-                 <channel type='pty'><target type='virtio' name='org.qemu.other'/></channel>\
-                 <channel type='unix'><source mode='bind'/>\
-                 <target type='virtio' name='org.qemu.guest_agent.0'{state}/>\
-                 <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>\
-                 </devices></domain>"
-            )
-        };
-        assert!(agent_state_connected(&dom(" state='connected'")));
-        assert!(!agent_state_connected(&dom(" state='disconnected'")));
-        assert!(!agent_state_connected(&dom("")));
-        assert!(!agent_state_connected("<domain><devices/></domain>"));
-        assert!(!agent_state_connected("not xml"));
-    }
 
     #[test]
     fn the_epoch_argument_has_nanoseconds() {

@@ -267,8 +267,7 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     };
     let info = env.hv.snapshot_info(&domain, name)?.ok_or_else(missing)?;
     super::forward::stop(&env.project.machine_dir(machine));
-    let agent_was_connected =
-        m.hardware.guest_agent && super::guest_clock::agent_connected(env, &domain);
+    let agent_was_connected = m.hardware.guest_agent && env.hv.guest_agent_is_connected(&domain);
     let started = Instant::now();
     if !env.hv.revert_snapshot(&domain, name)? {
         return Err(missing());

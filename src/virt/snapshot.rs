@@ -1,7 +1,8 @@
 //! libvirt domain snapshots and managed save: the `<domainsnapshot>` XML
 //! kvmdrive writes and reads (typed quick-xml structs, pure and unit-tested),
 //! the check that a domain can take an internal snapshot (every disk qcow2,
-//! no raw UEFI NVRAM), and the [`Hypervisor`] calls that create, list,
+//! no raw UEFI NVRAM), whether its guest agent is connected, and the
+//! [`Hypervisor`] calls that create, list,
 //! revert and delete snapshots, save and restore a domain's memory
 //! (managed save), pause, resume and set a guest's clock.
 
@@ -107,8 +108,22 @@ struct DevicesView {
 #[serde(rename_all = "lowercase")]
 enum Device {
     Disk(DiskView),
+    Channel(ChannelView),
     #[serde(other)]
     Other,
+}
+
+#[derive(Deserialize)]
+struct ChannelView {
+    target: Option<ChannelTargetView>,
+}
+
+#[derive(Deserialize)]
+struct ChannelTargetView {
+    #[serde(rename = "@name")]
+    name: Option<String>,
+    #[serde(rename = "@state")]
+    state: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +181,21 @@ pub fn internal_snapshot_blockers(domain_xml: &str) -> Result<Vec<String>, quick
         }
     }
     Ok(out)
+}
+
+/// Whether a running domain's guest agent is connected, by its live XML:
+/// libvirt gives the agent's channel `state='connected'`. False when the
+/// XML does not say so (or does not parse).
+pub fn guest_agent_connected(domain_xml: &str) -> bool {
+    quick_xml::de::from_str::<DomainView>(domain_xml).is_ok_and(|dom| {
+        dom.devices.items.iter().any(|item| {
+            let Device::Channel(ChannelView { target: Some(t) }) = item else {
+                return false;
+            };
+            t.name.as_deref() == Some(super::hardware::GUEST_AGENT_CHANNEL)
+                && t.state.as_deref() == Some("connected")
+        })
+    })
 }
 
 // ---- libvirt calls --------------------------------------------------------
@@ -295,6 +325,15 @@ impl Hypervisor {
             .map_err(call(format!("resume {domain}")))
     }
 
+    /// Whether the domain's guest agent is connected now (see
+    /// [`guest_agent_connected`]); false when that cannot be read.
+    pub fn guest_agent_is_connected(&self, domain: &str) -> bool {
+        self.domain_xml(domain)
+            .ok()
+            .flatten()
+            .is_some_and(|xml| guest_agent_connected(&xml))
+    }
+
     /// Sets the guest's clock through the guest agent.
     pub fn set_guest_time(
         &self,
@@ -358,6 +397,25 @@ mod tests {
         .unwrap();
         assert!(!bare.has_memory());
         assert_eq!(bare.description, "");
+    }
+
+    #[test]
+    fn the_agent_counts_as_connected_only_with_its_channel_connected() {
+        let dom = |state: &str| {
+            format!(
+                "<domain type='qemu'><name>d</name><devices>\
+                 <channel type='pty'><target type='virtio' name='org.qemu.other'/></channel>\
+                 <channel type='unix'><source mode='bind'/>\
+                 <target type='virtio' name='org.qemu.guest_agent.0'{state}/>\
+                 <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>\
+                 </devices></domain>"
+            )
+        };
+        assert!(guest_agent_connected(&dom(" state='connected'")));
+        assert!(!guest_agent_connected(&dom(" state='disconnected'")));
+        assert!(!guest_agent_connected(&dom("")));
+        assert!(!guest_agent_connected("<domain><devices/></domain>"));
+        assert!(!guest_agent_connected("not xml"));
     }
 
     #[test]
