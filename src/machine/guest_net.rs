@@ -181,9 +181,10 @@ pub fn file(system: GuestSystem, nic: &GuestNic) -> GuestFile {
     }
 }
 
-/// Commands that make `system` apply changed files (`$changed_ifs`: the
-/// changed NICs' interface names).
-fn apply(system: GuestSystem, nics: &[GuestNic]) -> String {
+/// Commands that make `system` apply the files of `nics` (after a change,
+/// or again for NICs whose address did not come: a DHCP client restarted
+/// this way asks at once instead of at the end of its retry back-off).
+pub fn apply(system: GuestSystem, nics: &[GuestNic]) -> String {
     match system {
         GuestSystem::Netplan => "netplan apply".into(),
         GuestSystem::NetworkManager => {
@@ -238,16 +239,27 @@ pub fn configure_script(system: GuestSystem, nics: &[GuestNic]) -> String {
 }
 
 /// Waits up to `seconds` until every address in `ips` is on an interface
-/// (a DHCP lease can take a moment after the configuration is applied);
-/// prints the missing ones and fails otherwise.
+/// (a DHCP lease can take a moment after the configuration is applied).
+/// Prints `missing: A B` with the ones that did not come, or nothing.
+/// The deadline is the guest's clock, not a count of rounds: under TCG one
+/// round of `ip` can take most of a second.
 pub fn wait_script(ips: &[std::net::Ipv4Addr], seconds: u32) -> String {
     let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
     format!(
-        "for _ in $(seq 1 {n}); do missing=; for a in {ips}; do ip -4 -o addr show | grep -qF \" inet $a/\" || missing=\"$missing $a\"; done; \
-         [ -z \"$missing\" ] && exit 0; sleep 0.5; done; echo \"missing:$missing\" >&2; exit 1",
-        n = seconds * 2,
+        "end=$(( $(date +%s) + {seconds} )); while :; do have=$(ip -4 -o addr show); missing=; \
+         for a in {ips}; do case \"$have\" in *\" inet $a/\"*) ;; *) missing=\"$missing $a\";; esac; done; \
+         [ -z \"$missing\" ] && exit 0; [ \"$(date +%s)\" -ge \"$end\" ] && break; sleep 0.5; done; echo \"missing:$missing\"",
         ips = list.join(" ")
     )
+}
+
+/// The addresses a [`wait_script`]'s output names as missing.
+pub fn parse_missing(out: &str) -> Vec<std::net::Ipv4Addr> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("missing:"))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -414,9 +426,29 @@ mod tests {
             ],
             15,
         );
-        assert!(s.contains("seq 1 30"), "{s}");
+        assert!(s.contains("+ 15 ))"), "{s}");
         assert!(s.contains("for a in 192.168.56.11 10.0.0.5;"), "{s}");
         crate::testutil::assert_sh_syntax(&s);
+    }
+
+    /// The wait reports what is missing, and the report is read back.
+    #[test]
+    fn wait_script_reports_the_missing_addresses() {
+        let ip: std::net::Ipv4Addr = "203.0.113.77".parse().unwrap();
+        let run = |ips: &[std::net::Ipv4Addr]| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(wait_script(ips, 0))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        let out = run(&[lo, ip]);
+        assert_eq!(parse_missing(&out), vec![ip], "{out}");
+        assert_eq!(run(&[lo]), "", "127.0.0.1 is on lo");
+        assert!(parse_missing("").is_empty());
     }
 
     /// The script runs: files land, a second run changes nothing.

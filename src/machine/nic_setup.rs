@@ -12,10 +12,15 @@ use super::project::MachineRecord;
 use super::ssh::{shell_quote, SshTarget};
 use super::{forward, guest_net};
 
-/// How long `up` waits for the extra NICs' addresses. A DHCP client under
-/// TCG, with its retry back-off, can need tens of seconds; the wait costs
-/// nothing once every address is there.
-const ADDRESS_WAIT_SECS: u32 = 60;
+/// How long `up` waits for the extra NICs' addresses before it applies the
+/// configuration of the NICs still without one again. A DHCP client whose
+/// first exchanges went unanswered (a host slowed to a crawl under TCG)
+/// waits 4, 8, 16, 32, then 64 s between tries: restarting it asks at once.
+/// The wait costs nothing once every address is there.
+const ADDRESS_WAIT_SECS: u32 = 40;
+
+/// How long `up` waits again after that second apply.
+const ADDRESS_RETRY_SECS: u32 = 60;
 
 /// After the first login: configures the extra NICs inside the guest and
 /// (re)starts the forwarded ports. Nothing to do under libvirt's test driver.
@@ -43,11 +48,20 @@ pub fn after_ready(
             machine: machine.into(),
         })?;
         let mut guest_nics = Vec::new();
-        for n in wanted {
+        // The static and reserved addresses the configured NICs must get,
+        // with the NIC (index in `guest_nics`) each belongs to.
+        let mut expected = Vec::new();
+        for (n, addr) in plan.nics.iter().zip(&record.networks) {
+            if !n.auto_config {
+                continue;
+            }
             let mac = n.interface.mac.to_ascii_lowercase();
             let Some((_, ifname)) = probe.interfaces.iter().find(|(m, _)| *m == mac) else {
                 return Err(missing_nic(env, plan, n, mac));
             };
+            if let Some(ip) = addr.ip {
+                expected.push((ip, guest_nics.len()));
+            }
             guest_nics.push(guest_net::GuestNic {
                 mac,
                 ifname: ifname.clone(),
@@ -69,20 +83,45 @@ pub fn after_ready(
                 out.lines().last().unwrap_or("").trim()
             ),
         );
-        // Static and reserved addresses the configured NICs must get.
-        let expected: Vec<std::net::Ipv4Addr> = plan
-            .nics
-            .iter()
-            .zip(&record.networks)
-            .filter(|(n, _)| n.auto_config)
-            .filter_map(|(_, a)| a.ip)
-            .collect();
         if !expected.is_empty() {
-            let wait = guest_net::wait_script(&expected, ADDRESS_WAIT_SECS);
-            if let Err(e) = run(machine, &target, "waiting for the addresses", &wait) {
+            let ips: Vec<_> = expected.iter().map(|(ip, _)| *ip).collect();
+            let mut missing = wait_for(machine, &target, &ips, ADDRESS_WAIT_SECS)?;
+            if !missing.is_empty() {
+                let again: Vec<guest_net::GuestNic> = expected
+                    .iter()
+                    .filter(|(ip, _)| missing.contains(ip))
+                    .map(|(_, i)| guest_nics[*i].clone())
+                    .collect();
+                env.out.step(
+                    name,
+                    format!(
+                        "extra NICs: no {} after {ADDRESS_WAIT_SECS} s: applying {} again",
+                        list(&missing),
+                        again
+                            .iter()
+                            .map(|n| n.ifname.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                let apply = guest_net::apply(system, &again);
+                run(
+                    machine,
+                    &target,
+                    "applying the configuration again",
+                    &format!("sudo -n sh -c {}", shell_quote(&apply)),
+                )?;
+                missing = wait_for(machine, &target, &missing, ADDRESS_RETRY_SECS)?;
+            }
+            if !missing.is_empty() {
                 env.out.warn(
                     name,
-                    format!("extra NICs: not every address came up in {ADDRESS_WAIT_SECS} s ({e})"),
+                    format!(
+                        "extra NICs: {} did not come up in {} s (the guest's DHCP client \
+                         got no lease; `kvmdrive ssh {machine} -- networkctl status` shows why)",
+                        list(&missing),
+                        ADDRESS_WAIT_SECS + ADDRESS_RETRY_SECS
+                    ),
                 );
             }
         }
@@ -136,6 +175,29 @@ fn missing_nic(env: &Env, plan: &MachinePlan, n: &nics::NicPlan, mac: String) ->
             network,
         }
     }
+}
+
+/// Waits up to `seconds` for `ips` in the guest; the ones still missing.
+fn wait_for(
+    machine: &str,
+    target: &SshTarget,
+    ips: &[std::net::Ipv4Addr],
+    seconds: u32,
+) -> Result<Vec<std::net::Ipv4Addr>, NetApplyError> {
+    let out = run(
+        machine,
+        target,
+        "waiting for the addresses",
+        &guest_net::wait_script(ips, seconds),
+    )?;
+    Ok(guest_net::parse_missing(&out))
+}
+
+fn list(ips: &[std::net::Ipv4Addr]) -> String {
+    ips.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs a script over SSH; its stdout, or an error naming `step`.

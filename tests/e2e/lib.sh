@@ -16,10 +16,11 @@ ensure_sandbox() {
 ok()   { PASSED=$((PASSED + 1)); echo "ok: $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL: $*"; }
 
-# check DESCRIPTION COMMAND...: passes when COMMAND exits 0.
+# check DESCRIPTION COMMAND...: passes when COMMAND exits 0; returns 1 after
+# a failure (so `check ... || evidence` can say more).
 check() {
     local what=$1; shift
-    if "$@"; then ok "$what"; else fail "$what"; fi
+    if "$@"; then ok "$what"; else fail "$what"; return 1; fi
 }
 
 # The bundled box (built once, cached by recipe hash).
