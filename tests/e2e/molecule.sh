@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# End to end for role testing, inside the sandbox, on the sample role
-# (tests/fixtures/sample-role) with the bundled box:
+# End to end for role testing, inside the sandbox, with the bundled box.
+# 1-3 run scenarios whose converge is one task (tests/fixtures/quick: what
+# is under test here is the driver and kvmdrive's steps, not Ansible's work
+# in the guest; the sample role's full run is in tests/e2e/long/):
 #   1. Molecule 26 + molecule-kvmdrive: `molecule test` on two platforms
 #      (create, converge, idempotence, verify; then `molecule list`,
 #      `molecule login`, and `molecule destroy`), nothing left behind;
-#   2. `kvmdrive test` on the same scenario without Molecule, then the
+#   2. `kvmdrive test` without Molecule on the same scenario, then the
 #      machine interface on its machines (create --json, inventory with plain
 #      ansible, a failing idempotence, destroy), nothing left behind;
-#   3. a scenario written for molecule-vagrant, driver renamed only.
+#   3. a scenario written for molecule-vagrant, driver renamed only (the
+#      sample role's molecule/vagrant/molecule.yml as it is, its playbooks
+#      ../default/*.yml resolving to the quick ones), full `molecule test`;
+#   4, 5. on the sample role: Vagrantfile lines (the role synced at
+#      /vagrant) and a two-node private-network scenario.
 # Molecule runs with PATH = the venv's bin + system dirs and no KVMDRIVE_BIN:
 # the plugin finds the kvmdrive its wheel installed into the venv.
 # The venv (tests/molecule-venv) must exist: scripts/setup makes it, and
@@ -39,10 +45,13 @@ work=$(mktemp -d /tmp/kvmdrive-molecule-e2e.XXXXXX)
 export KVMDRIVE_HOME=${KVMDRIVE_HOME:-$HOME/.local/share/kvmdrive} HOME="$work/home"
 mkdir -p "$HOME"
 cp -r "$REPO/tests/fixtures/sample-role" "$work/sample-role"
-role="$work/sample-role"
-trap 'cd "$role" && for s in default single vagrant raw-args multinode; do molecule destroy -s $s >/dev/null 2>&1; done;
-      "$KVMDRIVE" -C "$role/molecule/default" destroy >/dev/null 2>&1; rm -rf "$work"' EXIT
-cd "$role"
+cp -r "$REPO/tests/fixtures/quick" "$work/quick"
+cp -r "$work/sample-role/molecule/vagrant" "$work/quick/molecule/vagrant"
+role="$work/sample-role" quick="$work/quick"
+trap 'cd "$role" && for s in raw-args multinode; do molecule destroy -s $s >/dev/null 2>&1; done;
+      cd "$quick" && for s in default vagrant; do molecule destroy -s $s >/dev/null 2>&1; done;
+      "$KVMDRIVE" -C "$quick/molecule/default" destroy >/dev/null 2>&1; rm -rf "$work"' EXIT
+cd "$quick"
 
 now() { date +%s%N; }
 elapsed() { echo "$(( ($(now) - $1) / 1000000 )) ms"; }
@@ -86,7 +95,7 @@ check "instance_config.yml emptied or pruned" bash -c \
     "! find '$work/home' -name instance_config.yml -exec grep -l address {} + | grep -q ."
 
 # ---- 2. Without Molecule --------------------------------------------------------
-scen="$role/molecule/default"
+scen="$quick/molecule/default"
 t0=$(now)
 "$KVMDRIVE" -C "$scen" test --destroy never > "$work/kvmdrive-test.log" 2>&1
 rc=$?
@@ -121,9 +130,9 @@ rc=$?
 check "idempotence fails with status 1 when a task changes (rc $rc)" test "$rc" = 1
 check "idempotence names the task and host" grep -q "\[web\] => ansible.builtin.command" "$work/idem.log"
 check "destroy --state-dir alone finds the machines" "$KVMDRIVE" --state-dir "$state" destroy
-check "nothing left after destroy" nothing_left "$role"
+check "nothing left after destroy" nothing_left "$quick"
 check "the state dir is gone" test ! -e "$state"
-cd "$role"
+cd "$quick"
 
 # ---- 3. A molecule-vagrant scenario, driver renamed --------------------------------
 t0=$(now)
@@ -134,6 +143,8 @@ check "the molecule-vagrant scenario passes unchanged (rc $rc)" test "$rc" = 0
 [ "$rc" = 0 ] || tail -n 60 "$work/vagrant.log"
 check "its Vagrant-only keys are named in warnings" grep -q "provider_raw_config_args" "$work/vagrant.log"
 check "nothing left after molecule test -s vagrant" nothing_left "$work/home"
+
+cd "$role"
 
 # ---- 4. Vagrantfile lines: synced_folder: true, instance_raw_config_args --------------
 t0=$(now)

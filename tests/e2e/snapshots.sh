@@ -3,8 +3,8 @@
 # written in the guest, snapshot restore (the file is gone, SSH answers at
 # once, the clock is right: set by the guest agent); suspend/resume without a
 # reboot (same boot_id, the clock right again: set in the login);
-# `kvmdrive test --reuse` twice on the sample role, the second run without a
-# boot; destroy --purge leaves no snapshot, domain or volume. Timings are
+# `kvmdrive test --reuse` twice on a one-task scenario (tests/fixtures/quick:
+# the reuse is under test, not the role), the second run without a boot; destroy --purge leaves no snapshot, domain or volume. Timings are
 # printed for the report, not asserted.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -68,12 +68,12 @@ check "no snapshot left" bash -c "test -z \"\$('$KVMDRIVE' snapshot list)\""
 check "destroy" "$KVMDRIVE" destroy
 check "no domain left" bash -c "test -z \"\$(virsh list --all --name | grep -v '^$')\""
 
-# ---- reuse: `kvmdrive test --reuse` twice on the sample role -----------------
+# ---- reuse: `kvmdrive test --reuse` twice on the quick scenario --------------
 venv=${KVMDRIVE_VENV:-/var/tmp/kvmdrive-venv}
 [ -x "$venv/bin/ansible-playbook" ] || venv=$("$REPO/tests/molecule-venv")
 export PATH="$venv/bin:$PATH" KVMDRIVE_BOX="$box" ANSIBLE_FORCE_COLOR=0 NO_COLOR=1
-cp -r "$REPO/tests/fixtures/sample-role" "$proj/sample-role"
-scen="$proj/sample-role/molecule/single"
+cp -r "$REPO/tests/fixtures/quick" "$proj/quick"
+scen="$proj/quick/molecule/single"
 trap 'cd /; "$KVMDRIVE" -C "$proj" destroy >/dev/null 2>&1; "$KVMDRIVE" -C "$scen" destroy --purge >/dev/null 2>&1; rm -rf "$proj"' EXIT
 
 start=$(date +%s%N)

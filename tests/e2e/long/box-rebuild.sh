@@ -6,7 +6,7 @@
 # file and keeps working; overlays are qcow2 compat 1.1; `destroy` leaves
 # both base volumes in the pool.
 set -uo pipefail
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 ensure_sandbox "$@"
 
 box=$(bundled_box) || { echo "cannot build the bundled box"; exit 1; }
