@@ -5,7 +5,7 @@
 # host (kvmdrive ssh, plain ssh -F with ssh-config, the inventory), and
 # destroy leaves nothing on the host. The client's own libvirt stays empty.
 set -uo pipefail
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../lib.sh"
 ensure_sandbox "$@"
 
 box=$(bundled_box) || { echo "cannot build the bundled box"; exit 1; }
