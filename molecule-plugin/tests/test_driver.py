@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shlex
 
 from pathlib import Path
@@ -19,7 +20,7 @@ from molecule.api import drivers
 from molecule.constants import DEFAULT_CONFIG
 from molecule.model import schema_v3
 
-from molecule_kvmdrive.driver import BIN_ENV, DRIVER_NAME, KvmDrive
+from molecule_kvmdrive.driver import BIN_ENV, DRIVER_NAME, KEX_ALGORITHMS, KvmDrive
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,6 +156,7 @@ def test_connection_options_come_from_instance_config(tmp_path: Path) -> None:
     assert opts["ansible_private_key_file"] == INSTANCES[0]["identity_file"]
     assert opts["ansible_connection"] == "ssh"
     assert "StrictHostKeyChecking=no" in opts["ansible_ssh_common_args"]
+    assert f"-o KexAlgorithms={KEX_ALGORITHMS}" in opts["ansible_ssh_common_args"]
     assert opts["ansible_pipelining"] is True
     assert d.ansible_connection_options("db") == {}
     (tmp_path / "instance_config.yml").write_text("[]\n", encoding="utf-8")
@@ -244,3 +246,16 @@ def test_instances_behind_a_hypervisor_host_get_its_ssh_args(tmp_path: Path) -> 
     assert "StrictHostKeyChecking=no" in opts["ansible_ssh_common_args"]
     (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")
     assert "ProxyCommand" not in d.ansible_connection_options("web")["ansible_ssh_common_args"]
+
+
+def test_kex_list_matches_the_binarys() -> None:
+    """The plugin's key exchanges are kvmdrive's (src/machine/ssh.rs), when
+    the plugin is tested from the repository."""
+    rust = Path(__file__).resolve().parents[2] / "src" / "machine" / "ssh.rs"
+    if not rust.is_file():
+        pytest.skip("not in kvmdrive's repository")
+    text = rust.read_text(encoding="utf-8")
+    m = re.search(r'pub const KEX_ALGORITHMS: &str = "(.*?)";', text, re.S)
+    assert m, "KEX_ALGORITHMS in src/machine/ssh.rs"
+    assert m.group(1).replace("\\\n", "") == KEX_ALGORITHMS
+    assert "sntrup" not in KEX_ALGORITHMS and "mlkem" not in KEX_ALGORITHMS
