@@ -251,7 +251,7 @@ def test_instances_behind_a_hypervisor_host_get_its_ssh_args(tmp_path: Path) -> 
 def test_kex_list_matches_the_binarys() -> None:
     """The plugin's key exchanges are kvmdrive's (src/machine/ssh.rs), when
     the plugin is tested from the repository."""
-    rust = Path(__file__).resolve().parents[2] / "src" / "machine" / "ssh.rs"
+    rust = REPO / "src" / "machine" / "ssh.rs"
     if not rust.is_file():
         pytest.skip("not in kvmdrive's repository")
     text = rust.read_text(encoding="utf-8")
