@@ -27,5 +27,6 @@ pub mod provision;
 pub mod reuse;
 pub mod snapshot;
 pub mod ssh;
+pub mod stale_connections;
 pub mod suspend;
 pub mod sync;

@@ -240,6 +240,9 @@ fn classify(env: &Env, machines: &[Machine]) -> Result<(Vec<Machine>, Vec<String
             forget_parked(env.store, &domain)?;
             let started = Instant::now();
             env.hv.revert_snapshot(&domain, PRISTINE)?;
+            if let Some(record) = env.project.record(name)? {
+                super::snapshot::close_stale_connections(env, &record);
+            }
             env.out.step(
                 Some(name),
                 format!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::lifecycle::{self, Env, IfDown, LifecycleError, Run};
 use super::plan;
-use super::project::ProjectError;
+use super::project::{MachineRecord, ProjectError};
 use crate::project::config::{Config, Machine};
 use crate::virt::hypervisor::DomainState;
 use crate::virt::snapshot::{self, SnapshotInfo, SnapshotSpec};
@@ -273,6 +273,10 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
         return Err(missing());
     }
     env.out.trace(Some(machine), format!("reverted to {name}"));
+    let record = env.project.record(machine)?;
+    if let (true, Some(r)) = (info.has_memory(), &record) {
+        close_stale_connections(env, r);
+    }
     if !info.has_memory() {
         env.out.step(
             Some(machine),
@@ -287,7 +291,7 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     }
     env.out.trace(Some(machine), "running");
     let reverted = started.elapsed();
-    if let Some(record) = env.project.record(machine)? {
+    if let Some(record) = record {
         let deadline = started + Duration::from_secs(m.boot_timeout_s.into());
         super::guest_clock::correct(env, m, &record, deadline, agent_was_connected).map_err(
             |message| SnapshotError::NotReady {
@@ -310,6 +314,31 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
         ),
     );
     Ok(took)
+}
+
+/// After a revert with memory: the host's connections to the machine, now
+/// out of step with the guest, are closed (see [`super::stale_connections`]).
+/// Never fatal; connections that stay open are a warning.
+pub(crate) fn close_stale_connections(env: &Env, record: &MachineRecord) {
+    use super::stale_connections::{close, Outcome};
+    if env.hv.is_test_driver() {
+        return; // its addresses are made up
+    }
+    match close(record) {
+        Outcome::Closed(0) => {}
+        Outcome::Closed(n) => env.out.trace(
+            Some(&record.name),
+            format!("closed {n} host connection(s) to it that the revert left out of step"),
+        ),
+        Outcome::Left(0, why) => env.out.detail(Some(&record.name), why),
+        Outcome::Left(n, why) => env.out.warn(
+            Some(&record.name),
+            format!(
+                "{n} connection(s) from this host to it were opened before the snapshot and could not be closed ({why}): \
+                 an SSH ControlMaster among them hangs its next session; end it with `ssh -O exit` (or run kvmdrive as root)"
+            ),
+        ),
+    }
 }
 
 /// `snapshot restore NAME [MACHINE...]`: on every host, or on none when a

@@ -92,6 +92,17 @@ impl Jump {
         words.join(" ")
     }
 
+    /// `ssh` running the shell command line `remote` on the host itself.
+    pub fn command(&self, remote: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.options())
+            .args(["-o", "BatchMode=yes"])
+            .arg(self.destination())
+            .arg("--")
+            .arg(remote);
+        cmd
+    }
+
     /// `-o ProxyCommand=...` as two arguments of `ssh`.
     pub fn ssh_args(&self) -> [String; 2] {
         [
@@ -198,6 +209,18 @@ mod tests {
         // tls: the URI's port is libvirt's, not SSH's.
         let tls = Jump::from_uri("qemu://hv:16514/system").unwrap();
         assert_eq!(tls.proxy_command(), "ssh -o ConnectTimeout=10 -W %h:%p hv");
+    }
+
+    #[test]
+    fn a_command_on_the_host_logs_in_as_libvirt_does() {
+        let j = Jump::from_uri("qemu+ssh://root@hv:2222/system?keyfile=/k/id").unwrap();
+        let cmd = j.command("ss -K");
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(cmd.get_program(), "ssh");
+        assert_eq!(
+            args.join(" "),
+            "-o ConnectTimeout=10 -p 2222 -i /k/id -o BatchMode=yes root@hv -- ss -K"
+        );
     }
 
     #[test]
