@@ -94,7 +94,7 @@ pub enum Command {
     Host(crate::host::cli::HostCommand),
 
     // ---- Ansible role testing: the Molecule-like lifecycle ----
-    /// Create and start every machine; prints one record per instance (with --json: instance, address, user, port, identity_file).
+    /// Create and start every machine; prints one record per instance (with --json: instance, address, user, port, identity_file, python).
     Create(CreateArgs),
     /// Create the machines if needed, then run a playbook against them (default converge.yml).
     Converge(PlaybookArgs),

@@ -38,6 +38,7 @@ pub fn machine_record() -> crate::machine::project::MachineRecord {
         jump: None,
         box_dir: None,
         host: None,
+        python: None,
     }
 }
 

@@ -175,6 +175,15 @@ def test_extra_networks_become_a_host_var(tmp_path: Path) -> None:
     assert "kvmdrive_networks" not in d.ansible_connection_options("web")
 
 
+def test_the_guests_python_is_set_without_discovery(tmp_path: Path) -> None:
+    d = make_driver(tmp_path)
+    instances = [dict(INSTANCES[0], python="/usr/bin/python3")]
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(instances), encoding="utf-8")
+    assert d.ansible_connection_options("web")["ansible_python_interpreter"] == "/usr/bin/python3"
+    (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")
+    assert "ansible_python_interpreter" not in d.ansible_connection_options("web"), "unknown: discovery"
+
+
 def test_login_command(tmp_path: Path) -> None:
     d = make_driver(tmp_path, ssh_options=["-o UserKnownHostsFile=/dev/null", "-o LogLevel=ERROR"])
     (tmp_path / "instance_config.yml").write_text(yaml.safe_dump(INSTANCES), encoding="utf-8")

@@ -77,6 +77,12 @@ pub struct MachineRecord {
     /// records written before kvmdrive recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The guest's Python for Ansible (`/usr/bin/python3` when the first
+    /// login of `up` found it): the inventory sets it, so no playbook run
+    /// pays Ansible's interpreter discovery (two SSH commands). `None`
+    /// (no such file, or a record written before): discovery as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +358,7 @@ mod tests {
             jump: None,
             box_dir: None,
             host: None,
+            python: Some("/usr/bin/python3".into()),
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

@@ -188,6 +188,23 @@ pub fn wait_for_banner(
 /// can be skipped.
 pub const KEY_FILE_IN_USE: &str = "kvmdrive: authorized_keys in use";
 
+/// The line [`key_replacement_script`] prints, followed by the path, when
+/// the guest has the Python Ansible should use.
+const PYTHON_LINE: &str = "kvmdrive-python ";
+
+/// `/usr/bin/python3` only, not whatever `python3` is first on the login's
+/// PATH: it is what Ansible's discovery picks on the distributions that have
+/// it, and the Python their packages' bindings (apt, dnf, selinux) are for.
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The guest's Python as the output of [`key_replacement_script`] names it.
+pub fn python_in(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(PYTHON_LINE))
+        .map(str::to_owned)
+}
+
 /// Whether the output of [`key_replacement_script`] says the replaced file
 /// was the one sshd let us in with.
 pub fn key_file_in_use(stdout: &str) -> bool {
@@ -205,7 +222,8 @@ fn key_blob(public_line: &str) -> Option<&str> {
 /// name in the kernel and /etc/hostname, and `127.0.1.1 FQDN SHORT` in
 /// /etc/hosts so `hostname -f` answers the FQDN, with one `sudo`. It prints
 /// [`KEY_FILE_IN_USE`] when the file it replaced held the own key or one of
-/// `login_keys` (the public keys we may have logged in with).
+/// `login_keys` (the public keys we may have logged in with), and the guest's
+/// Python for Ansible when it has one (read back by [`python_in`]).
 pub fn key_replacement_script(
     public_line: &str,
     login_keys: &[&str],
@@ -225,6 +243,10 @@ pub fn key_replacement_script(
         key = q(public_line),
         marker = q(KEY_FILE_IN_USE),
     );
+    script.push_str(&format!(
+        "; if [ -x {PYTHON} ]; then echo {}; fi",
+        q(&format!("{PYTHON_LINE}{PYTHON}"))
+    ));
     if let Some(h) = hostname {
         let line = if h.fqdn() == h.short() {
             format!("127.0.1.1\t{}", h.short())
@@ -339,7 +361,10 @@ mod tests {
         );
         let kept = key_replacement_script("k", &[], None);
         assert!(!kept.contains("hostname"), "{kept}");
-        assert!(kept.ends_with("~/.ssh/authorized_keys"), "{kept}");
+        assert!(
+            kept.contains("mv ~/.ssh/authorized_keys.kvmdrive ~/.ssh/authorized_keys;"),
+            "{kept}"
+        );
     }
 
     /// Runs the script with HOME in a temporary directory and `hostname` and
@@ -414,6 +439,22 @@ mod tests {
         assert_eq!(keys, format!("{own}\n"));
         let (out, _, _) = run_script(&s, Some("ssh-ed25519 SOMEONE else\n"));
         assert!(!key_file_in_use(&out), "{out}");
+
+        // The Python for Ansible: named exactly when the system's python3 is
+        // there (this host stands in for the guest).
+        let expected = Path::new("/usr/bin/python3")
+            .exists()
+            .then(|| "/usr/bin/python3".to_owned());
+        assert_eq!(python_in(&out), expected, "{out}");
+    }
+
+    #[test]
+    fn the_python_line_is_read_back() {
+        assert_eq!(
+            python_in("kvmdrive: authorized_keys in use\nkvmdrive-python /usr/bin/python3\n"),
+            Some("/usr/bin/python3".into())
+        );
+        assert_eq!(python_in("kvmdrive: authorized_keys in use\n"), None);
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub struct InstanceRecord {
     /// The libvirt URI of the instance's host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The guest's Python (see `MachineRecord::python`): the plugin sets
+    /// `ansible_python_interpreter` to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<String>,
 }
 
 impl Scenario {
@@ -375,6 +379,7 @@ impl Scenario {
             networks: r.networks.clone(),
             ssh_args: crate::roletest::ansible::jump_args(r),
             host: r.host.clone(),
+            python: r.python.clone(),
         }
     }
 

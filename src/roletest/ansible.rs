@@ -73,6 +73,10 @@ pub fn host_vars(r: &MachineRecord) -> Map<String, Value> {
     // One SSH round trip per task (no temp file put/chmod/rm), also for
     // users who run ansible-playbook with `kvmdrive inventory` themselves.
     m.insert("ansible_pipelining".into(), json!(true));
+    if let Some(python) = &r.python {
+        // No interpreter discovery (two SSH commands per host and run).
+        m.insert("ansible_python_interpreter".into(), json!(python));
+    }
     if !r.networks.is_empty() {
         // Extra NICs: [{name, mac, ip, prefix}]; ansible_host stays the management address.
         m.insert("kvmdrive_networks".into(), json!(r.networks));
@@ -312,6 +316,7 @@ mod tests {
             jump: None,
             box_dir: None,
             host: None,
+            python: None,
         }
     }
 
@@ -320,7 +325,10 @@ mod tests {
         let hosts = vec![
             InventoryHost {
                 name: "web".into(),
-                record: record("web", "192.168.121.10"),
+                record: MachineRecord {
+                    python: Some("/usr/bin/python3".into()),
+                    ..record("web", "192.168.121.10")
+                },
                 groups: vec!["app".into()],
                 children: vec!["frontend".into()],
             },
@@ -346,7 +354,13 @@ mod tests {
             .unwrap()
             .contains("StrictHostKeyChecking=no"));
         assert_eq!(web["ansible_pipelining"].as_bool(), Some(true));
+        assert_eq!(
+            web["ansible_python_interpreter"].as_str(),
+            Some("/usr/bin/python3")
+        );
         assert!(v["all"]["hosts"]["db"].is_mapping());
+        // A record without a known Python leaves it to Ansible's discovery.
+        assert!(v["all"]["hosts"]["db"]["ansible_python_interpreter"].is_null());
         let app = &v["all"]["children"]["app"];
         assert!(app["hosts"].as_mapping().unwrap().contains_key("web"));
         assert!(app["children"]["frontend"]["hosts"]

@@ -119,8 +119,9 @@ r = json.loads(sys.argv[1])
 assert [x["instance"] for x in r] == ["web", "db"], r
 for x in r:
     # ssh_args appears only for machines behind a hypervisor host (hosts:).
-    assert sorted(x) == ["address", "host", "identity_file", "instance", "port", "user"], x
+    assert sorted(x) == ["address", "host", "identity_file", "instance", "port", "python", "user"], x
     assert x["host"] == "qemu:///system", x
+    assert x["python"] == "/usr/bin/python3", x  # found at up: no interpreter discovery
     assert x["user"] == "vagrant" and x["port"] == 22 and os.path.isfile(x["identity_file"]), x
 PY
 [ $? = 0 ] || { echo "$json"; cat "$work/create.err"; }
@@ -129,6 +130,8 @@ cd "$work"
 out=$(ansible -i "$work/inventory.yml" app -m ansible.builtin.command -a hostname 2>&1)
 check "kvmdrive inventory (state dir only) works with plain ansible, group app" grep -qx "web" <<<"$out"
 [ $? = 0 ] || echo "$out"
+check "the inventory names the guests' Python (no discovery)" \
+    grep -q "ansible_python_interpreter: /usr/bin/python3" "$work/inventory.yml"
 printf -- '- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: "true"\n' > "$work/changes.yml"
 "$KVMDRIVE" --state-dir "$state" idempotence "$work/changes.yml" > "$work/idem.log" 2>&1
 rc=$?

@@ -106,6 +106,10 @@ class KvmDrive(Driver):
         if conf.get("ssh_args"):
             # Remote libvirt / several hosts: through the instance's host.
             options["ansible_ssh_common_args"] += " " + conf["ssh_args"]
+        if conf.get("python"):
+            # The guest's /usr/bin/python3, found by kvmdrive at `up`: no
+            # interpreter discovery (two SSH commands per host and playbook).
+            options["ansible_python_interpreter"] = conf["python"]
         if conf.get("networks"):
             # Extra NICs (private/public networks): [{name, mac, ip, prefix}].
             options["kvmdrive_networks"] = conf["networks"]

@@ -42,7 +42,7 @@ pub(super) fn wait_ready(
     let name = plan.machine.name.0.as_str();
     let dir = env.project.machine_dir(name);
     let key = keys::machine_key(&dir).map_err(failure)?;
-    let record = MachineRecord {
+    let mut record = MachineRecord {
         name: name.to_owned(),
         domain: plan.domain.clone(),
         address: ip.to_string(),
@@ -55,6 +55,7 @@ pub(super) fn wait_ready(
         jump: crate::remote::Jump::from_uri(env.hv.uri()),
         box_dir: None,
         host: Some(env.hv.uri().to_owned()),
+        python: None,
     };
     if env.hv.is_test_driver() {
         // libvirt's test driver runs no guest: there is nothing to log in to.
@@ -139,6 +140,7 @@ pub(super) fn wait_ready(
         r => r?,
     };
     crate::fault::point("up.key-replaced");
+    record.python = ssh::python_in(&stdout);
     env.out
         .trace(Some(name), "first login done (own key installed)");
     if !ssh::key_file_in_use(&stdout) {
