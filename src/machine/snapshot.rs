@@ -324,6 +324,8 @@ pub(crate) fn close_stale_connections(env: &Env, record: &MachineRecord) {
     if env.hv.is_test_driver() {
         return; // its addresses are made up
     }
+    // kvmdrive ssh's own shared connection, also where `ss -K` may not.
+    super::ssh::end_mux(record);
     match close(record) {
         Outcome::Closed(0) => {}
         Outcome::Closed(n) => env.out.trace(

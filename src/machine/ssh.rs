@@ -36,6 +36,62 @@ curve25519-sha256,curve25519-sha256@libssh.org,\
 diffie-hellman-group-exchange-sha256,diffie-hellman-group16-sha512,\
 diffie-hellman-group18-sha512,diffie-hellman-group14-sha256";
 
+/// How long `kvmdrive ssh`'s shared connection stays open after its last
+/// session (see [`mux_options`]).
+const MUX_PERSIST: &str = "60s";
+
+/// The directory of this user's shared-connection sockets: `/tmp/kvmdrive-UID`
+/// (short: a socket path has about 100 bytes), made 0700. `None` when it
+/// cannot be made, or is not this user's alone (then nothing is shared).
+pub fn mux_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let uid = nix::unistd::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("kvmdrive-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = std::fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0).then_some(dir)
+}
+
+/// `ssh` options that share one connection per machine between the sessions
+/// of `kvmdrive ssh` (ControlMaster): the first session's connection stays
+/// open for [`MUX_PERSIST`] after the last one, so the next `kvmdrive ssh --
+/// CMD` skips the key exchange and the login (about 0.5 s under TCG). The
+/// socket is named by the domain and by OpenSSH's `%C` (address, port, user),
+/// so a machine made again, or elsewhere, gets a connection of its own. A
+/// revert closes it (see [`super::stale_connections`]).
+pub fn mux_options(domain: &str) -> Option<Vec<String>> {
+    let dir = mux_dir()?;
+    let path = dir.join(format!(
+        "{}-%C",
+        super::project::short_hash(domain.as_bytes())
+    ));
+    Some(
+        [
+            "ControlMaster=auto".to_owned(),
+            format!("ControlPath={}", path.display()),
+            format!("ControlPersist={MUX_PERSIST}"),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_owned(), o])
+        .collect(),
+    )
+}
+
+/// Asks the shared connection of `kvmdrive ssh` to `record`'s machine, if
+/// there is one, to end (`ssh -O exit`); quiet when there is none.
+pub fn end_mux(record: &MachineRecord) {
+    if let Some(opts) = mux_options(&record.domain) {
+        let _ = SshTarget::from_record(record)
+            .command()
+            .args(opts)
+            .args(["-O", "exit"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Where and as whom to log in.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
@@ -446,6 +502,29 @@ mod tests {
             .exists()
             .then(|| "/usr/bin/python3".to_owned());
         assert_eq!(python_in(&out), expected, "{out}");
+    }
+
+    #[test]
+    fn kvmdrive_ssh_shares_a_connection_through_a_private_short_socket() {
+        use std::os::unix::fs::PermissionsExt;
+        let opts = mux_options("proj-abc123-web").expect("a socket directory");
+        assert_eq!(opts[0..2], ["-o", "ControlMaster=auto"]);
+        assert_eq!(opts[4..6], ["-o", "ControlPersist=60s"]);
+        let path = opts[3].strip_prefix("ControlPath=").unwrap();
+        assert!(path.ends_with("-%C"), "{path}");
+        // %C becomes 40 hex digits and ssh binds a temporary name 17 bytes
+        // longer; a socket path has 108 bytes (104 on some systems).
+        assert!(path.len() - 2 + 40 + 17 < 104, "{path}");
+        let dir = Path::new(path).parent().unwrap();
+        assert_eq!(
+            std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_ne!(
+            mux_options("proj-abc123-db").unwrap()[3],
+            opts[3],
+            "one connection per machine"
+        );
     }
 
     #[test]

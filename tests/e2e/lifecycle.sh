@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end with the bundled box, inside the sandbox: two machines up in
-# parallel, ssh to both, plain `ssh -F` with ssh-config output, halt, up
+# parallel, ssh to both (one shared connection each, ended by destroy), plain `ssh -F` with ssh-config output, halt, up
 # again, destroy, and nothing of kvmdrive left in libvirt or the project.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -19,6 +19,8 @@ machines:
   - name: db
 YML
 
+mux=${TMPDIR:-/tmp}/kvmdrive-$(id -u)   # kvmdrive ssh's shared connections
+touch since-start
 start=$(date +%s%N)
 check "up brings two machines up in parallel" "$KVMDRIVE" up
 echo "up took $(( ($(date +%s%N) - start) / 1000000 )) ms"
@@ -26,6 +28,16 @@ echo "up took $(( ($(date +%s%N) - start) / 1000000 )) ms"
 for m in web db; do
     out=$("$KVMDRIVE" ssh "$m" -- uname -a 2>&1)
     check "ssh $m -- uname -a runs in the guest ($out)" grep -q "^Linux $m " <<<"$out"
+done
+
+# One shared connection per machine (ControlMaster, 60 s): the next
+# `kvmdrive ssh` skips the key exchange and the login.
+ours() { find "$mux" -maxdepth 1 -type s -newer since-start 2>/dev/null | wc -l; }
+check "kvmdrive ssh keeps a shared connection per machine ($(ours))" test "$(ours)" = 2
+for i in 1 2 3; do
+    start=$(date +%s%N)
+    "$KVMDRIVE" ssh web -- true
+    echo "timing: kvmdrive ssh web -- true (shared connection) $(( ($(date +%s%N) - start) / 1000000 )) ms"
 done
 
 "$KVMDRIVE" ssh-config > ssh_config
@@ -56,6 +68,7 @@ out=$("$KVMDRIVE" ssh db -- cat /etc/hostname 2>&1)
 check "db answers with its own key after the restart ($out)" test "$out" = db
 
 check "destroy removes both" "$KVMDRIVE" destroy
+check "destroy ended the shared connections" test "$(ours)" = 0
 check "no kvmdrive domain left" bash -c "test -z \"\$(virsh list --all --name | grep -v '^$')\""
 check "no kvmdrive network left" bash -c "! virsh net-list --all --name | grep -q kvmdrive-"
 check "only the box's base volume is left in the pool" \

@@ -73,6 +73,10 @@ pub(super) fn destroy_on_host(
 fn destroy_one(env: &Env, machine: &str, reservations_of: Option<&str>) -> Result<(), Failure> {
     let domain = plan::domain_name(env.project, machine);
     let existed = env.hv.domain_state(&domain)?.is_some();
+    if let (false, Ok(Some(r))) = (env.hv.is_test_driver(), env.project.record(machine)) {
+        // Else `kvmdrive ssh`'s shared connection outlives the guest.
+        crate::machine::ssh::end_mux(&r);
+    }
     env.hv.remove_domain(&domain)?;
     crate::fault::point("destroy.domain");
     env.hv

@@ -44,9 +44,12 @@ fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
     crate::machine::forward::stop(&env.project.machine_dir(&m.name.0));
     env.out.step(name, "shutting down");
     let asked = match env.project.record(&m.name.0)? {
-        Some(r) if !env.hv.is_test_driver() => SshTarget::from_record(&r)
-            .run("sudo -n systemctl poweroff || sudo -n poweroff", 5)
-            .is_ok(),
+        Some(r) if !env.hv.is_test_driver() => {
+            crate::machine::ssh::end_mux(&r);
+            SshTarget::from_record(&r)
+                .run("sudo -n systemctl poweroff || sudo -n poweroff", 5)
+                .is_ok()
+        }
         _ => false,
     };
     if !asked {
