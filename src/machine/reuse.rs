@@ -241,7 +241,7 @@ fn classify(env: &Env, machines: &[Machine]) -> Result<(Vec<Machine>, Vec<String
             let started = Instant::now();
             env.hv.revert_snapshot(&domain, PRISTINE)?;
             if let Some(record) = env.project.record(name)? {
-                super::snapshot::close_stale_connections(env, &record);
+                super::stale_connections::after_revert(env, &record);
             }
             env.out.step(
                 Some(name),

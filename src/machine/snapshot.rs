@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::lifecycle::{self, Env, IfDown, LifecycleError, Run};
 use super::plan;
-use super::project::{MachineRecord, ProjectError};
+use super::project::ProjectError;
 use crate::project::config::{Config, Machine};
 use crate::virt::hypervisor::DomainState;
 use crate::virt::snapshot::{self, SnapshotInfo, SnapshotSpec};
@@ -273,10 +273,6 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
         return Err(missing());
     }
     env.out.trace(Some(machine), format!("reverted to {name}"));
-    let record = env.project.record(machine)?;
-    if let (true, Some(r)) = (info.has_memory(), &record) {
-        close_stale_connections(env, r);
-    }
     if !info.has_memory() {
         env.out.step(
             Some(machine),
@@ -285,6 +281,10 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
             ),
         );
         return Ok(started.elapsed());
+    }
+    let record = env.project.record(machine)?;
+    if let Some(r) = &record {
+        super::stale_connections::after_revert(env, r);
     }
     if info.state == "paused" {
         env.hv.resume_domain(&domain)?;
@@ -314,33 +314,6 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
         ),
     );
     Ok(took)
-}
-
-/// After a revert with memory: the host's connections to the machine, now
-/// out of step with the guest, are closed (see [`super::stale_connections`]).
-/// Never fatal; connections that stay open are a warning.
-pub(crate) fn close_stale_connections(env: &Env, record: &MachineRecord) {
-    use super::stale_connections::{close, Outcome};
-    if env.hv.is_test_driver() {
-        return; // its addresses are made up
-    }
-    // kvmdrive ssh's own shared connection, also where `ss -K` may not.
-    super::ssh::end_mux(record);
-    match close(record) {
-        Outcome::Closed(0) => {}
-        Outcome::Closed(n) => env.out.trace(
-            Some(&record.name),
-            format!("closed {n} host connection(s) to it that the revert left out of step"),
-        ),
-        Outcome::Left(0, why) => env.out.detail(Some(&record.name), why),
-        Outcome::Left(n, why) => env.out.warn(
-            Some(&record.name),
-            format!(
-                "{n} connection(s) from this host to it were opened before the snapshot and could not be closed ({why}): \
-                 an SSH ControlMaster among them hangs its next session; end it with `ssh -O exit` (or run kvmdrive as root)"
-            ),
-        ),
-    }
 }
 
 /// `snapshot restore NAME [MACHINE...]`: on every host, or on none when a

@@ -15,11 +15,39 @@
 
 use std::process::Command;
 
+use super::lifecycle::Env;
 use super::project::MachineRecord;
+use crate::remote::Jump;
+
+/// After a revert with memory: `kvmdrive ssh`'s own shared connection is
+/// ended and the host's other connections to the machine are closed. Never
+/// fatal; connections that stay open are a warning.
+pub fn after_revert(env: &Env, record: &MachineRecord) {
+    if env.hv.is_test_driver() {
+        return; // its addresses are made up
+    }
+    // Also where `ss -K` may not close it (no CAP_NET_ADMIN).
+    super::ssh::end_mux(record);
+    match close(record) {
+        Outcome::Closed(0) => {}
+        Outcome::Closed(n) => env.out.trace(
+            Some(&record.name),
+            format!("closed {n} host connection(s) to it that the revert left out of step"),
+        ),
+        Outcome::Left(0, why) => env.out.detail(Some(&record.name), why),
+        Outcome::Left(n, why) => env.out.warn(
+            Some(&record.name),
+            format!(
+                "{n} connection(s) from this host to it were opened before the snapshot and could not be closed ({why}): \
+                 an SSH ControlMaster among them hangs its next session; end it with `ssh -O exit` (or run kvmdrive as root)"
+            ),
+        ),
+    }
+}
 
 /// `ss` arguments that list (`kill`: close) the TCP connections to `addrs`
 /// (and, in tests, only to one port), one line per connection.
-pub fn ss_args(kill: bool, addrs: &[&str], port: Option<u16>) -> Vec<String> {
+fn ss_args(kill: bool, addrs: &[&str], port: Option<u16>) -> Vec<String> {
     let mut args: Vec<String> = ["-t", "-n", "-H", "("]
         .iter()
         .map(|s| s.to_string())
@@ -54,15 +82,24 @@ fn addresses(record: &MachineRecord) -> Vec<String> {
         .collect()
 }
 
-/// Closes the host's TCP connections to `addrs` (only to `port` when given)
-/// by running `ss` here; returns how many it closed.
-pub fn close_local(addrs: &[&str], port: Option<u16>) -> Result<usize, String> {
-    run(Command::new("ss").args(ss_args(true, addrs, port)))
+/// Runs `ss` with `args` here, or on the hypervisor host through `jump`;
+/// returns how many connections it listed (or closed).
+fn ss(jump: Option<&Jump>, args: Vec<String>) -> Result<usize, String> {
+    match jump {
+        None => run(Command::new("ss").args(args)),
+        Some(jump) => {
+            let words: Vec<String> = std::iter::once("ss".to_owned())
+                .chain(args)
+                .map(|w| super::ssh::shell_quote(&w))
+                .collect();
+            run(&mut jump.command(&words.join(" ")))
+        }
+    }
 }
 
 /// What became of the host's connections to a machine after a revert.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+enum Outcome {
     /// This many were closed (0: there were none).
     Closed(usize),
     /// This many are open and could not be closed, and why.
@@ -72,25 +109,13 @@ pub enum Outcome {
 /// Closes the hypervisor host's connections to the machine after a revert
 /// (through its jump host when the hypervisor is remote). When they cannot
 /// be closed (no CAP_NET_ADMIN, a kernel without SOCK_DESTROY), counts them.
-pub fn close(record: &MachineRecord) -> Outcome {
+fn close(record: &MachineRecord) -> Outcome {
     let owned = addresses(record);
     let addrs: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let ss = |kill: bool| -> Result<usize, String> {
-        let args = ss_args(kill, &addrs, None);
-        match &record.jump {
-            None => run(Command::new("ss").args(args)),
-            Some(jump) => {
-                let words: Vec<String> = std::iter::once("ss".to_owned())
-                    .chain(args)
-                    .map(|w| super::ssh::shell_quote(&w))
-                    .collect();
-                run(&mut jump.command(&words.join(" ")))
-            }
-        }
-    };
-    match ss(true) {
+    let jump = record.jump.as_ref();
+    match ss(jump, ss_args(true, &addrs, None)) {
         Ok(n) => Outcome::Closed(n),
-        Err(why) => match ss(false) {
+        Err(why) => match ss(jump, ss_args(false, &addrs, None)) {
             Ok(0) => Outcome::Closed(0),
             Ok(n) => Outcome::Left(n, why),
             Err(_) => Outcome::Left(0, why),
@@ -151,7 +176,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_server, _) = listener.accept().unwrap();
-        match close_local(&["127.0.0.1"], Some(port)) {
+        match ss(None, ss_args(true, &["127.0.0.1"], Some(port))) {
             Ok(n) => {
                 assert_eq!(n, 1);
                 let mut buf = [0u8; 1];
