@@ -91,6 +91,12 @@ mod tests {
         assert!(live.exists(), "a copy in progress stays");
         assert!(other.exists(), "base volumes stay");
         drop(held);
+        // A process that another test forks holds a copy of the descriptor,
+        // and so the lock, until its exec closes it: let that moment pass.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while File::open(&live).unwrap().try_lock().is_err() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(remove_stale(tmp.path()), 1);
         assert!(!live.exists());
     }
