@@ -203,8 +203,9 @@ pub fn gc_list(out: &Reporter) {
 /// `kvmdrive ssh`: becomes the ssh client (returns only when that failed).
 pub fn ssh(sc: &Scenario, a: SshArgs) -> Result<(), Error> {
     let record = running_record(&sc.project, &sc.config, a.name.as_deref())?;
-    let mut cmd = ssh::SshTarget::from_record(&record).command();
-    cmd.args(ssh::mux_options(&record.domain).unwrap_or_default());
+    let mut cmd = ssh::SshTarget::from_record(&record)
+        .shared(&record.domain)
+        .command();
     if a.command.is_empty() {
         cmd.arg("-t");
     } else {

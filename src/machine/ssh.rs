@@ -80,10 +80,10 @@ pub fn mux_options(domain: &str) -> Option<Vec<String>> {
 /// Asks the shared connection of `kvmdrive ssh` to `record`'s machine, if
 /// there is one, to end (`ssh -O exit`); quiet when there is none.
 pub fn end_mux(record: &MachineRecord) {
-    if let Some(opts) = mux_options(&record.domain) {
-        let _ = SshTarget::from_record(record)
+    let target = SshTarget::from_record(record).shared(&record.domain);
+    if !target.shared.is_empty() {
+        let _ = target
             .command()
-            .args(opts)
             .args(["-O", "exit"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -101,6 +101,8 @@ pub struct SshTarget {
     pub identities: Vec<PathBuf>,
     /// Through the (remote) hypervisor host.
     pub jump: Option<crate::remote::Jump>,
+    /// Options of a shared connection ([`mux_options`]); empty: none.
+    pub shared: Vec<String>,
 }
 
 impl SshTarget {
@@ -111,7 +113,16 @@ impl SshTarget {
             user: r.user.clone(),
             identities: vec![r.identity_file.clone()],
             jump: r.jump.clone(),
+            shared: Vec::new(),
         }
+    }
+
+    /// The same target through `kvmdrive ssh`'s shared connection to
+    /// `domain` ([`mux_options`]): a session uses it when it is open, and
+    /// opens it (kept [`MUX_PERSIST`]) when it is not.
+    pub fn shared(mut self, domain: &str) -> SshTarget {
+        self.shared = mux_options(domain).unwrap_or_default();
+        self
     }
 
     /// `ssh` with every option set; append `--` and a remote command.
@@ -124,6 +135,7 @@ impl SshTarget {
             cmd.arg("-i").arg(id);
         }
         cmd.args(self.jump.iter().flat_map(|j| j.ssh_args()));
+        cmd.args(&self.shared);
         cmd.arg("-p")
             .arg(self.port.to_string())
             .arg(format!("{}@{}", self.user, self.host));

@@ -118,6 +118,7 @@ pub(super) fn wait_ready(
         user: SSH_USER.into(),
         identities,
         jump: record.jump.clone(),
+        shared: Vec::new(),
     };
     let script = ssh::key_replacement_script(
         &key.public_line,
