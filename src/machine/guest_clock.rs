@@ -117,10 +117,11 @@ fn exchange(mut cmd: std::process::Command) -> std::io::Result<Output> {
 /// revert also translates sshd's code again).
 ///
 /// `agent_was_connected` (`Hypervisor::guest_agent_is_connected` before the
-/// revert): libvirt sees the agent's channel close and open again while the
-/// memory is loaded, so a call right after the revert may find it "not
-/// connected"; an agent that was there is then waited for up to
-/// [`AGENT_RECONNECT`].
+/// revert): after libvirt's revert (a new QEMU process) libvirt sees the
+/// agent's channel close and open again while the memory is loaded, so a
+/// call right after it may find it "not connected"; an agent that was there
+/// is then waited for up to [`AGENT_RECONNECT`]. (A revert in place keeps
+/// the channel.)
 pub fn correct(
     env: &Env,
     machine: &Machine,

@@ -239,7 +239,12 @@ fn classify(env: &Env, machines: &[Machine]) -> Result<(Vec<Machine>, Vec<String
             )?;
             forget_parked(env.store, &domain)?;
             let started = Instant::now();
-            env.hv.revert_snapshot(&domain, PRISTINE)?;
+            if env.hv.revert_snapshot(&domain, PRISTINE)?.is_none() {
+                return Err(SnapshotError::Missing {
+                    machine: name.to_owned(),
+                    name: PRISTINE.to_owned(),
+                });
+            }
             if let Some(record) = env.project.record(name)? {
                 super::stale_connections::after_revert(env, &record);
             }

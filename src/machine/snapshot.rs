@@ -13,7 +13,7 @@ use super::plan;
 use super::project::ProjectError;
 use crate::project::config::{Config, Machine};
 use crate::virt::hypervisor::DomainState;
-use crate::virt::snapshot::{self, SnapshotInfo, SnapshotSpec};
+use crate::virt::snapshot::{self, Reverted, SnapshotInfo, SnapshotSpec};
 use crate::virt::VirtError;
 
 /// Prefix of the snapshots kvmdrive takes itself (`reuse`).
@@ -269,10 +269,16 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     super::forward::stop(&env.project.machine_dir(machine));
     let agent_was_connected = m.hardware.guest_agent && env.hv.guest_agent_is_connected(&domain);
     let started = Instant::now();
-    if !env.hv.revert_snapshot(&domain, name)? {
-        return Err(missing());
+    match env.hv.revert_snapshot(&domain, name)? {
+        None => return Err(missing()),
+        Some(Reverted::InPlace) => env
+            .out
+            .trace(Some(machine), format!("reverted to {name} (in place)")),
+        Some(Reverted::ByLibvirt(why)) => env.out.trace(
+            Some(machine),
+            format!("reverted to {name} by libvirt (a new QEMU process: {why})"),
+        ),
     }
-    env.out.trace(Some(machine), format!("reverted to {name}"));
     if !info.has_memory() {
         env.out.step(
             Some(machine),

