@@ -6,7 +6,9 @@
 # free memory is equal within noise, and placement counts what it already
 # placed), `ssh` to each, plain `ssh -F` with `ssh-config`, `converge` with
 # the inventory, `snapshot save` and `snapshot list --json` showing the
-# machines of both hosts, `provision` on both. Then host 2 is stopped:
+# machines of both hosts, `snapshot restore` in place on both (QEMU's
+# loadvm through the monitor passthrough over qemu+ssh), `provision` on
+# both. Then host 2 is stopped:
 # `destroy` removes host 1's machines and names those it could not remove,
 # `up` fails naming host 2 before anything is made on host 1; with the host
 # back, `destroy` finishes and leaves nothing on either host. In
@@ -104,6 +106,11 @@ import json, sys
 rows, n, uris = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 assert {r["machine"] for r in rows if r["name"] == "s1"} == {"m%d" % i for i in range(1, n + 1)}, rows
 assert {r["host"] for r in rows} == set(uris), rows' "$sj" "$N" "${uris[@]}"
+out=$(kd -vv snapshot restore s1 2>&1); rc=$?
+echo "$out" | grep -E "reverted|restored" | sed 's/^/  | /'
+check "snapshot restore over both hosts (rc $rc)" test "$rc" = 0
+check "every machine reverted in place (QEMU's loadvm through qemu+ssh's monitor passthrough)" \
+    test "$(grep -c 'reverted to s1 (in place)' <<<"$out")" = "$N"
 pj=$(kd --json provision 2>/dev/null); rc=$?
 check "provision over both hosts (rc $rc)" test "$rc" = 0
 check "provision --json has a run of every machine" python3 -c '
