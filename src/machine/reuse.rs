@@ -239,7 +239,11 @@ fn classify(env: &Env, machines: &[Machine]) -> Result<(Vec<Machine>, Vec<String
             )?;
             forget_parked(env.store, &domain)?;
             let started = Instant::now();
-            if env.hv.revert_snapshot(&domain, PRISTINE)?.is_none() {
+            let reverted = match &pristine {
+                Some(p) => env.hv.revert_snapshot(&domain, p)?,
+                None => None,
+            };
+            if reverted.is_none() {
                 return Err(SnapshotError::Missing {
                     machine: name.to_owned(),
                     name: PRISTINE.to_owned(),

@@ -269,14 +269,14 @@ pub(crate) fn restore_one(env: &Env, m: &Machine, name: &str) -> Result<Duration
     super::forward::stop(&env.project.machine_dir(machine));
     let agent_was_connected = m.hardware.guest_agent && env.hv.guest_agent_is_connected(&domain);
     let started = Instant::now();
-    match env.hv.revert_snapshot(&domain, name)? {
+    match env.hv.revert_snapshot(&domain, &info)? {
         None => return Err(missing()),
         Some(Reverted::InPlace) => env
             .out
             .trace(Some(machine), format!("reverted to {name} (in place)")),
         Some(Reverted::ByLibvirt(why)) => env.out.trace(
             Some(machine),
-            format!("reverted to {name} by libvirt (a new QEMU process: {why})"),
+            format!("reverted to {name} by libvirt ({why})"),
         ),
     }
     if !info.has_memory() {

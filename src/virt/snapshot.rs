@@ -277,8 +277,14 @@ impl Hypervisor {
     /// gives the guest agent's channel and the NIC's tap device to the guest
     /// anew. Where that does not work (another hypervisor driver, a snapshot
     /// QEMU cannot load into this process) libvirt's revert does it, and
-    /// the answer says why.
-    pub fn revert_snapshot(&self, domain: &str, name: &str) -> Result<Option<Reverted>, VirtError> {
+    /// the answer says why. `snap` is the snapshot as the caller read it
+    /// ([`Self::snapshot_info`]).
+    pub fn revert_snapshot(
+        &self,
+        domain: &str,
+        snap: &SnapshotInfo,
+    ) -> Result<Option<Reverted>, VirtError> {
+        let name = snap.name.as_str();
         let Some(s) = self.snapshot(domain, name)? else {
             return Ok(None);
         };
@@ -287,15 +293,10 @@ impl Hypervisor {
             Err("the test driver has no QEMU".to_owned())
         } else if !dom.is_active().unwrap_or(false) {
             Err("the domain is not running".to_owned())
+        } else if !snap.has_memory() {
+            Err("the snapshot has no memory state".to_owned())
         } else {
-            let xml = s
-                .xml_desc(0)
-                .map_err(call(format!("read snapshot {name} of {domain}")))?;
-            match SnapshotInfo::from_xml(&xml) {
-                Ok(info) if info.has_memory() => load_in_place(&dom, name, &info.state),
-                Ok(_) => Err("the snapshot has no memory state".to_owned()),
-                Err(e) => Err(format!("unreadable snapshot: {e}")),
-            }
+            load_in_place(&dom, name, &snap.state)
         };
         let why = match in_place {
             Ok(()) => return Ok(Some(Reverted::InPlace)),
