@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import shlex
+import sys
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from molecule.api import drivers
 from molecule.constants import DEFAULT_CONFIG
 from molecule.model import schema_v3
 
-from molecule_kvmdrive.driver import BIN_ENV, DRIVER_NAME, KEX_ALGORITHMS, KvmDrive
+from molecule_kvmdrive.driver import BIN_ENV, DRIVER_NAME, KEX_ALGORITHMS, KvmDrive, select_mitogen
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -233,6 +234,67 @@ def test_reuse_is_a_driver_option() -> None:
     assert schema_v3.validate(data) == []
     data["driver"]["reuse"] = "yes"
     assert schema_v3.validate(data)
+
+
+def test_mitogen_is_a_driver_option() -> None:
+    data = molecule_config(
+        {"driver": {"name": DRIVER_NAME, "mitogen": True}, "platforms": [{"name": "a", "box": "b"}]}
+    )
+    assert schema_v3.validate(data) == []
+    data["driver"]["mitogen"] = "on"
+    assert schema_v3.validate(data)
+
+
+def mitogen_config(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Molecule 26's config data (the ``ansible`` section) with ``mitogen: true``."""
+    data = {"driver": {"name": DRIVER_NAME, "mitogen": True}, "ansible": {"cfg": {}, "env": {}}}
+    return util.merge_dicts(data, extra or {})
+
+
+def test_mitogen_selects_its_strategy_for_every_playbook(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ansible_mitogen.plugins.strategy as strategies
+
+    monkeypatch.delenv("ANSIBLE_STRATEGY", raising=False)
+    monkeypatch.setenv("ANSIBLE_STRATEGY_PLUGINS", "/site/strategies")
+    data = mitogen_config({"ansible": {"env": {"KEEP": "1"}}})
+    select_mitogen(data)
+    env = data["ansible"]["env"]
+    assert env["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    dirs = env["ANSIBLE_STRATEGY_PLUGINS"].split(":")
+    assert dirs[0] == str(Path(strategies.__file__).parent)
+    assert (Path(dirs[0]) / "mitogen_linear.py").is_file()
+    assert dirs[1:] == ["/site/strategies"], "the user's own strategy directories stay"
+    assert env["KEEP"] == "1"
+
+
+def test_mitogen_uses_the_provisioner_env_of_older_molecules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANSIBLE_STRATEGY", raising=False)
+    data = {"driver": {"mitogen": True}, "provisioner": {"name": "ansible"}}
+    select_mitogen(data)
+    assert data["provisioner"]["env"]["ANSIBLE_STRATEGY"] == "mitogen_linear"
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        {"ansible": {"env": {"ANSIBLE_STRATEGY": "free"}}},
+        {"ansible": {"cfg": {"defaults": {"strategy": "free"}}}},
+        {"driver": {"mitogen": False}},
+    ],
+)
+def test_a_strategy_the_user_chose_wins(chosen: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANSIBLE_STRATEGY", raising=False)
+    data = mitogen_config(chosen)
+    select_mitogen(data)
+    assert data["ansible"]["env"].get("ANSIBLE_STRATEGY") in (None, "free")
+    assert "ANSIBLE_STRATEGY_PLUGINS" not in data["ansible"]["env"]
+
+
+def test_mitogen_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANSIBLE_STRATEGY", raising=False)
+    monkeypatch.setitem(sys.modules, "ansible_mitogen.plugins.strategy", None)
+    with pytest.raises(SystemExit):
+        select_mitogen(mitogen_config())
 
 
 def test_reset_removes_parked_machines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

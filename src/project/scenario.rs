@@ -348,6 +348,16 @@ impl Scenario {
             .unwrap_or(false)
     }
 
+    /// The driver's `mitogen: true`: playbooks run with Mitogen for Ansible
+    /// (see `roletest::mitogen`).
+    pub fn driver_mitogen(&self) -> bool {
+        self.document
+            .as_ref()
+            .and_then(|d| d.pointer("/driver/mitogen"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// The molecule.yml document, when the machines came from one.
     pub fn molecule_document(&self) -> Option<&Value> {
         (self.source == Source::MoleculeYml)

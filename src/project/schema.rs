@@ -109,6 +109,7 @@ pub fn driver_schema() -> Value {
                     "cachier": {"type": ["string", "boolean"]},
                     "provision": {"type": "boolean"},
                     "reuse": {"type": "boolean", "description": "keep machines parked between runs and revert them to a pristine snapshot instead of booting"},
+                    "mitogen": {"type": "boolean", "description": "run the playbooks with Mitogen for Ansible (strategy mitogen_linear; needs `pip install mitogen`): one Python per machine for all tasks instead of one per task"},
                     "hosts": {
                         "type": "array",
                         "uniqueItems": true,

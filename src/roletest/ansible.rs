@@ -142,6 +142,8 @@ pub enum AnsibleError {
     },
     #[error("playbook {0} does not exist")]
     NoPlaybook(PathBuf),
+    #[error("`mitogen: true`, but {python} (the Python of ansible-playbook) cannot import Mitogen for Ansible: {detail}")]
+    MitogenMissing { python: String, detail: String },
 }
 
 impl AnsibleError {
@@ -154,6 +156,10 @@ impl AnsibleError {
             AnsibleError::NoPlaybook(_) => {
                 Some("name a playbook, or write one in the project directory".into())
             }
+            AnsibleError::MitogenMissing { python, .. } => Some(format!(
+                "install it there (`{python} -m pip install mitogen`, or `pip install \
+                 molecule-kvmdrive[mitogen]`), or drop `mitogen: true` from the driver section"
+            )),
         }
     }
 }
@@ -178,14 +184,19 @@ pub struct PlaybookOutcome {
     pub output: String,
 }
 
+/// The ansible-playbook to run: `$KVMDRIVE_ANSIBLE_PLAYBOOK`, else PATH's.
+pub fn playbook_program() -> OsString {
+    std::env::var_os("KVMDRIVE_ANSIBLE_PLAYBOOK")
+        .unwrap_or_else(|| OsString::from("ansible-playbook"))
+}
+
 /// Runs ansible-playbook; its output goes to our stdout as it comes and is
 /// also kept for the caller.
 pub fn run_playbook(run: &PlaybookRun) -> Result<PlaybookOutcome, AnsibleError> {
     if !run.playbook.is_file() {
         return Err(AnsibleError::NoPlaybook(run.playbook.to_owned()));
     }
-    let program = std::env::var_os("KVMDRIVE_ANSIBLE_PLAYBOOK")
-        .unwrap_or_else(|| OsString::from("ansible-playbook"));
+    let program = playbook_program();
     let mut cmd = Command::new(&program);
     cmd.arg("-i")
         .arg(run.inventory)

@@ -289,8 +289,9 @@ pub fn test(
 }
 
 /// Environment for ansible-playbook: Molecule's ansible.cfg defaults (only
-/// where the user set nothing), the role under test on the roles path, and
-/// Molecule's variables when the project is a Molecule scenario.
+/// where the user set nothing), the role under test on the roles path,
+/// Mitogen's strategy for the driver's `mitogen: true`, and Molecule's
+/// variables when the project is a Molecule scenario.
 fn ansible_env(sc: &Scenario) -> Result<Vec<(String, OsString)>, StepError> {
     let mut env: Vec<(String, OsString)> = Vec::new();
     for (k, v) in [
@@ -315,6 +316,9 @@ fn ansible_env(sc: &Scenario) -> Result<Vec<(String, OsString)>, StepError> {
         }
         let joined = std::env::join_paths(paths).unwrap_or_default();
         env.push(("ANSIBLE_ROLES_PATH".into(), joined));
+    }
+    if sc.driver_mitogen() {
+        env.extend(super::mitogen::env_for(&super::ansible::playbook_program())?);
     }
     if sc.molecule_document().is_some() {
         let name = sc

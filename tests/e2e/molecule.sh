@@ -6,9 +6,12 @@
 #   1. Molecule 26 + molecule-kvmdrive: `molecule test` on two platforms
 #      (create, converge, idempotence, verify; then `molecule list`,
 #      `molecule login`, and `molecule destroy`), nothing left behind;
+#   1b. `molecule test` of a one-machine scenario with the driver's
+#      `mitogen: true` (its verify passes only under Mitogen);
 #   2. `kvmdrive test` without Molecule on the same scenario, then the
 #      machine interface on its machines (create --json, inventory with plain
-#      ansible, a failing idempotence, destroy), nothing left behind;
+#      ansible, kvmdrive verify with `mitogen: true`, a failing idempotence,
+#      destroy), nothing left behind;
 #   3. a scenario written for molecule-vagrant, driver renamed only (the
 #      sample role's molecule/vagrant/molecule.yml as it is, its playbooks
 #      ../default/*.yml resolving to the quick ones), full `molecule test`;
@@ -99,6 +102,15 @@ check "nothing left after molecule destroy" nothing_left "$work/home"
 check "instance_config.yml emptied or pruned" bash -c \
     "! find '$work/home' -name instance_config.yml -exec grep -l address {} + | grep -q ."
 
+# ---- 1b. The driver's `mitogen: true` --------------------------------------------
+t0=$(now)
+molecule test -s mitogen > "$work/mitogen.log" 2>&1
+rc=$?
+echo "molecule test -s mitogen (one platform) took $(elapsed "$t0")"
+check "molecule test with mitogen: true passes; verify sees Mitogen's connection (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 60 "$work/mitogen.log"
+check "nothing left after molecule test -s mitogen" nothing_left "$work/home"
+
 # ---- 2. Without Molecule --------------------------------------------------------
 scen="$quick/molecule/default"
 t0=$(now)
@@ -137,6 +149,16 @@ printf -- '- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.
 rc=$?
 check "idempotence fails with status 1 when a task changes (rc $rc)" test "$rc" = 1
 check "idempotence names the task and host" grep -q "\[web\] => ansible.builtin.command" "$work/idem.log"
+# kvmdrive's own runner honours the driver's `mitogen: true` too (same machines:
+# the driver section is not part of a machine's definition).
+cp "$scen/molecule.yml" "$work/molecule.yml.orig"
+sed -i 's/^  name: molecule-kvmdrive$/&\n  mitogen: true/' "$scen/molecule.yml"
+"$KVMDRIVE" -C "$scen" verify "$quick/molecule/mitogen/verify.yml" > "$work/verify-mitogen.log" 2>&1
+rc=$?
+check "kvmdrive verify with mitogen: true runs over Mitogen (rc $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || tail -n 40 "$work/verify-mitogen.log"
+check "... on the same machines, nothing created" bash -c "! grep -q 'starting' '$work/verify-mitogen.log'"
+cp "$work/molecule.yml.orig" "$scen/molecule.yml"
 check "destroy --state-dir alone finds the machines" "$KVMDRIVE" --state-dir "$state" destroy
 check "nothing left after destroy" nothing_left "$quick"
 check "the state dir is gone" test ! -e "$state"

@@ -36,6 +36,53 @@ KEX_ALGORITHMS = (
 )
 
 
+#: Mitogen for Ansible's linear strategy (``driver: mitogen: true``).
+MITOGEN_STRATEGY = "mitogen_linear"
+
+
+def select_mitogen(config_data: dict[str, Any]) -> None:
+    """For ``mitogen: true`` in the driver section, run the scenario's
+    playbooks with Mitogen for Ansible: one Python per machine for all tasks
+    instead of one per task (about 3x faster converges under TCG).
+
+    Ansible loads the strategy from the installed ``mitogen`` package's
+    directory, so the scenario's Ansible environment (Molecule 26's
+    ``ansible.env``, earlier releases' ``provisioner.env``) gets
+    ``ANSIBLE_STRATEGY`` and ``ANSIBLE_STRATEGY_PLUGINS``, which every
+    playbook Molecule runs (the verifier's too) inherits. A strategy the
+    user chose (in the environment, ``env`` or ``ansible.cfg`` options) wins.
+    """
+    if not (config_data.get("driver") or {}).get("mitogen"):
+        return
+    if isinstance(config_data.get("ansible"), dict):
+        section = config_data["ansible"]
+        env, cfg = section.setdefault("env", {}), section.get("cfg") or {}
+    else:
+        section = config_data.setdefault("provisioner", {})
+        env, cfg = section.setdefault("env", {}), section.get("config_options") or {}
+    defaults = cfg.get("defaults") or {}
+    if "ANSIBLE_STRATEGY" in os.environ or "ANSIBLE_STRATEGY" in env or "strategy" in defaults:
+        return
+    try:
+        import ansible_mitogen.plugins.strategy as strategies  # noqa: PLC0415
+    except ImportError as e:
+        util.sysexit_with_message(
+            f"driver option `mitogen: true`, but this Python cannot import Mitogen for Ansible "
+            f"({e}): `pip install molecule-kvmdrive[mitogen]` (or `pip install mitogen`) here, "
+            f"or drop the option",
+        )
+    dirs = [os.path.dirname(strategies.__file__)]
+    for more in (
+        env.get("ANSIBLE_STRATEGY_PLUGINS"),
+        os.environ.get("ANSIBLE_STRATEGY_PLUGINS"),
+        defaults.get("strategy_plugins"),
+    ):
+        if more:
+            dirs.extend(str(more).split(os.pathsep))
+    env["ANSIBLE_STRATEGY_PLUGINS"] = os.pathsep.join(dict.fromkeys(dirs))
+    env["ANSIBLE_STRATEGY"] = MITOGEN_STRATEGY
+
+
 class KvmDrive(Driver):
     """libvirt machines from Vagrant boxes, made by the kvmdrive binary.
 
@@ -55,6 +102,8 @@ class KvmDrive(Driver):
         """Construct the driver (Molecule also does so without a config)."""
         super().__init__(config)  # type: ignore[arg-type]
         self._name = DRIVER_NAME
+        if config is not None:
+            select_mitogen(config.config_data)
 
     @property
     def name(self) -> str:
