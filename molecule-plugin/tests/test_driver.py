@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
 import sys
@@ -265,6 +266,28 @@ def test_mitogen_selects_its_strategy_for_every_playbook(monkeypatch: pytest.Mon
     assert (Path(dirs[0]) / "mitogen_linear.py").is_file()
     assert dirs[1:] == ["/site/strategies"], "the user's own strategy directories stay"
     assert env["KEEP"] == "1"
+
+
+@pytest.mark.parametrize("mitogen", [True, False])
+def test_molecule_gives_every_playbook_of_the_scenario_mitogens_strategy(
+    mitogen: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Molecule's own Config: it re-reads molecule.yml after making the
+    driver, and builds the provisioner's and the verifier's environments from it."""
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("ANSIBLE_STRATEGY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    scenario = tmp_path / "molecule" / "default"
+    scenario.mkdir(parents=True)
+    doc = {"driver": {"name": DRIVER_NAME, "mitogen": mitogen}, "platforms": [{"name": "a", "box": "b"}]}
+    (scenario / "molecule.yml").write_text(yaml.safe_dump(doc), encoding="utf-8")
+    from molecule.config import Config
+
+    config = Config(str(scenario / "molecule.yml"), args={}, command_args={"subcommand": "converge"})
+    want = "mitogen_linear" if mitogen else None
+    assert config.provisioner.env.get("ANSIBLE_STRATEGY") == want
+    assert config.verifier.env.get("ANSIBLE_STRATEGY") == want
 
 
 def test_mitogen_uses_the_provisioner_env_of_older_molecules(monkeypatch: pytest.MonkeyPatch) -> None:

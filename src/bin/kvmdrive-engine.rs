@@ -51,6 +51,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             Ok(())
         }
         Command::Up(a) if a.dry_run => with_env(g, &dir, out, |env, sc| {
+            steps::show_warnings(env, sc);
             let plan = lifecycle::plan_up(env, &sc.config, &a.selection.names)?;
             if g.json {
                 out.json_doc(&plan);
@@ -61,6 +62,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         }),
         Command::Up(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
+            steps::show_warnings(env, sc);
             sc.save()?;
             let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
             if g.json {

@@ -147,18 +147,24 @@ impl Scenario {
             check_state_dir(state)?;
         }
         if let Some(file) = platforms_file {
-            let (text, name) = read_source(file)?;
-            let doc = platforms::read_document(&text, &name)?;
+            // A molecule.yml as Molecule reads it (stdin comes expanded).
+            let (doc, name) = if is_molecule_file(file) {
+                (read_molecule_file(file)?, file.display().to_string())
+            } else {
+                let (text, name) = read_source(file)?;
+                (platforms::read_document(&text, &name)?, name)
+            };
             return Scenario::from_document(dir, state_dir, doc, &name, Source::Platforms);
         }
         let saved_path = state.join(SAVED_FILE);
         match fs::read_to_string(&saved_path) {
             Ok(text) => {
-                let saved: Saved =
+                let mut saved: Saved =
                     serde_json::from_str(&text).map_err(|e| ScenarioError::Corrupt {
                         path: saved_path.clone(),
                         message: e.to_string(),
                     })?;
+                take_run_options(&mut saved.document, &dir.join(MOLECULE_FILE));
                 let name = saved_path.display().to_string();
                 return Scenario::from_document(
                     &saved.project_dir,
@@ -185,15 +191,8 @@ impl Scenario {
                         dir: dir.to_owned(),
                     });
                 }
-                let text = read(&path)?;
-                let text = interpolate(&text, |v| std::env::var(v).ok()).map_err(|message| {
-                    ScenarioError::Interpolation {
-                        path: path.clone(),
-                        message,
-                    }
-                })?;
+                let doc = read_molecule_file(&path)?;
                 let name = path.display().to_string();
-                let doc = platforms::read_document(&text, &name)?;
                 Scenario::from_document(dir, state_dir, doc, &name, Source::MoleculeYml)
             }
             Err(e) => Err(e.into()),
@@ -475,6 +474,51 @@ fn check_state_dir(dir: &Path) -> Result<(), ScenarioError> {
     }
 }
 
+/// molecule.yml as Molecule reads it: `${VAR}` expanded, then parsed.
+fn read_molecule_file(path: &Path) -> Result<Value, ScenarioError> {
+    let text = interpolate(&read(path)?, |v| std::env::var(v).ok()).map_err(|message| {
+        ScenarioError::Interpolation {
+            path: path.to_owned(),
+            message,
+        }
+    })?;
+    Ok(platforms::read_document(
+        &text,
+        &path.display().to_string(),
+    )?)
+}
+
+/// The driver's run options (`reuse`, `mitogen`: how the steps run, not
+/// what the machines are) from the scenario's molecule.yml as it is now,
+/// over those saved at create: editing them takes effect on the machines
+/// already made. A missing or unreadable file changes nothing.
+fn take_run_options(saved: &mut Value, molecule_file: &Path) {
+    let Ok(now) = read_molecule_file(molecule_file) else {
+        return;
+    };
+    let Value::Object(doc) = saved else {
+        return;
+    };
+    let Value::Object(driver) = doc
+        .entry("driver")
+        .or_insert_with(|| Value::Object(Default::default()))
+    else {
+        return;
+    };
+    for key in ["reuse", "mitogen"] {
+        match now.pointer(&format!("/driver/{key}")) {
+            Some(v) => driver.insert(key.to_owned(), v.clone()),
+            None => driver.remove(key),
+        };
+    }
+}
+
+/// A Molecule scenario file (`molecule.yml`, `molecule.yaml`), named as such.
+fn is_molecule_file(file: &Path) -> bool {
+    file.file_stem().is_some_and(|s| s == "molecule")
+        && file.extension().is_some_and(|e| e == "yml" || e == "yaml")
+}
+
 /// Reads a file, or stdin for `-`; returns the text and a name for messages.
 fn read_source(file: &Path) -> Result<(String, String), ScenarioError> {
     if file == Path::new("-") {
@@ -549,6 +593,54 @@ mod tests {
         .unwrap();
         let s = Scenario::open(tmp.path(), None, None).unwrap();
         assert_eq!(s.config.machines()[0].box_name, "some/box");
+    }
+
+    #[test]
+    fn a_molecule_yml_given_with_platforms_is_interpolated_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("molecule.yml");
+        let text = "platforms:\n  - name: m\n    box: ${KVMDRIVE_TEST_SURELY_UNSET:-some/box}\n";
+        fs::write(&file, text).unwrap();
+        let s = Scenario::open(tmp.path(), None, Some(&file)).unwrap();
+        assert_eq!(s.config.machines()[0].box_name, "some/box");
+        // Other files are taken as they are (a JSON list made by a script).
+        let other = tmp.path().join("list.yml");
+        fs::write(
+            &other,
+            text.replace("platforms:\n", "")
+                .replace("  - ", "- ")
+                .replace("    ", "  "),
+        )
+        .unwrap();
+        let s = Scenario::open(tmp.path(), None, Some(&other)).unwrap();
+        assert_eq!(
+            s.config.machines()[0].box_name,
+            "${KVMDRIVE_TEST_SURELY_UNSET:-some/box}"
+        );
+    }
+
+    #[test]
+    fn run_options_come_from_the_molecule_yml_as_it_is_now() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("molecule.yml");
+        fs::write(
+            &file,
+            "driver:\n  name: molecule-kvmdrive\nplatforms:\n  - name: m\n",
+        )
+        .unwrap();
+        let s = Scenario::open(tmp.path(), None, None).unwrap();
+        s.save().unwrap();
+        assert!(!s.driver_mitogen() && !s.driver_reuse());
+        fs::write(
+            &file,
+            "driver:\n  name: molecule-kvmdrive\n  mitogen: true\n  reuse: yes\n  default_box: other\nplatforms:\n  - name: m\n    memory: 2048\n",
+        )
+        .unwrap();
+        let s = Scenario::open(tmp.path(), None, None).unwrap();
+        assert_eq!(s.source, Source::Saved);
+        assert!(s.driver_mitogen() && s.driver_reuse());
+        // What the machines are stays as saved at create.
+        assert_eq!(s.config.machines()[0].memory_mib, 512);
     }
 
     #[test]

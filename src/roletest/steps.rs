@@ -117,6 +117,14 @@ pub fn create(env: &Env, sc: &Scenario) -> Result<Vec<InstanceRecord>, StepError
     create_with(env, sc, sc.driver_reuse())
 }
 
+/// Tells the user which of the scenario's keys are not honoured as written
+/// (Vagrant-only keys, provisioners turned off, ...): before any machine is made.
+pub fn show_warnings(env: &Env, sc: &Scenario) {
+    for w in &sc.warnings {
+        env.out.warn(None, w);
+    }
+}
+
 /// [`create`]; with `reuse`, parked machines are reverted to their pristine
 /// snapshot and fresh ones get one (`create --reuse`).
 pub fn create_with(
@@ -124,9 +132,7 @@ pub fn create_with(
     sc: &Scenario,
     reuse: bool,
 ) -> Result<Vec<InstanceRecord>, StepError> {
-    for w in &sc.warnings {
-        env.out.warn(None, w);
-    }
+    show_warnings(env, sc);
     sc.save()?;
     let records = if reuse {
         reuse::create(env, &sc.config, &[])?

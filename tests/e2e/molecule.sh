@@ -73,6 +73,18 @@ nothing_left() {
         test -z "$(find "$1" -name kvmdrive -path '*molecule*' -o -name .kvmdrive | head -n 1)"
 }
 
+# `molecule test -s NAME` passes (WHAT says what that shows) and leaves nothing.
+scenario_passes() {   # NAME WHAT
+    local name=$1 what=$2 t0 rc
+    t0=$(now)
+    molecule test -s "$name" > "$work/$name.log" 2>&1
+    rc=$?
+    echo "molecule test -s $name took $(elapsed "$t0")"
+    check "$what (rc $rc)" test "$rc" = 0
+    [ "$rc" = 0 ] || tail -n 60 "$work/$name.log"
+    check "nothing left after molecule test -s $name" nothing_left "$work/home"
+}
+
 # ---- 1. Molecule ----------------------------------------------------------------
 t0=$(now)
 molecule test --destroy never > "$work/test.log" 2>&1
@@ -103,13 +115,7 @@ check "instance_config.yml emptied or pruned" bash -c \
     "! find '$work/home' -name instance_config.yml -exec grep -l address {} + | grep -q ."
 
 # ---- 1b. The driver's `mitogen: true` --------------------------------------------
-t0=$(now)
-molecule test -s mitogen > "$work/mitogen.log" 2>&1
-rc=$?
-echo "molecule test -s mitogen (one platform) took $(elapsed "$t0")"
-check "molecule test with mitogen: true passes; verify sees Mitogen's connection (rc $rc)" test "$rc" = 0
-[ "$rc" = 0 ] || tail -n 60 "$work/mitogen.log"
-check "nothing left after molecule test -s mitogen" nothing_left "$work/home"
+scenario_passes mitogen "molecule test with mitogen: true passes; verify sees Mitogen's interpreter"
 
 # ---- 2. Without Molecule --------------------------------------------------------
 scen="$quick/molecule/default"
@@ -165,14 +171,8 @@ check "the state dir is gone" test ! -e "$state"
 cd "$quick"
 
 # ---- 3. A molecule-vagrant scenario, driver renamed --------------------------------
-t0=$(now)
-molecule test -s vagrant > "$work/vagrant.log" 2>&1
-rc=$?
-echo "molecule test -s vagrant took $(elapsed "$t0")"
-check "the molecule-vagrant scenario passes unchanged (rc $rc)" test "$rc" = 0
-[ "$rc" = 0 ] || tail -n 60 "$work/vagrant.log"
+scenario_passes vagrant "the molecule-vagrant scenario passes unchanged"
 check "its Vagrant-only keys are named in warnings" grep -q "provider_raw_config_args" "$work/vagrant.log"
-check "nothing left after molecule test -s vagrant" nothing_left "$work/home"
 
 if [ "${KVMDRIVE_E2E_LONG:-}" != 1 ]; then
     echo "parts 4 and 5 (raw-args, multinode) run with KVMDRIVE_E2E_LONG=1 (scripts/test --long)"
@@ -182,21 +182,9 @@ fi
 cd "$role"
 
 # ---- 4. Vagrantfile lines: synced_folder: true, instance_raw_config_args --------------
-t0=$(now)
-molecule test -s raw-args > "$work/raw-args.log" 2>&1
-rc=$?
-echo "molecule test -s raw-args took $(elapsed "$t0")"
-check "the raw-args scenario passes: role at /vagrant, vm.synced_folder copy, vm.provision mark once (rc $rc)" test "$rc" = 0
-[ "$rc" = 0 ] || tail -n 60 "$work/raw-args.log"
-check "nothing left after molecule test -s raw-args" nothing_left "$work/home"
+scenario_passes raw-args "the raw-args scenario passes: role at /vagrant, vm.synced_folder copy, vm.provision mark once"
 
 # ---- 5. A molecule-vagrant two-node scenario with private networks ------------------
-t0=$(now)
-molecule test -s multinode > "$work/multinode.log" 2>&1
-rc=$?
-echo "molecule test -s multinode took $(elapsed "$t0")"
-check "the two-node private-network scenario passes (rc $rc)" test "$rc" = 0
-[ "$rc" = 0 ] || tail -n 60 "$work/multinode.log"
-check "nothing left after molecule test -s multinode" nothing_left "$work/home"
+scenario_passes multinode "the two-node private-network scenario passes"
 
 finish

@@ -46,20 +46,24 @@ def select_mitogen(config_data: dict[str, Any]) -> None:
     instead of one per task (about 3x faster converges under TCG).
 
     Ansible loads the strategy from the installed ``mitogen`` package's
-    directory, so the scenario's Ansible environment (Molecule 26's
+    directory: the scenario's Ansible environment (Molecule 26's
     ``ansible.env``, earlier releases' ``provisioner.env``) gets
-    ``ANSIBLE_STRATEGY`` and ``ANSIBLE_STRATEGY_PLUGINS``, which every
-    playbook Molecule runs (the verifier's too) inherits. A strategy the
-    user chose (in the environment, ``env`` or ``ansible.cfg`` options) wins.
+    ``ANSIBLE_STRATEGY_PLUGINS`` and ``ANSIBLE_STRATEGY``, which every
+    playbook Molecule runs for the scenario (the verifier's too) inherits.
+    A strategy the user chose (in the environment, that ``env`` or the
+    ansible.cfg options) wins. Idempotent.
     """
     if not (config_data.get("driver") or {}).get("mitogen"):
         return
     if isinstance(config_data.get("ansible"), dict):
         section = config_data["ansible"]
-        env, cfg = section.setdefault("env", {}), section.get("cfg") or {}
+        cfg = section.get("cfg") or {}
     else:
         section = config_data.setdefault("provisioner", {})
-        env, cfg = section.setdefault("env", {}), section.get("config_options") or {}
+        cfg = section.get("config_options") or {}
+    if not isinstance(section.get("env"), dict):
+        section["env"] = {}
+    env = section["env"]
     defaults = cfg.get("defaults") or {}
     if "ANSIBLE_STRATEGY" in os.environ or "ANSIBLE_STRATEGY" in env or "strategy" in defaults:
         return
@@ -102,12 +106,21 @@ class KvmDrive(Driver):
         """Construct the driver (Molecule also does so without a config)."""
         super().__init__(config)  # type: ignore[arg-type]
         self._name = DRIVER_NAME
-        if config is not None:
-            select_mitogen(config.config_data)
 
     @property
     def name(self) -> str:
-        """Name of the driver."""
+        """Name of the driver.
+
+        Molecule asks for it (``MOLECULE_DRIVER_NAME``) while it builds each
+        playbook's environment, just before it reads the scenario's own
+        ``env``: :func:`select_mitogen` adds Mitogen's variables to that
+        ``env`` then, on the configuration as it is at that moment (Molecule
+        reads molecule.yml again after making the driver, and ``--all``
+        makes every scenario's configuration before running any).
+        """
+        config = getattr(self, "_config", None)
+        if config is not None:
+            select_mitogen(config.config_data)
         return self._name
 
     @name.setter

@@ -10,3 +10,4 @@ pub mod platform;
 pub mod platforms;
 pub mod raw_config_args;
 pub mod vagrant_ruby;
+pub mod yaml11;

@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::project::molecule::vagrant_ruby::unquote_ruby_string;
 use crate::project::net_config::{ForwardedPort, IpWithPrefix, Network};
 
 /// What the interfaces of one platform become.
@@ -37,6 +38,12 @@ pub fn interfaces(at: &str, v: &Value) -> Result<Interfaces, (String, String)> {
         let Value::Object(m) = iface else {
             return Err((at, "expected a mapping".into()));
         };
+        // Values as Ruby string literals (`ip: '"10.0.0.2"'`) mean the string.
+        let m: Map<String, Value> = m
+            .iter()
+            .map(|(k, v)| (k.clone(), unquote_ruby_string(v)))
+            .collect();
+        let m = &m;
         let kind = m.get("network_name").and_then(Value::as_str);
         match kind {
             Some("forwarded_port") => {
@@ -161,6 +168,12 @@ fn network(
             (k, _) if IGNORED.contains(&k) => {
                 warnings.push((key, "only means something to Vagrant: ignored".into()))
             }
+            // Another provider's option (`virtualbox__intnet`): Vagrant
+            // ignores it under libvirt, and so does kvmdrive.
+            (k, _) if k.split_once("__").is_some_and(|(p, _)| p != "libvirt") => warnings.push((
+                key,
+                "an option of another Vagrant provider: ignored under libvirt".into(),
+            )),
             _ => {
                 return Err((
                     key,
@@ -263,7 +276,7 @@ mod tests {
             ("[{network_name: private_network}]", "interfaces[0]", "dhcp"),
             ("[{network_name: forwarded_port, guest: 53, host: 5353, protocol: udp}]", "interfaces[0]", "udp"),
             ("[{network_name: bridged}]", "network_name", "private_network"),
-            ("[{network_name: private_network, ip: 10.0.0.5, virtualbox__intnet: x}]", "virtualbox__intnet", "cannot honour"),
+            ("[{network_name: private_network, ip: 10.0.0.5, nic_count: 2}]", "nic_count", "cannot honour"),
         ] {
             let (a, m) = map(yaml).unwrap_err();
             assert!(a.contains(at) && m.contains(want), "{yaml}: {a}: {m}");

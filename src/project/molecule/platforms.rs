@@ -14,11 +14,13 @@ use serde_json::Value;
 use crate::project::config::{
     checksum_of, Accel, Config, CpuMode, MachineName, MachineSettings, Machines, Positive, Size,
 };
+use crate::project::hardware::{Hostname, HostnameSetting};
 use crate::project::hosts::{HostUri, Hosts};
 use crate::project::machine_keys::copy_machine_keys;
 use crate::project::molecule::hardware;
 use crate::project::molecule::platform::{Platform, VAGRANT_ONLY_KEYS};
 use crate::project::molecule::raw_config_args::{self, RawSetting, Scope};
+use crate::project::molecule::vagrant_ruby::unquote_ruby_string;
 
 /// Platform keys kvmdrive honours: every key of [`Platform`] (from its
 /// generated schema) but the Vagrant-only ones.
@@ -114,7 +116,8 @@ pub fn parse(text: &str, source_name: &str) -> Result<Platforms, PlatformError> 
     from_document(&read_document(text, source_name)?, source_name)
 }
 
-/// JSON or YAML text -> a document (not yet checked).
+/// JSON or YAML text -> a document (not yet checked), with YAML 1.1's
+/// boolean words read as Molecule reads them (`yaml11`).
 pub fn read_document(text: &str, source_name: &str) -> Result<Value, PlatformError> {
     let syntax = |message: String| PlatformError::Syntax {
         source_name: source_name.to_owned(),
@@ -122,7 +125,9 @@ pub fn read_document(text: &str, source_name: &str) -> Result<Value, PlatformErr
     };
     let yaml: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| syntax(e.to_string()))?;
-    serde_json::to_value(yaml).map_err(|e| syntax(e.to_string()))
+    let mut doc = serde_json::to_value(yaml).map_err(|e| syntax(e.to_string()))?;
+    crate::project::molecule::yaml11::booleans_as_molecule_reads_them(&mut doc);
+    Ok(doc)
 }
 
 /// Like [`parse`], from an already parsed document.
@@ -144,13 +149,16 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
         return Err(ck.err("platforms", "the list is empty: declare at least one"));
     }
     let mut config = Config::default();
+    let mut driver_keys = DriverKeys::default();
     if let Some(d) = driver {
-        (config.defaults.box_name, config.hosts) = ck.driver(d)?;
+        driver_keys = ck.driver(d)?;
+        config.defaults.box_name = driver_keys.default_box.take();
+        config.hosts = std::mem::take(&mut driver_keys.hosts);
     }
     let mut instances: Vec<Instance> = Vec::new();
     let mut machines = Vec::new();
     for (i, p) in list.iter().enumerate() {
-        let (settings, instance) = ck.platform(i, p)?;
+        let (mut settings, instance) = ck.platform(i, p)?;
         if let Some(other) = instances
             .iter()
             .find(|o| o.name == instance.name || o.machine == instance.machine)
@@ -162,6 +170,17 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
                     instance.name, instance.machine, other.name, other.machine
                 ),
             ));
+        }
+        if driver_keys.provision == Some(false)
+            && settings.provision.as_ref().is_some_and(|p| !p.is_empty())
+        {
+            ck.warn(
+                &format!("platforms[{i}] ({})", instance.name),
+                "its provisioners are not run: the driver says `provision: false` (molecule-vagrant's \
+                 `vagrant up --no-provision`)"
+                    .into(),
+            );
+            settings.provision = None;
         }
         machines.push(settings);
         instances.push(instance);
@@ -184,6 +203,20 @@ pub fn machine_name(instance: &str) -> Result<MachineName, String> {
         .map_err(|_| format!("cannot make a machine name out of `{instance}`"))
 }
 
+/// What the `driver` section says about the machines.
+#[derive(Default)]
+struct DriverKeys {
+    default_box: Option<String>,
+    hosts: Hosts,
+    /// molecule-vagrant's `provision`: `false` keeps the platforms'
+    /// provisioners from running (kvmdrive runs them unless told not to).
+    provision: Option<bool>,
+}
+
+/// molecule-vagrant's default vCPU count (its `vagrant` module's
+/// `provider_cpus`): a platform without `cpus` gets it, as it did there.
+pub const DEFAULT_CPUS: u32 = 2;
+
 struct Checker<'a> {
     source_name: &'a str,
     warnings: Vec<String>,
@@ -202,20 +235,20 @@ impl Checker<'_> {
         self.warnings.push(format!("{at}: {message}"));
     }
 
-    /// The `driver` section: returns `default_box` and `hosts`.
-    fn driver(&mut self, d: &Value) -> Result<(Option<String>, Hosts), PlatformError> {
+    /// The `driver` section: returns `default_box`, `hosts` and `provision`.
+    fn driver(&mut self, d: &Value) -> Result<DriverKeys, PlatformError> {
         let Value::Object(m) = d else {
             return Err(self.err("driver", "expected a mapping"));
         };
-        let mut default_box = None;
-        let mut hosts = Hosts::default();
+        let mut keys = DriverKeys::default();
         for (k, v) in m {
             let at = format!("driver.{k}");
             match k.as_str() {
                 // Molecule's own driver keys.
                 "name" | "options" | "ssh_connection_options" | "safe_files" => {}
                 "default_box" => {
-                    default_box = Some(string(v).ok_or_else(|| self.err(&at, "expected a string"))?)
+                    keys.default_box =
+                        Some(string(v).ok_or_else(|| self.err(&at, "expected a string"))?)
                 }
                 "provider" => {
                     let name = v.get("name").and_then(Value::as_str).unwrap_or("libvirt");
@@ -224,20 +257,24 @@ impl Checker<'_> {
                     }
                 }
                 "parallel" => {} // kvmdrive always brings machines up in parallel
-                "reuse" => {}    // read by the scenario (machine::reuse)
+                "reuse" | "mitogen" => {} // read by the scenario (machine::reuse, roletest::mitogen)
                 "hosts" => {
                     let list: Vec<HostUri> = serde_json::from_value(v.clone()).map_err(|e| {
                         self.err(&at, &format!("expected a list of libvirt URIs: {e}"))
                     })?;
-                    hosts = Hosts::parse(list).map_err(|e| self.err(&at, &e))?;
+                    keys.hosts = Hosts::parse(list).map_err(|e| self.err(&at, &e))?;
                 }
-                "cachier" | "provision" => {
-                    self.warn(&at, "only means something to Vagrant: ignored".into())
+                "provision" => {
+                    keys.provision = Some(
+                        v.as_bool()
+                            .ok_or_else(|| self.err(&at, "expected true or false"))?,
+                    )
                 }
+                "cachier" => self.warn(&at, "only means something to Vagrant: ignored".into()),
                 _ => self.warn(&at, "unknown driver key: ignored".into()),
             }
         }
-        Ok((default_box, hosts))
+        Ok(keys)
     }
 
     fn platform(
@@ -294,6 +331,16 @@ impl Checker<'_> {
                 _ => {}
             }
         }
+        if s.hostname.is_none() && instance.name.contains('.') {
+            // molecule-vagrant sets `vm.hostname` to the platform's name:
+            // an FQDN stays one (the machine's own name cannot hold dots).
+            if let Ok(h) = Hostname::parse(&instance.name) {
+                s.hostname = Some(HostnameSetting::Name(h));
+            }
+        }
+        if s.cpus.is_none() {
+            s.cpus = Some(Positive(DEFAULT_CPUS));
+        }
         checksum_of(&s, &MachineSettings::default()).map_err(|e| self.err(&ctx, &e))?;
         let name = MachineName(instance.machine.clone());
         s.name = Some(name);
@@ -348,6 +395,9 @@ impl Checker<'_> {
         };
         for (k, v) in m {
             let at = format!("{at}.{k}");
+            // molecule-vagrant writes values into the Vagrantfile as Ruby, so
+            // its users quote strings themselves: `driver: '"kvm"'`.
+            let v = &unquote_ruby_string(v);
             let bad = |what: &str| self.err(&at, &format!("expected {what}"));
             match k.as_str() {
                 "cpu_mode" => s.cpu_mode = Some(cpu_mode(v).map_err(|e| self.err(&at, &e))?),
@@ -392,6 +442,8 @@ impl Checker<'_> {
                     &at,
                     "changes nothing kvmdrive's machines can show: ignored".into(),
                 ),
+                // The system connection: what kvmdrive uses unless told otherwise.
+                "qemu_use_session" if v.as_bool() == Some(false) => {}
                 "uri" | "host" | "connect_via_ssh" | "username" | "password" | "socket"
                 | "id_ssh_key_file" | "qemu_use_session" | "system_uri" => {
                     return Err(self.err(
@@ -821,6 +873,88 @@ platforms:
         assert!(!w.contains("provider_raw_config_args[0]"), "{w}");
         let e = err("- name: a\n  secure_boot: true\n  machine_type: pc\n");
         assert!(e.contains("q35"), "{e}");
+    }
+
+    #[test]
+    fn values_written_as_ruby_strings_mean_the_string() {
+        let p = ok(r#"
+- name: a
+  provider_options:
+    driver: '"qemu"'
+    nic_model_type: "'e1000'"
+    cpu_mode: '"host-passthrough"'
+    qemu_use_session: false
+  interfaces:
+    - network_name: private_network
+      ip: '"192.168.56.10"'
+      virtualbox__intnet: cluster
+"#);
+        let m = &p.config.machines()[0];
+        assert_eq!(m.accel, Accel::Tcg);
+        assert_eq!(m.cpu_mode, CpuMode::HostPassthrough);
+        assert_eq!(
+            m.nic_model,
+            crate::project::net_config::NicModel::parse("e1000").unwrap()
+        );
+        let crate::project::net_config::NetworkKind::Private(net) = &m.networks[0].kind else {
+            panic!("{:?}", m.networks[0])
+        };
+        assert_eq!(net.address.unwrap().to_string(), "192.168.56.10/24");
+        let w = p.warnings.join("\n");
+        assert!(
+            w.contains("virtualbox__intnet: an option of another Vagrant provider"),
+            "{w}"
+        );
+        let e = err("- name: a\n  provider_options:\n    qemu_use_session: true\n");
+        assert!(e.contains("--connect"), "{e}");
+        assert!(
+            err("- name: a\n  provider_options:\n    driver: '\"xen\"'\n")
+                .contains("`kvm` or `qemu`")
+        );
+    }
+
+    #[test]
+    fn an_fqdn_platform_name_is_the_guests_host_name() {
+        let p = ok("- name: ipa.example.test\n- name: web\n- name: db.example.test\n  hostname: other.example.test\n");
+        let m = p.config.machines();
+        assert_eq!(m[0].name.0, "ipa-example-test");
+        assert_eq!(
+            m[0].hostname,
+            HostnameSetting::Name(Hostname::parse("ipa.example.test").unwrap())
+        );
+        assert_eq!(m[1].hostname, HostnameSetting::MachineName);
+        assert_eq!(
+            m[2].hostname,
+            HostnameSetting::Name(Hostname::parse("other.example.test").unwrap())
+        );
+    }
+
+    #[test]
+    fn platforms_get_molecule_vagrants_two_cpus_unless_they_say() {
+        let p = ok("- name: a\n- name: b\n  cpus: 1\n- name: c\n  provider_options:\n    cpus: 3\n- name: d\n  provider_raw_config_args: ['cpus = 4']\n");
+        let cpus: Vec<u32> = p.config.machines().iter().map(|m| m.cpus).collect();
+        assert_eq!(cpus, [DEFAULT_CPUS, 1, 3, 4]);
+    }
+
+    #[test]
+    fn driver_provision_false_keeps_provisioners_from_running() {
+        let platform = "platforms:\n  - name: a\n    instance_raw_config_args:\n      - \"vm.provision :shell, inline: 'true'\"\n";
+        let off = ok(&format!("driver:\n  provision: false\n{platform}"));
+        assert!(off.config.machines()[0].provisioners.is_empty());
+        assert!(
+            off.warnings.join("\n").contains("provision: false"),
+            "{:?}",
+            off.warnings
+        );
+        for on in [
+            format!("driver:\n  provision: true\n{platform}"),
+            platform.to_owned(),
+        ] {
+            let p = ok(&on);
+            assert_eq!(p.config.machines()[0].provisioners.len(), 1);
+            assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        }
+        assert!(err(&format!("driver:\n  provision: maybe\n{platform}")).contains("true or false"));
     }
 
     #[test]

@@ -603,6 +603,23 @@ impl Parser<'_> {
 }
 
 /// Parses one line into a call, evaluating interpolations with `env`.
+/// A YAML value that holds a Ruby string literal (`'"kvm"'`, `"'e1000'"`:
+/// molecule-vagrant pastes values into its Vagrantfile as Ruby, so its users
+/// quote strings themselves) as the string it means; anything else as is.
+/// (A YAML value, not one of this module's Ruby [`Value`]s.)
+pub fn unquote_ruby_string(v: &serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::String(text) = v {
+        for q in ['"', '\''] {
+            if let Some(inner) = text.strip_prefix(q).and_then(|t| t.strip_suffix(q)) {
+                if !inner.contains(q) && !inner.contains("#{") {
+                    return serde_json::Value::String(inner.to_owned());
+                }
+            }
+        }
+    }
+    v.clone()
+}
+
 pub fn parse_line(line: &str, env: &dyn Env) -> Result<Call, RubyError> {
     let err = |message: String| RubyError {
         line: line.trim().to_owned(),
