@@ -228,21 +228,13 @@ def test_sanity_checks_find_the_binary(tmp_path: Path, monkeypatch: pytest.Monke
         d.sanity_checks()
 
 
-def test_reuse_is_a_driver_option() -> None:
+@pytest.mark.parametrize(("option", "not_a_boolean"), [("reuse", "yes"), ("mitogen", "on")])
+def test_boolean_driver_options(option: str, not_a_boolean: str) -> None:
     data = molecule_config(
-        {"driver": {"name": DRIVER_NAME, "reuse": True}, "platforms": [{"name": "a", "box": "b"}]}
+        {"driver": {"name": DRIVER_NAME, option: True}, "platforms": [{"name": "a", "box": "b"}]}
     )
     assert schema_v3.validate(data) == []
-    data["driver"]["reuse"] = "yes"
-    assert schema_v3.validate(data)
-
-
-def test_mitogen_is_a_driver_option() -> None:
-    data = molecule_config(
-        {"driver": {"name": DRIVER_NAME, "mitogen": True}, "platforms": [{"name": "a", "box": "b"}]}
-    )
-    assert schema_v3.validate(data) == []
-    data["driver"]["mitogen"] = "on"
+    data["driver"][option] = not_a_boolean
     assert schema_v3.validate(data)
 
 

@@ -340,20 +340,20 @@ impl Scenario {
     /// The driver's `reuse: true` (Molecule's `driver:` section): machines
     /// are kept between runs (see `machine::reuse`).
     pub fn driver_reuse(&self) -> bool {
-        self.document
-            .as_ref()
-            .and_then(|d| d.pointer("/driver/reuse"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        self.driver_flag("reuse")
     }
 
     /// The driver's `mitogen: true`: playbooks run with Mitogen for Ansible
     /// (see `roletest::mitogen`).
     pub fn driver_mitogen(&self) -> bool {
+        self.driver_flag("mitogen")
+    }
+
+    /// A boolean of the `driver:` section; false when absent.
+    fn driver_flag(&self, key: &str) -> bool {
         self.document
             .as_ref()
-            .and_then(|d| d.pointer("/driver/mitogen"))
-            .and_then(Value::as_bool)
+            .and_then(|d| d.get("driver")?.get(key)?.as_bool())
             .unwrap_or(false)
     }
 

@@ -149,11 +149,11 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
         return Err(ck.err("platforms", "the list is empty: declare at least one"));
     }
     let mut config = Config::default();
-    let mut driver_keys = DriverKeys::default();
+    let mut provision = None;
     if let Some(d) = driver {
-        driver_keys = ck.driver(d)?;
-        config.defaults.box_name = driver_keys.default_box.take();
-        config.hosts = std::mem::take(&mut driver_keys.hosts);
+        let keys = ck.driver(d)?;
+        (config.defaults.box_name, config.hosts, provision) =
+            (keys.default_box, keys.hosts, keys.provision);
     }
     let mut instances: Vec<Instance> = Vec::new();
     let mut machines = Vec::new();
@@ -171,9 +171,7 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
                 ),
             ));
         }
-        if driver_keys.provision == Some(false)
-            && settings.provision.as_ref().is_some_and(|p| !p.is_empty())
-        {
+        if provision == Some(false) && settings.provision.as_ref().is_some_and(|p| !p.is_empty()) {
             ck.warn(
                 &format!("platforms[{i}] ({})", instance.name),
                 "its provisioners are not run: the driver says `provision: false` (molecule-vagrant's \

@@ -602,7 +602,6 @@ impl Parser<'_> {
     }
 }
 
-/// Parses one line into a call, evaluating interpolations with `env`.
 /// A YAML value that holds a Ruby string literal (`'"kvm"'`, `"'e1000'"`:
 /// molecule-vagrant pastes values into its Vagrantfile as Ruby, so its users
 /// quote strings themselves) as the string it means; anything else as is.
@@ -620,6 +619,7 @@ pub fn unquote_ruby_string(v: &serde_json::Value) -> serde_json::Value {
     v.clone()
 }
 
+/// Parses one line into a call, evaluating interpolations with `env`.
 pub fn parse_line(line: &str, env: &dyn Env) -> Result<Call, RubyError> {
     let err = |message: String| RubyError {
         line: line.trim().to_owned(),
