@@ -176,6 +176,11 @@ pub struct CreateArgs {
     /// give fresh machines one (also the driver's `reuse: true`).
     #[arg(long)]
     pub reuse: bool,
+
+    /// Also write the records to FILE as Molecule's instance_config.yml
+    /// (mode 0600, replaced whole), as the Molecule driver's create does.
+    #[arg(long, value_name = "FILE")]
+    pub instance_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +275,10 @@ pub struct DestroyArgs {
     #[arg(long)]
     pub purge: bool,
 
+    /// Afterwards write an empty Molecule instance_config.yml (`[]`) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub instance_config: Option<PathBuf>,
+
     #[command(flatten)]
     pub selection: MachineSelection,
 }
@@ -350,7 +359,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Create(CreateArgs { reuse: false })
+            Command::Create(CreateArgs {
+                reuse: false,
+                instance_config: None
+            })
         ));
         assert_eq!(
             cli.global.platforms.as_deref(),

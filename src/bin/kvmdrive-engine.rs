@@ -137,6 +137,9 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
                 }
                 Ok(())
             })?;
+            if let Some(path) = &a.instance_config {
+                steps::write_instance_config(path, &[])?;
+            }
             if g.json {
                 let gone: Vec<serde_json::Value> = sc
                     .instances
@@ -176,6 +179,9 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         Command::Create(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             let records = steps::create_with(env, sc, a.reuse || sc.driver_reuse())?;
+            if let Some(path) = &a.instance_config {
+                steps::write_instance_config(path, &records)?;
+            }
             if g.json {
                 out.json_doc(&records);
             }

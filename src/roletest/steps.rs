@@ -142,6 +142,31 @@ pub fn create_with(
     Ok(records.iter().map(|r| sc.instance_record(r)).collect())
 }
 
+/// Writes Molecule's `instance_config.yml`: the records as a YAML list
+/// (`[]` for none), replacing the file whole (a reader never sees half of
+/// it), readable by its owner only (the records name the SSH key).
+pub fn write_instance_config(path: &Path, records: &[InstanceRecord]) -> Result<(), StepError> {
+    use std::io::Write;
+    let err = |source| StepError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let yaml = if records.is_empty() {
+        "[]\n".to_owned()
+    } else {
+        serde_norway::to_string(records).map_err(|e| err(std::io::Error::other(e)))?
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // NamedTempFile is created 0600.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(yaml.as_bytes()).map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
+}
+
 /// Removes every machine of the project; with `reuse` (or the driver's
 /// `reuse: true`) machines with a pristine snapshot are parked instead.
 pub fn destroy(env: &Env, sc: &Scenario, reuse: bool) -> Result<(), StepError> {
@@ -422,6 +447,51 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_config_is_a_yaml_list_molecule_reads_and_only_its_owner_can() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("instance_config.yml");
+        fs::write(&path, "stale: content that is longer than the new one\n").unwrap();
+        let record = InstanceRecord {
+            instance: "web.example.org".into(),
+            address: "192.168.121.10".into(),
+            user: "vagrant".into(),
+            port: 22,
+            identity_file: "/state/machines/web/id_ed25519".into(),
+            networks: Vec::new(),
+            ssh_args: None,
+            host: None,
+            python: Some("/usr/bin/python3".into()),
+        };
+        write_instance_config(&path, &[record]).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!([{
+                "instance": "web.example.org", "address": "192.168.121.10",
+                "user": "vagrant", "port": 22,
+                "identity_file": "/state/machines/web/id_ed25519",
+                "python": "/usr/bin/python3",
+            }])
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        write_instance_config(&path, &[]).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "[]\n");
+        assert_eq!(
+            fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        let missing = tmp.path().join("no/such/dir/instance_config.yml");
+        assert!(matches!(
+            write_instance_config(&missing, &[]),
+            Err(StepError::Write { .. })
+        ));
+    }
 
     #[test]
     fn a_scenario_under_a_role_finds_the_role_and_its_names() {
