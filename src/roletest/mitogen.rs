@@ -51,6 +51,20 @@ pub fn env_for(ansible_playbook: &OsString) -> Result<Vec<(String, OsString)>, A
     if user_env("ANSIBLE_STRATEGY").is_some() {
         return Ok(Vec::new());
     }
+    let dir = strategy_dir(ansible_playbook)?;
+    Ok(strategy_env(&dir, user_env))
+}
+
+/// Mitogen's strategy directory for `ansible_playbook`, asked of its Python
+/// once per process (`kvmdrive test` runs up to four playbooks).
+fn strategy_dir(ansible_playbook: &OsString) -> Result<PathBuf, AnsibleError> {
+    use std::sync::Mutex;
+    static FOUND: Mutex<Vec<(OsString, PathBuf)>> = Mutex::new(Vec::new());
+    let known = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, dir)) = known.iter().find(|(p, _)| p == ansible_playbook) {
+        return Ok(dir.clone());
+    }
+    drop(known);
     let python = python_of(ansible_playbook);
     let out = Command::new(&python)
         .args(["-c", FIND_STRATEGY_DIR])
@@ -66,7 +80,11 @@ pub fn env_for(ansible_playbook: &OsString) -> Result<Vec<(String, OsString)>, A
         return Err(missing(last));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok(strategy_env(&dir, user_env))
+    FOUND
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((ansible_playbook.clone(), dir.clone()));
+    Ok(dir)
 }
 
 /// The Python that runs `program`: the interpreter of its `#!` line (also

@@ -253,6 +253,16 @@ impl Checker<'_> {
                     if name != "libvirt" {
                         self.warn(&at, format!("kvmdrive always uses libvirt (not `{name}`)"));
                     }
+                    // molecule-vagrant read only the name here; say so rather than
+                    // let `provider: {options: ...}` look honoured.
+                    if let Value::Object(p) = v {
+                        for k in p.keys().filter(|k| *k != "name") {
+                            self.warn(
+                                &format!("{at}.{k}"),
+                                "ignored (as by molecule-vagrant): set provider options per platform, in `provider_options`".into(),
+                            );
+                        }
+                    }
                 }
                 "parallel" => {} // kvmdrive always brings machines up in parallel
                 "reuse" | "mitogen" => {} // read by the scenario (machine::reuse, roletest::mitogen)
@@ -718,6 +728,22 @@ platforms:
         assert!(
             e.contains("nic_model_type") && e.contains("ne2k_pci"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn driver_provider_options_are_named_as_ignored() {
+        let p = ok("driver:\n  name: molecule-kvmdrive\n  provider:\n    name: libvirt\n    options:\n      memory: 2048\nplatforms:\n  - name: one\n");
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0].starts_with("driver.provider.options: ignored"),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            ok("driver:\n  provider:\n    name: libvirt\nplatforms:\n  - name: one\n")
+                .warnings
+                .is_empty()
         );
     }
 
