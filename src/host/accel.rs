@@ -61,6 +61,11 @@ pub fn has_virt_flags(cpuinfo: &str) -> bool {
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
+/// Where a user asks for TCG: kvmdrive.yml's key, and the Molecule platform's
+/// vagrant-libvirt spelling (`driver` in `provider_options`).
+pub const TCG_SETTING: &str =
+    "`accel: tcg` in kvmdrive.yml (a Molecule platform: `provider_options: {driver: qemu}`)";
+
 /// The accelerator to use and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelChoice {
@@ -77,9 +82,11 @@ pub fn choose(setting: config::Accel, facts: &KvmFacts) -> AccelChoice {
     match setting {
         config::Accel::Kvm => AccelChoice {
             accel: Accel::Kvm,
-            reason: "accel: kvm in kvmdrive.yml".into(),
+            reason: "KVM asked for (`accel: kvm`, or a Molecule platform's `driver: kvm`)".into(),
         },
-        config::Accel::Tcg => tcg("accel: tcg in kvmdrive.yml"),
+        config::Accel::Tcg => {
+            tcg("TCG asked for (`accel: tcg`, or a Molecule platform's `driver: qemu`)")
+        }
         config::Accel::Auto if !facts.dev_kvm_exists => {
             tcg("no /dev/kvm: using TCG (software emulation, slower)")
         }

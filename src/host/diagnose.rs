@@ -85,15 +85,17 @@ pub fn diagnose(message: &str, dev_kvm_exists: bool) -> Option<String> {
                 doctor::FIX
             )
         } else {
-            "there is no /dev/kvm (check `kvm-device`): use `accel: tcg` in kvmdrive.yml, or give the container /dev/kvm"
-                .to_owned()
+            format!(
+                "there is no /dev/kvm (check `kvm-device`): use {}, or give the container /dev/kvm",
+                super::accel::TCG_SETTING
+            )
         });
     }
     if crate::virt::qemu_log::is_kvm_internal_error(message) {
-        return Some(
-            "KVM cannot run this guest (check `kvm-runs-guests`): use TCG: `accel: tcg` in kvmdrive.yml (`kvmdrive host check --probe` shows why)"
-                .to_owned(),
-        );
+        return Some(format!(
+            "KVM cannot run this guest (check `kvm-runs-guests`): use TCG: {} (`kvmdrive host check --probe` shows why)",
+            super::accel::TCG_SETTING
+        ));
     }
     let (_, check, what, fix) = PATTERNS.iter().find(|(pat, ..)| lower.contains(pat))?;
     Some(format!("{what} (check `{check}`): {fix}"))
@@ -185,12 +187,18 @@ mod tests {
         assert_eq!(diagnose_start_failure("domain 'x' already exists"), None);
         let caps = "invalid argument: could not find capabilities for domaintype=kvm ";
         assert!(diagnose(caps, true).unwrap().contains("check `kvm-access`"));
-        assert!(diagnose(caps, false)
-            .unwrap()
-            .contains("check `kvm-device`"));
-        assert!(diagnose("KVM internal error. Suberror: 1 (/dev/kvm)", true)
-            .unwrap()
-            .contains("check `kvm-runs-guests`"));
+        let no_dev = diagnose(caps, false).unwrap();
+        assert!(no_dev.contains("check `kvm-device`"), "{no_dev}");
+        let died = diagnose("KVM internal error. Suberror: 1 (/dev/kvm)", true).unwrap();
+        assert!(died.contains("check `kvm-runs-guests`"), "{died}");
+        // Both spellings of the way out: kvmdrive.yml's and a Molecule platform's.
+        for hint in [&no_dev, &died] {
+            assert!(hint.contains("`accel: tcg`"), "{hint}");
+            assert!(
+                hint.contains("`provider_options: {driver: qemu}`"),
+                "{hint}"
+            );
+        }
     }
 
     #[test]

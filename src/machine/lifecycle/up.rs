@@ -397,7 +397,10 @@ fn bring_up_inner(
                 return Err(Failure {
                     message: "KVM cannot run this guest (KVM internal error in the qemu log)"
                         .into(),
-                    hint: Some("set `accel: tcg` (or `auto`) in kvmdrive.yml".into()),
+                    hint: Some(format!(
+                        "use TCG: {} (or leave it to `accel: auto`)",
+                        crate::host::accel::TCG_SETTING
+                    )),
                 })
             }
             Err(ReadyError::Failed(f)) => return Err(f),
