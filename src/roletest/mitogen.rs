@@ -60,11 +60,10 @@ pub fn env_for(ansible_playbook: &OsString) -> Result<Vec<(String, OsString)>, A
 fn strategy_dir(ansible_playbook: &OsString) -> Result<PathBuf, AnsibleError> {
     use std::sync::Mutex;
     static FOUND: Mutex<Vec<(OsString, PathBuf)>> = Mutex::new(Vec::new());
-    let known = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let mut known = FOUND.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, dir)) = known.iter().find(|(p, _)| p == ansible_playbook) {
         return Ok(dir.clone());
     }
-    drop(known);
     let python = python_of(ansible_playbook);
     let out = Command::new(&python)
         .args(["-c", FIND_STRATEGY_DIR])
@@ -80,10 +79,7 @@ fn strategy_dir(ansible_playbook: &OsString) -> Result<PathBuf, AnsibleError> {
         return Err(missing(last));
     }
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    FOUND
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((ansible_playbook.clone(), dir.clone()));
+    known.push((ansible_playbook.clone(), dir.clone()));
     Ok(dir)
 }
 
