@@ -1,7 +1,8 @@
 //! Putting a guest's clock right when its memory was restored (snapshot
 //! restore, resume from a managed save, a reused machine): the guest wakes
-//! at the time it was saved. Every login that makes a machine ready (see
-//! [`login`]) also compares the guest's clock with the host's and, when they
+//! at the time it was saved. Every login that makes such a machine ready
+//! (see [`login`]; a cold boot takes QEMU's RTC, the host's time, and skips
+//! it) also compares the guest's clock with the host's and, when they
 //! differ by more than [`TOLERANCE`], sets it in the same session with one
 //! `sudo -n date`, so no extra login is needed. With `guest_agent: true`
 //! libvirt sets it (virDomainSetTime): a login finds it right, and a

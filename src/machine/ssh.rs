@@ -292,25 +292,39 @@ fn key_blob(public_line: &str) -> Option<&str> {
 /// [`KEY_FILE_IN_USE`] when the file it replaced held the own key or one of
 /// `login_keys` (the public keys we may have logged in with), and the guest's
 /// Python for Ansible when it has one (read back by [`python_in`]).
+///
+/// The checks use shell builtins (`read` loops, `case`) rather than `grep`
+/// and `hostname`: in a guest that has just booted under TCG every program
+/// started costs tens of milliseconds, and this login is on the path of every
+/// `up`. Only the atomic `mv` of the key file and, when the name is not yet
+/// set, the `sudo` remain.
 pub fn key_replacement_script(
     public_line: &str,
     login_keys: &[&str],
     hostname: Option<&Hostname>,
 ) -> String {
     let q = shell_quote;
-    let patterns: String = std::iter::once(public_line)
+    let patterns: Vec<String> = std::iter::once(public_line)
         .chain(login_keys.iter().copied())
         .filter_map(key_blob)
-        .map(|b| format!(" -e {}", q(b)))
+        .map(|b| format!("*{}*", q(b)))
         .collect();
-    let mut script = format!(
-        "set -e; umask 077; mkdir -p ~/.ssh; \
-         if grep -qsF{patterns} ~/.ssh/authorized_keys; then echo {marker}; fi; \
-         printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
+    let mut script = String::from("set -e; umask 077; [ -d ~/.ssh ] || mkdir -p ~/.ssh; ");
+    if !patterns.is_empty() {
+        script.push_str(&format!(
+            "if [ -f ~/.ssh/authorized_keys ]; then \
+             while IFS= read -r l || [ -n \"$l\" ]; do \
+             case $l in {patterns}) echo {marker}; break;; esac; \
+             done < ~/.ssh/authorized_keys; fi; ",
+            patterns = patterns.join("|"),
+            marker = q(KEY_FILE_IN_USE),
+        ));
+    }
+    script.push_str(&format!(
+        "printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
          mv ~/.ssh/authorized_keys.kvmdrive ~/.ssh/authorized_keys",
         key = q(public_line),
-        marker = q(KEY_FILE_IN_USE),
-    );
+    ));
     script.push_str(&format!(
         "; if [ -x {PYTHON} ]; then echo {}; fi",
         q(&format!("{PYTHON_LINE}{PYTHON}"))
@@ -321,12 +335,19 @@ pub fn key_replacement_script(
         } else {
             format!("127.0.1.1\t{} {}", h.fqdn(), h.short())
         };
-        // $1: the short name, $2: the /etc/hosts line.
-        let as_root = "hostname \"$1\" && echo \"$1\" > /etc/hostname \
+        // $1: the short name, $2: the /etc/hosts line. Linux guests take the
+        // kernel's name through /proc without starting `hostname`.
+        let as_root =
+            "if [ -w /proc/sys/kernel/hostname ]; then echo \"$1\" > /proc/sys/kernel/hostname; \
+             else hostname \"$1\"; fi && echo \"$1\" > /etc/hostname \
              && sed -i '/^127\\.0\\.1\\.1[[:space:]]/d' /etc/hosts \
              && printf '%s\\n' \"$2\" >> /etc/hosts";
         script.push_str(&format!(
-            "; if [ \"$(hostname)\" != {short} ] || ! grep -qxF {line} /etc/hosts; then \
+            "; if [ -r /proc/sys/kernel/hostname ]; then read -r n < /proc/sys/kernel/hostname; \
+             else n=$(hostname); fi; h=; \
+             if [ -f /etc/hosts ]; then \
+             while IFS= read -r l || [ -n \"$l\" ]; do [ \"$l\" != {line} ] || h=1; done < /etc/hosts; fi; \
+             if [ \"$n\" != {short} ] || [ -z \"$h\" ]; then \
              sudo -n sh -c {as_root} sh {short} {line}; fi",
             short = q(h.short()),
             line = q(&line),
@@ -416,9 +437,10 @@ mod tests {
         let s = key_replacement_script("k", &[], Some(&fqdn));
         assert_eq!(s.matches("sudo").count(), 1, "{s}");
         assert!(
-            s.contains("hostname \"$1\" && echo \"$1\" > /etc/hostname"),
+            s.contains("echo \"$1\" > /proc/sys/kernel/hostname;"),
             "{s}"
         );
+        assert!(s.contains("echo \"$1\" > /etc/hostname"), "{s}");
         assert!(
             s.contains("printf '\\''%s\\n'\\'' \"$2\" >> /etc/hosts"),
             "{s}"
@@ -435,26 +457,53 @@ mod tests {
         );
     }
 
-    /// Runs the script with HOME in a temporary directory and `hostname` and
-    /// `sudo` replaced by stubs (sudo records its arguments, one per line);
-    /// returns (stdout, authorized_keys, what sudo got).
-    fn run_script(script: &str, old_keys: Option<&str>) -> (String, String, String) {
+    /// What [`run_script`] runs the script against.
+    struct Guest<'a> {
+        authorized_keys: Option<&'a str>,
+        /// The kernel's host name.
+        hostname: &'a str,
+        hosts: &'a str,
+    }
+
+    const FRESH_GUEST: Guest = Guest {
+        authorized_keys: Some("ssh-rsa INSECURE2 vagrant\n"),
+        hostname: "debian12",
+        hosts: "127.0.0.1\tlocalhost\n127.0.1.1\tdebian12\n",
+    };
+
+    /// Runs the script with HOME in a temporary directory, the guest's
+    /// /proc/sys/kernel/hostname and /etc/hosts replaced by files there, and
+    /// `sudo` and `hostname` replaced by stubs (sudo records its arguments,
+    /// one per line; `hostname` fails: the script must not need it where
+    /// /proc has the name); returns (stdout, authorized_keys, what sudo got).
+    fn run_script(script: &str, guest: &Guest) -> (String, String, String) {
         use std::os::unix::fs::PermissionsExt;
         let home = tempfile::tempdir().unwrap();
         let bin = home.path().join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         for (name, body) in [
-            ("hostname", "echo debian12\n"),
+            ("hostname", "echo hostname-was-run >&2; exit 1\n"),
             ("sudo", "printf '%s\\n' \"$@\" > \"$HOME/sudo.args\"\n"),
         ] {
             let p = bin.join(name);
             std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        if let Some(k) = old_keys {
+        if let Some(k) = guest.authorized_keys {
             std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
             std::fs::write(home.path().join(".ssh/authorized_keys"), k).unwrap();
         }
+        let file = |name: &str, text: &str| {
+            let p = home.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let script = script
+            .replace(
+                "/proc/sys/kernel/hostname",
+                &file("kernel-hostname", &format!("{}\n", guest.hostname)),
+            )
+            .replace("/etc/hosts", &file("hosts", guest.hosts));
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
         let out = std::process::Command::new("sh")
             .arg("-c")
@@ -477,6 +526,41 @@ mod tests {
     }
 
     #[test]
+    fn key_script_asks_sudo_only_when_the_name_or_the_hosts_line_is_missing() {
+        let fqdn = Hostname::parse("node1.example.com").unwrap();
+        let s = key_replacement_script("ssh-ed25519 OWN k", &[], Some(&fqdn));
+        let line = "127.0.1.1\tnode1.example.com node1";
+        let named = format!("127.0.0.1\tlocalhost\n{line}\n");
+        let done = Guest {
+            hostname: "node1",
+            hosts: &named,
+            ..FRESH_GUEST
+        };
+        assert_eq!(run_script(&s, &done).2, "", "all set: no sudo");
+        let name_differs = Guest {
+            hostname: "debian12",
+            ..done
+        };
+        assert_ne!(run_script(&s, &name_differs).2, "", "kernel name differs");
+        let near = format!("127.0.1.1\tnode1\n{line} x\n");
+        let no_exact_line = Guest {
+            hosts: &near,
+            ..done
+        };
+        assert_ne!(run_script(&s, &no_exact_line).2, "", "no exact hosts line");
+        let no_newline = Guest {
+            hosts: line,
+            ..done
+        };
+        assert_eq!(
+            run_script(&s, &no_newline).2,
+            "",
+            "last line without newline"
+        );
+        assert_ne!(run_script(&s, &FRESH_GUEST).2, "");
+    }
+
+    #[test]
     fn key_script_replaces_the_keys_and_says_whether_the_file_was_in_use() {
         let own = "ssh-ed25519 OWNKEY kvmdrive";
         let insecure = ["ssh-ed25519 INSECURE1 vagrant", "ssh-rsa INSECURE2 vagrant"];
@@ -485,7 +569,7 @@ mod tests {
         crate::testutil::assert_sh_syntax(&s);
 
         // First boot: the box's file holds the insecure keys.
-        let (out, keys, sudo) = run_script(&s, Some("ssh-rsa INSECURE2 vagrant\n"));
+        let (out, keys, sudo) = run_script(&s, &FRESH_GUEST);
         assert!(key_file_in_use(&out), "{out}");
         assert_eq!(keys, format!("{own}\n"));
         let args: Vec<&str> = sudo.lines().collect();
@@ -497,15 +581,33 @@ mod tests {
         );
 
         // A later up: the file holds the own key.
-        let (out, keys, _) = run_script(&s, Some(&format!("{own}\n")));
+        let (out, keys, _) = run_script(
+            &s,
+            &Guest {
+                authorized_keys: Some(&format!("{own}\n")),
+                ..FRESH_GUEST
+            },
+        );
         assert!(key_file_in_use(&out), "{out}");
         assert_eq!(keys, format!("{own}\n"));
 
         // No file, or one without any key we know: the own key must be tried.
-        let (out, keys, _) = run_script(&s, None);
+        let (out, keys, _) = run_script(
+            &s,
+            &Guest {
+                authorized_keys: None,
+                ..FRESH_GUEST
+            },
+        );
         assert!(!key_file_in_use(&out), "{out}");
         assert_eq!(keys, format!("{own}\n"));
-        let (out, _, _) = run_script(&s, Some("ssh-ed25519 SOMEONE else\n"));
+        let (out, _, _) = run_script(
+            &s,
+            &Guest {
+                authorized_keys: Some("ssh-ed25519 SOMEONE else\n"),
+                ..FRESH_GUEST
+            },
+        );
         assert!(!key_file_in_use(&out), "{out}");
 
         // The Python for Ansible: named exactly when the system's python3 is

@@ -2,7 +2,8 @@
 //! the reserved address, polled every 50 ms (aborted when the domain stops
 //! running, or pauses with a KVM internal error), then one login, retried
 //! until sshd lets us in, that swaps Vagrant's insecure key for the
-//! machine's own and sets the host name (one `sudo`). A check login with the
+//! machine's own, sets the host name (one `sudo`) and, unless the guest
+//! booted cold, puts its clock right. A check login with the
 //! own key follows only when that login could not tell that sshd reads the
 //! file the key went to.
 
@@ -18,6 +19,16 @@ use crate::machine::{guest_clock, keys};
 use crate::virt::domain::Accel;
 use crate::virt::hypervisor::DomainState;
 use crate::wait::{wait_until, Poll, PollError};
+
+/// How the guest came to run, which says whether its clock may be wrong.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Boot {
+    /// Booted from its disk: the clock comes from QEMU's RTC, the host's.
+    Cold,
+    /// Goes on from saved memory (resume, a reverted snapshot, a machine
+    /// found running or paused): the clock is where it was saved.
+    FromMemory,
+}
 
 pub(super) enum ReadyError {
     /// The domain paused with a KVM internal error.
@@ -38,6 +49,7 @@ pub(super) fn wait_ready(
     plan: &MachinePlan,
     ip: Ipv4Addr,
     accel: Accel,
+    boot: Boot,
 ) -> Result<MachineRecord, ReadyError> {
     let name = plan.machine.name.0.as_str();
     let dir = env.project.machine_dir(name);
@@ -125,8 +137,13 @@ pub(super) fn wait_ready(
         &keys::INSECURE_PUBLIC_KEYS,
         plan.guest_hostname().as_ref(),
     );
-    // The same session puts a restored guest's clock right (resume, reuse).
-    let stdout = match run_until_ok(&first, &script, Login::WithClock, deadline, &check) {
+    // The same session puts a restored guest's clock right (resume, reuse);
+    // a cold boot skips that exchange (a `date` and a round trip).
+    let login = match boot {
+        Boot::Cold => Login::Plain,
+        Boot::FromMemory => Login::WithClock,
+    };
+    let stdout = match run_until_ok(&first, &script, login, deadline, &check) {
         Err(_) if kvm_failed.get() => return Err(ReadyError::KvmFailed),
         // Any answer ended the port wait, a refusal too: a port that still
         // does not take connections at the deadline is a boot problem (sshd

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::ready::{wait_ready, ReadyError};
+use super::ready::{wait_ready, Boot, ReadyError};
 use super::resolve::{resolve, Fetch};
 use super::{
     box_spec, collect, failure, parallel, qemu_log, read_tail, remaining_domains, select, Env,
@@ -352,8 +352,12 @@ fn bring_up_inner(
     let name = plan.machine.name.0.as_str();
     let out = |msg: String| env.out.step(Some(name), msg);
     let mut accel = plan.accel.accel;
+    // A guest booted from its disk has the host's time (QEMU's RTC); one
+    // that goes on from memory (running, paused, a managed save) may not.
+    let mut boot = Boot::FromMemory;
     match env.hv.domain_state(&plan.domain)? {
         None => {
+            boot = Boot::Cold;
             // A disk without a domain is what an interrupted run leaves: start afresh.
             env.hv.delete_volume(POOL_NAME, &plan.overlay.name)?;
             let disk = env.hv.create_volume(POOL_NAME, &plan.overlay.to_xml())?;
@@ -370,7 +374,9 @@ fn bring_up_inner(
         }
         Some(DomainState::Running) => out("already running".into()),
         Some(state) => {
-            if state != DomainState::Shutoff {
+            if state == DomainState::Shutoff {
+                boot = Boot::Cold;
+            } else {
                 env.hv.destroy_domain(&plan.domain)?;
             }
             out(format!("starting ({})", state.as_str()));
@@ -381,7 +387,7 @@ fn bring_up_inner(
         }
     }
     loop {
-        match wait_ready(env, plan, ip, accel) {
+        match wait_ready(env, plan, ip, accel, boot) {
             Err(ReadyError::KvmFailed)
                 if plan.machine.accel == config::Accel::Auto && accel == Accel::Kvm =>
             {
@@ -392,6 +398,7 @@ fn bring_up_inner(
                     .volume_path(POOL_NAME, &plan.overlay.name)?
                     .ok_or_else(|| failure("the machine's disk disappeared"))?;
                 accel = define_and_start(env, plan, &disk, Accel::Tcg, created)?;
+                boot = Boot::Cold;
             }
             Err(ReadyError::KvmFailed) => {
                 return Err(Failure {
