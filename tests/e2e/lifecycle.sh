@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end with the bundled box, inside the sandbox: two machines up in
 # parallel, ssh to both (one shared connection each, ended by destroy), plain `ssh -F` with ssh-config output, halt, up
-# again (sshd starts even with the empty host key a crash leaves), destroy, and nothing of kvmdrive left in libvirt or the project.
+# again (sshd starts even with the empty host key a crash leaves), an ACPI
+# shutdown, destroy, and nothing of kvmdrive left in libvirt or the project.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_sandbox "$@"
@@ -71,6 +72,12 @@ check "up starts them again" "$KVMDRIVE" up
 out=$("$KVMDRIVE" ssh db -- cat /etc/hostname 2>&1)
 check "db answers with its own key after the restart ($out)" test "$out" = db
 check "db made a new host key at the restart" "$KVMDRIVE" ssh db -- sudo test -s /etc/ssh/ssh_host_ed25519_key
+# libvirt's graceful stop (and vagrant-libvirt's halt without SSH) presses
+# the ACPI power button: the box must power off.
+web_domain=$(virsh list --name | grep -- '-web$')
+check "virsh shutdown (ACPI power button) stops web ($web_domain)" bash -c \
+    "virsh shutdown '$web_domain' >/dev/null && for _ in \$(seq 120); do
+         [ \"\$(virsh domstate '$web_domain')\" = 'shut off' ] && exit 0; sleep 0.5; done; exit 1"
 
 check "destroy removes both" "$KVMDRIVE" destroy
 check "destroy ended the shared connections" test "$(ours)" = 0
