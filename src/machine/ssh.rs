@@ -311,14 +311,12 @@ pub fn key_replacement_script(
         .collect();
     let mut script = String::from("set -e; umask 077; [ -d ~/.ssh ] || mkdir -p ~/.ssh; ");
     if !patterns.is_empty() {
-        script.push_str(&format!(
-            "if [ -f ~/.ssh/authorized_keys ]; then \
-             while IFS= read -r l || [ -n \"$l\" ]; do \
-             case $l in {patterns}) echo {marker}; break;; esac; \
-             done < ~/.ssh/authorized_keys; fi; ",
-            patterns = patterns.join("|"),
-            marker = q(KEY_FILE_IN_USE),
+        script.push_str(&on_first_line(
+            "~/.ssh/authorized_keys",
+            &patterns.join("|"),
+            &format!("echo {}", q(KEY_FILE_IN_USE)),
         ));
+        script.push_str("; ");
     }
     script.push_str(&format!(
         "printf '%s\\n' {key} > ~/.ssh/authorized_keys.kvmdrive; \
@@ -344,17 +342,27 @@ pub fn key_replacement_script(
              && printf '%s\\n' \"$2\" >> /etc/hosts";
         script.push_str(&format!(
             "; if [ -r /proc/sys/kernel/hostname ]; then read -r n < /proc/sys/kernel/hostname; \
-             else n=$(hostname); fi; h=; \
-             if [ -f /etc/hosts ]; then \
-             while IFS= read -r l || [ -n \"$l\" ]; do [ \"$l\" != {line} ] || h=1; done < /etc/hosts; fi; \
+             else n=$(hostname); fi; h=; {find_line}; \
              if [ \"$n\" != {short} ] || [ -z \"$h\" ]; then \
              sudo -n sh -c {as_root} sh {short} {line}; fi",
+            // A quoted `case` pattern matches the whole line, literally.
+            find_line = on_first_line("/etc/hosts", &q(&line), "h=1"),
             short = q(h.short()),
             line = q(&line),
             as_root = q(as_root),
         ));
     }
     script
+}
+
+/// Shell code that runs `then` for the first line of `file` (if it exists)
+/// that matches the `case` pattern `pattern`, with builtins only; a last
+/// line without a newline counts.
+fn on_first_line(file: &str, pattern: &str, then: &str) -> String {
+    format!(
+        "if [ -f {file} ]; then while IFS= read -r l || [ -n \"$l\" ]; do \
+         case $l in {pattern}) {then}; break;; esac; done < {file}; fi"
+    )
 }
 
 /// Single-quotes `s` for a POSIX shell.

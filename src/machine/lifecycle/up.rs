@@ -354,10 +354,8 @@ fn bring_up_inner(
     let mut accel = plan.accel.accel;
     // A guest booted from its disk has the host's time (QEMU's RTC); one
     // that goes on from memory (running, paused, a managed save) may not.
-    let mut boot = Boot::FromMemory;
-    match env.hv.domain_state(&plan.domain)? {
+    let mut boot = match env.hv.domain_state(&plan.domain)? {
         None => {
-            boot = Boot::Cold;
             // A disk without a domain is what an interrupted run leaves: start afresh.
             env.hv.delete_volume(POOL_NAME, &plan.overlay.name)?;
             let disk = env.hv.create_volume(POOL_NAME, &plan.overlay.to_xml())?;
@@ -371,12 +369,14 @@ fn bring_up_inner(
                 out(format!("created disk {d}"));
             }
             accel = define_and_start(env, plan, &disk, accel, created)?;
+            Boot::Cold
         }
-        Some(DomainState::Running) => out("already running".into()),
+        Some(DomainState::Running) => {
+            out("already running".into());
+            Boot::FromMemory
+        }
         Some(state) => {
-            if state == DomainState::Shutoff {
-                boot = Boot::Cold;
-            } else {
+            if state != DomainState::Shutoff {
                 env.hv.destroy_domain(&plan.domain)?;
             }
             out(format!("starting ({})", state.as_str()));
@@ -384,8 +384,13 @@ fn bring_up_inner(
                 .start_domain(&plan.domain)
                 .map_err(|e| start_failure(e, &plan.domain))?;
             crate::fault::point("up.domain-started");
+            if state == DomainState::Shutoff {
+                Boot::Cold
+            } else {
+                Boot::FromMemory
+            }
         }
-    }
+    };
     loop {
         match wait_ready(env, plan, ip, accel, boot) {
             Err(ReadyError::KvmFailed)
