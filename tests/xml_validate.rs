@@ -75,6 +75,11 @@ fn domains_validate_across_accelerators_cpus_and_sizes() {
                     console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
                     filesystems: shared_folders()[..shares].to_vec(),
                     hardware: HardwareSpec::default(),
+                    // The host name as an SMBIOS credential (with a `.`, `-`).
+                    credentials: (shares > 0)
+                        .then(|| ("kvmdrive.hostname".into(), "web-1.example.com".into()))
+                        .into_iter()
+                        .collect(),
                 };
                 validate(&spec.to_xml(), "domain");
             }
@@ -181,6 +186,7 @@ fn domains_validate_with_every_interface_kind_and_model() {
             console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
             filesystems: Vec::new(),
             hardware: HardwareSpec::default(),
+            credentials: Vec::new(),
         };
         validate(&spec.to_xml(), "domain");
     }
@@ -296,6 +302,8 @@ fn hardware_options_validate() {
             console_log: "/var/log/libvirt/qemu/p-abc123-web-console.log".into(),
             filesystems: Vec::new(),
             hardware,
+            // Next to firmware and NVRAM in <os>.
+            credentials: vec![("kvmdrive.hostname".into(), "web".into())],
         };
         validate(&spec.to_xml(), "domain");
     }

@@ -173,9 +173,21 @@ impl MachinePlan {
             hardware: self
                 .hardware
                 .spec(disk.parent().unwrap_or(Path::new("/")), accel),
+            credentials: self
+                .guest_hostname()
+                .map(|h| (HOSTNAME_CREDENTIAL.to_owned(), h.fqdn().to_owned()))
+                .into_iter()
+                .collect(),
         }
     }
 }
+
+/// The systemd credential that carries the machine's host name (its FQDN)
+/// into the guest at boot. A box may name itself from it before sshd starts
+/// (the bundled box does, once per name: boxes/debian-12); the first login
+/// then finds the name set and needs no `sudo`. Boxes that ignore it are
+/// named by that login as before.
+pub const HOSTNAME_CREDENTIAL: &str = "kvmdrive.hostname";
 
 #[cfg(test)]
 mod tests {
@@ -201,6 +213,30 @@ mod tests {
         assert_eq!(
             base_volume_name("kvmdrive/debian-12", "0", "ab12"),
             "box-kvmdrive-debian-12-0-ab12.qcow2"
+        );
+    }
+
+    #[test]
+    fn the_host_name_goes_to_the_guest_as_a_credential_unless_kept() {
+        let p = Project::new(Path::new("/srv/role-nginx"), None).unwrap();
+        let credentials = |yaml: &str| {
+            let accel = AccelChoice {
+                accel: Accel::Tcg,
+                reason: String::new(),
+            };
+            MachinePlan::new(&p, &machine(yaml), Path::new("/b.qcow2"), 0, accel)
+                .domain_spec(&p, Path::new("/d/m.qcow2"), Accel::Tcg, CpuSpec::HostModel)
+                .credentials
+        };
+        let named = |v: &str| vec![(HOSTNAME_CREDENTIAL.to_owned(), v.to_owned())];
+        assert_eq!(credentials("machines:\n  - name: web\n"), named("web"));
+        assert_eq!(
+            credentials("machines:\n  - name: web\n    hostname: Web.Example.COM.\n"),
+            named("web.example.com")
+        );
+        assert_eq!(
+            credentials("machines:\n  - name: web\n    hostname: false\n"),
+            vec![]
         );
     }
 

@@ -297,7 +297,9 @@ fn key_blob(public_line: &str) -> Option<&str> {
 /// and `hostname`: in a guest that has just booted under TCG every program
 /// started costs tens of milliseconds, and this login is on the path of every
 /// `up`. Only the atomic `mv` of the key file and, when the name is not yet
-/// set, the `sudo` remain.
+/// set, the `sudo` remain; a box that names itself at boot from the
+/// `kvmdrive.hostname` credential ([`crate::machine::plan::HOSTNAME_CREDENTIAL`])
+/// needs no `sudo`.
 pub fn key_replacement_script(
     public_line: &str,
     login_keys: &[&str],
@@ -566,6 +568,52 @@ mod tests {
             "last line without newline"
         );
         assert_ne!(run_script(&s, &FRESH_GUEST).2, "");
+    }
+
+    /// The bundled box names itself at boot from the credential kvmdrive
+    /// passes (boxes/debian-12, kvmdrive-hostname.service): what it writes
+    /// must be what the first login checks, or the login would `sudo` anyway.
+    #[test]
+    fn the_bundled_box_names_itself_as_the_first_login_expects() {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/boxes/debian-12/files/usr/local/libexec/kvmdrive/hostname"
+        );
+        for name in ["node1", "Node1.Example.com."] {
+            let h = Hostname::parse(name).unwrap();
+            let root = tempfile::tempdir().unwrap();
+            for (path, text) in [
+                ("proc/sys/kernel/hostname", "debian-12\n"),
+                ("etc/hostname", "debian-12\n"),
+                (
+                    "etc/hosts",
+                    "127.0.0.1\tlocalhost\n127.0.1.1\tdebian-12\n::1\tlocalhost\n",
+                ),
+                // As systemd writes a credential: no final newline.
+                ("creds/kvmdrive.hostname", h.fqdn()),
+            ] {
+                let p = root.path().join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            }
+            let out = std::process::Command::new("sh")
+                .arg(script)
+                .env("ROOT", root.path())
+                .env("CREDENTIALS_DIRECTORY", root.path().join("creds"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+            assert_eq!(read("etc/hostname"), format!("{}\n", h.short()));
+            let (kernel, hosts) = (read("proc/sys/kernel/hostname"), read("etc/hosts"));
+            let booted = Guest {
+                hostname: kernel.trim_end(),
+                hosts: &hosts,
+                ..FRESH_GUEST
+            };
+            let login = key_replacement_script("ssh-ed25519 OWN k", &[], Some(&h));
+            assert_eq!(run_script(&login, &booted).2, "", "{name}: no sudo");
+        }
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct DomainSpec {
     pub filesystems: Vec<FilesystemSpec>,
     /// Firmware, machine type, extra disks, TPM, ... (default: none of them).
     pub hardware: HardwareSpec,
+    /// systemd system credentials (name, value) handed to the guest as SMBIOS
+    /// OEM strings (`io.systemd.credential:NAME=VALUE`, type 11), which
+    /// systemd 252 and later imports at boot; other guests ignore them.
+    pub credentials: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -77,6 +81,8 @@ struct DomainXml<'a> {
     #[serde(rename = "memoryBacking", skip_serializing_if = "Option::is_none")]
     memory_backing: Option<MemoryBackingXml>,
     vcpu: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sysinfo: Option<SysinfoXml>,
     os: Os,
     features: Features,
     cpu: Cpu<'a>,
@@ -121,6 +127,29 @@ struct Os {
     nvram: Option<hw::NvramXml>,
     boot: Boot,
     bootmenu: Toggle,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smbios: Option<SmbiosXml>,
+}
+
+/// `<sysinfo type='smbios'>` with OEM strings only; `<os><smbios
+/// mode='sysinfo'/>` makes QEMU put them in the SMBIOS tables.
+#[derive(Serialize)]
+struct SysinfoXml {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    #[serde(rename = "oemStrings")]
+    oem_strings: OemStringsXml,
+}
+
+#[derive(Serialize)]
+struct OemStringsXml {
+    entry: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SmbiosXml {
+    #[serde(rename = "@mode")]
+    mode: &'static str,
 }
 
 #[derive(Serialize)]
@@ -349,6 +378,16 @@ impl DomainSpec {
             },
             memory_backing: filesystem::memory_backing(&self.filesystems),
             vcpu: self.vcpus,
+            sysinfo: (!self.credentials.is_empty()).then(|| SysinfoXml {
+                kind: "smbios",
+                oem_strings: OemStringsXml {
+                    entry: self
+                        .credentials
+                        .iter()
+                        .map(|(name, value)| format!("io.systemd.credential:{name}={value}"))
+                        .collect(),
+                },
+            }),
             os: Os {
                 kind: OsType {
                     arch: "x86_64",
@@ -359,6 +398,7 @@ impl DomainSpec {
                 nvram: self.hardware.nvram(),
                 boot: Boot { dev: "hd" },
                 bootmenu: Toggle { enable: "no" },
+                smbios: (!self.credentials.is_empty()).then_some(SmbiosXml { mode: "sysinfo" }),
             },
             features: Features {
                 acpi: Empty {},
@@ -441,7 +481,29 @@ pub(crate) mod tests {
             console_log: "/var/log/libvirt/qemu/proj-1a2b3c-web-console.log".into(),
             filesystems: Vec::new(),
             hardware: HardwareSpec::default(),
+            credentials: Vec::new(),
         }
+    }
+
+    #[test]
+    fn credentials_become_smbios_oem_strings() {
+        let mut s = sample(Accel::Tcg, CpuSpec::Model("qemu64".into()));
+        assert!(!s.to_xml().contains("smbios"), "none without credentials");
+        s.credentials = vec![("kvmdrive.hostname".into(), "web.example.com".into())];
+        let xml = s.to_xml();
+        let compact: String = xml.lines().map(str::trim).collect();
+        assert!(
+            compact.contains(
+                "<sysinfo type=\"smbios\"><oemStrings><entry>\
+                 io.systemd.credential:kvmdrive.hostname=web.example.com\
+                 </entry></oemStrings></sysinfo><os>"
+            ),
+            "{xml}"
+        );
+        assert!(
+            compact.contains(r#"<bootmenu enable="no"/><smbios mode="sysinfo"/></os>"#),
+            "{xml}"
+        );
     }
 
     #[test]

@@ -39,6 +39,16 @@ out=$(in_guest hostname -f)
 check "hostname -f gives the FQDN ($out)" test "$out" = node1.example.com
 out=$(in_guest hostname)
 check "hostname gives the short name ($out)" test "$out" = node1
+# The box took its name at boot (the kvmdrive.hostname credential), so the
+# first login did not need the `sudo` that would set it.
+out=$(in_guest 'sudo journalctl -b -o cat -u kvmdrive-hostname.service')
+check "the box named itself at boot (kvmdrive-hostname.service ran)" \
+    grep -q "Finished kvmdrive-hostname.service" <<<"$out"
+# Every sudo of this boot, this one included (so the journal was read).
+out=$(in_guest 'sudo journalctl -b -o cat _COMM=sudo')
+check "the first login ran no sudo to set the name" \
+    bash -c 'grep -q "COMMAND=/usr/bin/journalctl" <<<"$1" \
+        && ! grep -q "COMMAND=.* -c .*/proc/sys/kernel/hostname" <<<"$1"' _ "$out"
 out=$(in_guest cat /sys/class/dmi/id/product_name)
 check "the guest runs on q35 ($out)" grep -q Q35 <<<"$out"
 xml=$(virsh dumpxml "$domain")
