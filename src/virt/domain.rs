@@ -362,6 +362,18 @@ impl DomainSpec {
             model: self.nic_model,
             source: InterfaceSource::Network(self.network.clone()),
         };
+        let sysinfo = (!self.credentials.is_empty()).then(|| SysinfoXml {
+            kind: "smbios",
+            oem_strings: OemStringsXml {
+                entry: self
+                    .credentials
+                    .iter()
+                    .map(|(name, value)| format!("io.systemd.credential:{name}={value}"))
+                    .collect(),
+            },
+        });
+        // QEMU puts the <sysinfo> strings in its tables only when <os> asks.
+        let smbios = sysinfo.as_ref().map(|_| SmbiosXml { mode: "sysinfo" });
         let doc = DomainXml {
             kind: self.accel.domain_type(),
             name: &self.name,
@@ -378,16 +390,7 @@ impl DomainSpec {
             },
             memory_backing: filesystem::memory_backing(&self.filesystems),
             vcpu: self.vcpus,
-            sysinfo: (!self.credentials.is_empty()).then(|| SysinfoXml {
-                kind: "smbios",
-                oem_strings: OemStringsXml {
-                    entry: self
-                        .credentials
-                        .iter()
-                        .map(|(name, value)| format!("io.systemd.credential:{name}={value}"))
-                        .collect(),
-                },
-            }),
+            sysinfo,
             os: Os {
                 kind: OsType {
                     arch: "x86_64",
@@ -398,7 +401,7 @@ impl DomainSpec {
                 nvram: self.hardware.nvram(),
                 boot: Boot { dev: "hd" },
                 bootmenu: Toggle { enable: "no" },
-                smbios: (!self.credentials.is_empty()).then_some(SmbiosXml { mode: "sysinfo" }),
+                smbios,
             },
             features: Features {
                 acpi: Empty {},
