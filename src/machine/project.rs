@@ -346,19 +346,8 @@ mod tests {
         let p = Project::new(tmp.path(), None).unwrap();
         assert_eq!(p.record("web").unwrap(), None);
         let r = MachineRecord {
-            name: "web".into(),
-            domain: "d".into(),
-            address: "192.168.121.10".into(),
-            port: 22,
-            user: "vagrant".into(),
-            identity_file: "/k".into(),
-            mac: "52:54:00:00:00:01".into(),
-            domain_type: "qemu".into(),
-            networks: Vec::new(),
-            jump: None,
-            box_dir: None,
-            host: None,
             python: Some("/usr/bin/python3".into()),
+            ..crate::testutil::machine_record()
         };
         p.save_record(&r).unwrap();
         assert_eq!(p.record("web").unwrap(), Some(r));

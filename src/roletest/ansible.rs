@@ -318,16 +318,8 @@ mod tests {
             name: name.into(),
             domain: format!("p-abc-{name}"),
             address: ip.into(),
-            port: 22,
-            user: "vagrant".into(),
             identity_file: format!("/s/machines/{name}/id_ed25519").into(),
-            mac: "52:54:00:00:00:01".into(),
-            domain_type: "qemu".into(),
-            networks: Vec::new(),
-            jump: None,
-            box_dir: None,
-            host: None,
-            python: None,
+            ..crate::testutil::machine_record()
         }
     }
 
