@@ -46,7 +46,7 @@ inv=$(kd inventory 2>/dev/null)
 check "the inventory carries the jump" grep -q "ProxyCommand=ssh" <<<"$inv"
 
 out=$(kd up 2>&1)
-check "a second up uploads nothing" bash -c "! grep -q 'uploading box' <<<'$out'"
+check "a second up uploads nothing" bash -c '! grep -q "uploading box" <<<"$0"' "$out"
 
 check "destroy removes the machine" kd destroy
 check "no domain left on the host" bash -c "test -z \"\$(virsh -q -c '$uri' list --all --name)\""
