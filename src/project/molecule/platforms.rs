@@ -70,6 +70,14 @@ pub enum PlatformError {
         at: String,
         message: String,
     },
+    /// A Vagrantfile line (`*_raw_config_args`) the small Ruby reader
+    /// cannot take: not a platform key, so a hint of its own.
+    #[error("{source_name}: {at}: {message}")]
+    RubyLine {
+        source_name: String,
+        at: String,
+        message: String,
+    },
 }
 
 impl PlatformError {
@@ -77,6 +85,13 @@ impl PlatformError {
         match self {
             PlatformError::Syntax { .. } => Some(
                 "give a list of platforms, or a document with a `platforms:` list (molecule.yml)"
+                    .into(),
+            ),
+            PlatformError::RubyLine { .. } => Some(
+                "kvmdrive reads each line as one call with literal values (strings, symbols, \
+                 numbers, true/false/nil, arrays, hashes; `#{Dir.pwd}` and `ENV['X']`), not \
+                 full Ruby: write the line that way, or say it with kvmdrive's own platform \
+                 keys (docs/molecule.md, \"Vagrantfile lines\")"
                     .into(),
             ),
             PlatformError::Invalid { .. } => Some(format!(
@@ -493,7 +508,11 @@ impl Checker<'_> {
                 text,
                 &crate::project::molecule::vagrant_ruby::ProcessEnv,
             )
-            .map_err(|e| self.err(&at, &e.message))?;
+            .map_err(|e| PlatformError::RubyLine {
+                source_name: self.source_name.to_owned(),
+                at: at.clone(),
+                message: e.message,
+            })?;
             let settings =
                 raw_config_args::classify(&call, scope).map_err(|e| self.err(&at, &e))?;
             for setting in settings {
@@ -803,6 +822,19 @@ platforms:
         assert!(
             e.contains("instance_raw_config_args[0]") && e.contains("only #{Dir.pwd}"),
             "{e}"
+        );
+        // A line the reader cannot take is not a platform-key problem: its
+        // hint says what a line may hold, not which keys exist.
+        let e = parse(
+            "- name: a\n  instance_raw_config_args:\n    - 'vm.provision \"shell\", inline: <<-SHELL'\n",
+            "molecule.yml",
+        )
+        .unwrap_err();
+        assert!(matches!(e, PlatformError::RubyLine { .. }), "{e:?}");
+        let hint = e.hint().unwrap();
+        assert!(
+            hint.contains("literal values") && !hint.contains("platform keys kvmdrive knows"),
+            "{hint}"
         );
     }
 
