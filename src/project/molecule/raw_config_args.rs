@@ -97,6 +97,17 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
         (Scope::Provider, [key], Some(v)) if PROVIDER_OPTIONS.contains(key) => {
             vec![RawSetting::ProviderOption((*key).to_owned(), v.to_json())]
         }
+        // vagrant-libvirt's virtio RNG: every kvmdrive machine has one
+        // (fed from the host's /dev/urandom), so there is nothing to add.
+        (Scope::Provider, ["random"], None)
+            if call.args.is_empty()
+                && call
+                    .options
+                    .iter()
+                    .all(|(k, v)| k == "model" && v.as_name() == Some("random")) =>
+        {
+            Vec::new()
+        }
         (Scope::Provider, ["storage"], None)
             if call.args.first().and_then(Value::as_name) == Some("file") =>
         {
@@ -394,6 +405,18 @@ mod tests {
         assert_eq!(
             one("storage :file, size: '10G', bus: 'scsi'", Scope::Provider),
             vec![RawSetting::Storage]
+        );
+        // The virtio RNG every machine has: nothing to add, nothing to warn.
+        for line in [
+            "random :model => 'random'",
+            "libvirt.random model: 'random'",
+            "random",
+        ] {
+            assert_eq!(one(line, Scope::Provider), vec![], "{line}");
+        }
+        // Another model (an RNG QEMU would take from elsewhere) is not it.
+        assert!(
+            matches!(&one("random :model => 'egd'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("random"))
         );
         assert!(
             matches!(&one("cpuset = '1-4,^3,6'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("cpuset"))
