@@ -36,7 +36,7 @@ pub fn honoured_keys() -> &'static [String] {
 
 /// vagrant-libvirt `provider_options` that change nothing a test can see
 /// (display, pool and management-network naming): accepted with a warning.
-const COSMETIC_PROVIDER_OPTIONS: &[&str] = &[
+pub(super) const COSMETIC_PROVIDER_OPTIONS: &[&str] = &[
     "graphics_port",
     "graphics_ip",
     "graphics_passwd",

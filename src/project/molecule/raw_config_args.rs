@@ -6,6 +6,7 @@
 //! or a reason it is not applied, which the caller reports as a warning
 //! naming the line. `platforms` applies the settings.
 
+use super::platforms::COSMETIC_PROVIDER_OPTIONS;
 use serde_json::{json, Map, Value as Json};
 
 use crate::project::molecule::vagrant_ruby::{Call, Value};
@@ -94,7 +95,11 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
                 "set `{key}` as a platform key instead"
             ))]
         }
-        (Scope::Provider, [key], Some(v)) if PROVIDER_OPTIONS.contains(key) => {
+        // Display and naming options go the same way as under
+        // `provider_options`, which warns that they change nothing.
+        (Scope::Provider, [key], Some(v))
+            if PROVIDER_OPTIONS.contains(key) || COSMETIC_PROVIDER_OPTIONS.contains(key) =>
+        {
             vec![RawSetting::ProviderOption((*key).to_owned(), v.to_json())]
         }
         // vagrant-libvirt's virtio RNG: every kvmdrive machine has one
@@ -405,6 +410,14 @@ mod tests {
         assert_eq!(
             one("storage :file, size: '10G', bus: 'scsi'", Scope::Provider),
             vec![RawSetting::Storage]
+        );
+        // Display and naming options: to `provider_options`, which warns.
+        assert_eq!(
+            one("libvirt.management_network_name = 'mgmt'", Scope::Provider),
+            vec![RawSetting::ProviderOption(
+                "management_network_name".into(),
+                json!("mgmt")
+            )]
         );
         // The virtio RNG every machine has: nothing to add, nothing to warn.
         for line in [
