@@ -30,6 +30,11 @@ for m in web db; do
     out=$("$KVMDRIVE" ssh "$m" -- uname -a 2>&1)
     check "ssh $m -- uname -a runs in the guest ($out)" grep -q "^Linux $m " <<<"$out"
 done
+# What roles take for granted on a Debian machine and cannot install offline.
+check "the box has ping, crontab, less, vi, nft, service names and time zones" \
+    "$KVMDRIVE" ssh web -- 'command -v ping crontab less vi /usr/sbin/nft >/dev/null &&
+        test -e /usr/share/zoneinfo/Europe/Paris &&
+        python3 -c "import socket; assert socket.getservbyname(\"ssh\") == 22"'
 
 # One shared connection per machine (ControlMaster, 60 s): the next
 # `kvmdrive ssh` skips the key exchange and the login.
