@@ -401,8 +401,15 @@ impl Checker<'_> {
         for (at, m) in mapped.warnings {
             self.warn(&at, m);
         }
-        s.networks = Some(mapped.networks);
-        s.forwarded_ports = Some(mapped.forwarded_ports);
+        // Before any `vm.network` lines of `instance_raw_config_args`
+        // (molecule-vagrant writes `interfaces` first), whichever key
+        // was read first.
+        let mut networks = mapped.networks;
+        networks.extend(s.networks.take().unwrap_or_default());
+        s.networks = Some(networks);
+        let mut ports = mapped.forwarded_ports;
+        ports.extend(s.forwarded_ports.take().unwrap_or_default());
+        s.forwarded_ports = Some(ports);
         Ok(())
     }
 
@@ -731,6 +738,24 @@ platforms:
             "the DHCP private_network is a second NIC"
         );
         assert!(m[1].networks.is_empty());
+    }
+
+    #[test]
+    fn interfaces_and_vm_network_lines_add_up_interfaces_first() {
+        let p = ok("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n  instance_raw_config_args:\n    - 'vm.network :private_network, ip: \"172.28.128.10\"'\n    - 'vm.network \"forwarded_port\", guest: 80, host: 8080'\n");
+        let m = &p.config.machines()[0];
+        let ips: Vec<String> = m
+            .networks
+            .iter()
+            .map(|n| match &n.kind {
+                crate::project::net_config::NetworkKind::Private(p) => {
+                    p.address.unwrap().ip.to_string()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ips, ["192.168.56.4", "172.28.128.10"]);
+        assert_eq!(m.forwarded_ports.len(), 1);
     }
 
     #[test]
