@@ -5,8 +5,11 @@
 //! is rewritten into kvmdrive's own spelling and checked by the same typed
 //! parser `kvmdrive.yml` uses, so both refuse the same values.
 
+use std::net::Ipv4Addr;
+
 use serde_json::{Map, Value};
 
+use crate::project::config::Subnet;
 use crate::project::molecule::vagrant_ruby::unquote_ruby_string;
 use crate::project::net_config::{ForwardedPort, IpWithPrefix, Network};
 
@@ -97,6 +100,7 @@ fn network(
         Value::from(if private { "private" } else { "public" }),
     );
     let mut host_ip = None;
+    let mut network_address = None;
     let mut bridge_type = false;
     for (k, v) in m {
         let key = format!("{at}.{k}");
@@ -153,6 +157,15 @@ fn network(
                 };
                 raw.insert("forward".into(), Value::from(mode));
             }
+            // The network a `type: dhcp` entry joins (vagrant-libvirt
+            // derives it from `ip` when there is one).
+            ("libvirt__network_address", true) => {
+                network_address = Some(
+                    v.as_str()
+                        .ok_or_else(|| bad("an IPv4 network address"))?
+                        .to_owned(),
+                )
+            }
             ("libvirt__host_ip", true) => {
                 host_ip = Some(v.as_str().ok_or_else(|| bad("an IPv4 address"))?.to_owned())
             }
@@ -195,6 +208,23 @@ fn network(
             raw.insert("bridge".into(), dev);
         }
     }
+    if let Some(address) = network_address {
+        let key = format!("{at}.libvirt__network_address");
+        let netmask = raw.get("netmask").and_then(Value::as_str);
+        let subnet = network_subnet(&address, netmask).map_err(|e| (key.clone(), e))?;
+        match raw.get("ip").and_then(Value::as_str) {
+            // kvmdrive takes a DHCP network's subnet from an address in it.
+            None => {
+                raw.insert("ip".into(), Value::from(subnet.host(2).to_string()));
+            }
+            Some(ip) => {
+                let same = IpWithPrefix::parse(ip, netmask).is_ok_and(|a| a.subnet() == subnet);
+                if !same {
+                    return Err((key, format!("`ip` {ip} is not in {address}")));
+                }
+            }
+        }
+    }
     if let Some(host_ip) = host_ip {
         let ip = raw.get("ip").and_then(Value::as_str).unwrap_or_default();
         let netmask = raw.get("netmask").and_then(Value::as_str);
@@ -219,6 +249,18 @@ fn network(
     Ok(raw)
 }
 
+/// The subnet of a network address such as `10.20.30.0` (netmask /24 by
+/// default, as vagrant-libvirt's).
+fn network_subnet(address: &str, netmask: Option<&str>) -> Result<Subnet, String> {
+    let ip: Ipv4Addr = address
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected an IPv4 network address, not `{address}`"))?;
+    // Any address of the network parses; the first host is one.
+    let first = Ipv4Addr::from(u32::from(ip) | 1);
+    Ok(IpWithPrefix::parse(&first.to_string(), netmask)?.subnet())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +271,39 @@ mod tests {
             serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(yaml).unwrap())
                 .unwrap();
         interfaces("p.interfaces", &v)
+    }
+
+    #[test]
+    fn a_dhcp_network_takes_its_subnet_from_libvirt_network_address() {
+        let i = map("- {network_name: private_network, type: dhcp, libvirt__network_address: 10.20.30.0, libvirt__netmask: 255.255.255.0}").unwrap();
+        let NetworkKind::Private(p) = &i.networks[0].kind else {
+            panic!("{:?}", i.networks[0])
+        };
+        assert!(p.dhcp);
+        assert_eq!(
+            p.address.unwrap().subnet().network.to_string(),
+            "10.20.30.0"
+        );
+        assert_eq!(p.address.unwrap().prefix, 24);
+        let i = map("- {network_name: private_network, type: dhcp, libvirt__network_address: 10.20.0.0, netmask: 255.255.0.0}").unwrap();
+        let NetworkKind::Private(p) = &i.networks[0].kind else {
+            panic!()
+        };
+        assert_eq!(p.address.unwrap().prefix, 16);
+        // With `ip` as well, both must name the same network.
+        assert!(map("- {network_name: private_network, ip: 10.20.30.5, libvirt__network_address: 10.20.30.0}").is_ok());
+        let (at, e) = map(
+            "- {network_name: private_network, ip: 10.9.9.5, libvirt__network_address: 10.20.30.0}",
+        )
+        .unwrap_err();
+        assert!(
+            at.ends_with("libvirt__network_address") && e.contains("not in"),
+            "{at}: {e}"
+        );
+        let (_, e) =
+            map("- {network_name: private_network, type: dhcp, libvirt__network_address: nowhere}")
+                .unwrap_err();
+        assert!(e.contains("network address"), "{e}");
     }
 
     #[test]

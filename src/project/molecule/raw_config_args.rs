@@ -6,6 +6,7 @@
 //! or a reason it is not applied, which the caller reports as a warning
 //! naming the line. `platforms` applies the settings.
 
+use super::hardware;
 use super::platforms::COSMETIC_PROVIDER_OPTIONS;
 use serde_json::{json, Map, Value as Json};
 
@@ -98,9 +99,22 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
         // Display and naming options go the same way as under
         // `provider_options`, which warns that they change nothing.
         (Scope::Provider, [key], Some(v))
-            if PROVIDER_OPTIONS.contains(key) || COSMETIC_PROVIDER_OPTIONS.contains(key) =>
+            if PROVIDER_OPTIONS.contains(key)
+                || hardware::PROVIDER_OPTIONS.contains(key)
+                || COSMETIC_PROVIDER_OPTIONS.contains(key) =>
         {
             vec![RawSetting::ProviderOption((*key).to_owned(), v.to_json())]
+        }
+        // vagrant-libvirt's README way to give a machine the guest agent.
+        (Scope::Provider, ["channel"], None)
+            if call.options.iter().any(|(k, v)| {
+                k == "target_name" && v.as_name() == Some("org.qemu.guest_agent.0")
+            }) =>
+        {
+            vec![RawSetting::ProviderOption(
+                "qemu_use_agent".into(),
+                Json::Bool(true),
+            )]
         }
         // vagrant-libvirt's virtio RNG: every kvmdrive machine has one
         // (fed from the host's /dev/urandom), so there is nothing to add.
@@ -411,6 +425,25 @@ mod tests {
             one("storage :file, size: '10G', bus: 'scsi'", Scope::Provider),
             vec![RawSetting::Storage]
         );
+        // Hardware options and the guest agent's channel.
+        assert_eq!(
+            one("libvirt.qemu_use_agent = true", Scope::Provider),
+            vec![RawSetting::ProviderOption(
+                "qemu_use_agent".into(),
+                json!(true)
+            )]
+        );
+        assert_eq!(
+            one(
+                "channel :type => 'unix', :target_name => 'org.qemu.guest_agent.0', :target_type => 'virtio'",
+                Scope::Provider
+            ),
+            vec![RawSetting::ProviderOption("qemu_use_agent".into(), json!(true))]
+        );
+        assert!(matches!(
+            &one("channel :type => 'spicevmc', :target_name => 'com.redhat.spice.0', :target_type => 'virtio'", Scope::Provider)[0],
+            RawSetting::Unmapped(w) if w.contains("channel")
+        ));
         // Display and naming options: to `provider_options`, which warns.
         assert_eq!(
             one("libvirt.management_network_name = 'mgmt'", Scope::Provider),
