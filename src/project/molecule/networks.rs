@@ -214,9 +214,11 @@ fn network(
         let subnet = network_subnet(&address, netmask).map_err(|e| (key.clone(), e))?;
         match raw.get("ip").and_then(Value::as_str) {
             // kvmdrive takes a DHCP network's subnet from an address in it.
-            None => {
+            None if raw.get("dhcp") == Some(&Value::Bool(true)) => {
                 raw.insert("ip".into(), Value::from(subnet.host(2).to_string()));
             }
+            // Neither `ip` nor `type: dhcp`: the typed check refuses it.
+            None => {}
             Some(ip) => {
                 let same = IpWithPrefix::parse(ip, netmask).is_ok_and(|a| a.subnet() == subnet);
                 if !same {
@@ -300,6 +302,11 @@ mod tests {
             at.ends_with("libvirt__network_address") && e.contains("not in"),
             "{at}: {e}"
         );
+        // It names a network, not an address: without `type: dhcp` the
+        // entry still needs `ip`.
+        let (_, e) = map("- {network_name: private_network, libvirt__network_address: 10.20.30.0}")
+            .unwrap_err();
+        assert!(e.contains("needs `ip`"), "{e}");
         let (_, e) =
             map("- {network_name: private_network, type: dhcp, libvirt__network_address: nowhere}")
                 .unwrap_err();

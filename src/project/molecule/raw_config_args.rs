@@ -42,15 +42,15 @@ pub enum RawSetting {
     Unmapped(String),
 }
 
-/// Provider options a `libvirt.KEY = VALUE` line may set.
+/// Provider options a `libvirt.KEY = VALUE` line may set besides the
+/// hardware ([`hardware::PROVIDER_OPTIONS`]) and display and naming ones
+/// ([`COSMETIC_PROVIDER_OPTIONS`]): `provider_options` reads them all.
 const PROVIDER_OPTIONS: &[&str] = &[
     "memory",
     "cpus",
     "nic_model_type",
-    "machine_type",
     "cpu_mode",
     "cpu_model",
-    "nested",
     "driver",
     "machine_virtual_size",
     "disk_bus",
@@ -96,8 +96,8 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
                 "set `{key}` as a platform key instead"
             ))]
         }
-        // Display and naming options go the same way as under
-        // `provider_options`, which warns that they change nothing.
+        // As under `provider_options` (which warns about the display and
+        // naming ones: they change nothing).
         (Scope::Provider, [key], Some(v))
             if PROVIDER_OPTIONS.contains(key)
                 || hardware::PROVIDER_OPTIONS.contains(key)
@@ -426,6 +426,15 @@ mod tests {
             vec![RawSetting::Storage]
         );
         // Hardware options and the guest agent's channel.
+        for (line, key, value) in [
+            ("nested = true", "nested", json!(true)),
+            ("libvirt.machine_type = 'q35'", "machine_type", json!("q35")),
+        ] {
+            assert_eq!(
+                one(line, Scope::Provider),
+                vec![RawSetting::ProviderOption(key.into(), value)]
+            );
+        }
         assert_eq!(
             one("libvirt.qemu_use_agent = true", Scope::Provider),
             vec![RawSetting::ProviderOption(
