@@ -82,7 +82,7 @@ pub fn choose(setting: config::Accel, facts: &KvmFacts) -> AccelChoice {
     match setting {
         config::Accel::Kvm => AccelChoice {
             accel: Accel::Kvm,
-            reason: "KVM asked for (`accel: kvm`, or a Molecule platform's `driver: kvm`)".into(),
+            reason: "KVM asked for (`accel: kvm`)".into(),
         },
         config::Accel::Tcg => {
             tcg("TCG asked for (`accel: tcg`, or a Molecule platform's `driver: qemu`)")

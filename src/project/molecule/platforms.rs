@@ -442,7 +442,11 @@ impl Checker<'_> {
                 }
                 "driver" => {
                     s.accel = Some(match v.as_str() {
-                        Some("kvm") => Accel::Kvm,
+                        // vagrant-libvirt's default, so written out by most
+                        // scenarios: KVM wherever it runs guests, TCG where it
+                        // cannot (saying why). `accel: kvm` in kvmdrive.yml
+                        // insists on KVM.
+                        Some("kvm") => Accel::Auto,
                         Some("qemu") => Accel::Tcg,
                         _ => return Err(bad("`kvm` or `qemu`")),
                     })
@@ -954,6 +958,28 @@ platforms:
         assert!(!w.contains("provider_raw_config_args[0]"), "{w}");
         let e = err("- name: a\n  secure_boot: true\n  machine_type: pc\n");
         assert!(e.contains("q35"), "{e}");
+    }
+
+    #[test]
+    fn driver_kvm_is_vagrant_libvirts_default_and_qemu_asks_for_tcg() {
+        // `driver: kvm` is what vagrant-libvirt does anyway: KVM where it
+        // runs guests, TCG (saying why) where it cannot; only kvmdrive's own
+        // `accel: kvm` insists on KVM.
+        let p = ok(r#"
+- name: a
+  provider_options: {driver: kvm}
+- name: b
+  provider_options: {driver: qemu}
+- name: c
+  accel: kvm
+"#);
+        let m = p.config.machines();
+        assert_eq!(m[0].accel, Accel::Auto);
+        assert_eq!(m[1].accel, Accel::Tcg);
+        assert_eq!(m[2].accel, Accel::Kvm);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let e = err("- name: a\n  provider_options: {driver: xen}\n");
+        assert!(e.contains("`kvm` or `qemu`"), "{e}");
     }
 
     #[test]
