@@ -75,7 +75,10 @@ pub fn cpu_candidates(machine: &Machine, accel: Accel) -> Vec<CpuSpec> {
     let safe = CpuSpec::Model(SAFE_CPU_MODEL.into());
     let mut list = match (machine.cpu_mode, accel) {
         (CpuMode::Custom, _) => vec![model()],
-        (CpuMode::HostPassthrough, _) => vec![CpuSpec::HostPassthrough],
+        // libvirt refuses host-passthrough for a TCG domain: straight to the
+        // safe model (`up` says so).
+        (CpuMode::HostPassthrough, Accel::Tcg) => vec![],
+        (CpuMode::HostPassthrough, Accel::Kvm) => vec![CpuSpec::HostPassthrough],
         (CpuMode::HostModel, _) => vec![CpuSpec::HostModel],
         (CpuMode::Auto, Accel::Kvm) => vec![CpuSpec::HostPassthrough, CpuSpec::HostModel],
         (CpuMode::Auto, Accel::Tcg) => vec![],
@@ -264,6 +267,16 @@ mod tests {
                 CpuSpec::Model("Haswell".into()),
                 CpuSpec::Model("qemu64".into())
             ]
+        );
+        let passthrough =
+            machine("defaults:\n  cpu_mode: host-passthrough\nmachines:\n  - name: a\n");
+        assert_eq!(
+            cpu_candidates(&passthrough, Accel::Kvm),
+            vec![CpuSpec::HostPassthrough, CpuSpec::Model("qemu64".into())]
+        );
+        assert_eq!(
+            cpu_candidates(&passthrough, Accel::Tcg),
+            vec![CpuSpec::Model("qemu64".into())]
         );
     }
 

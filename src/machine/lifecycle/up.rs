@@ -456,6 +456,15 @@ fn define_and_start(
 ) -> Result<Accel, Failure> {
     let name = Some(plan.machine.name.0.as_str());
     let candidates = plan::cpu_candidates(&plan.machine, accel);
+    if plan.machine.cpu_mode == config::CpuMode::HostPassthrough && accel == Accel::Tcg {
+        env.out.warn(
+            name,
+            format!(
+                "cpu_mode host-passthrough needs KVM: under TCG the machine gets {}",
+                cpu_label(&candidates[0])
+            ),
+        );
+    }
     for (i, cpu) in candidates.iter().enumerate() {
         let xml = plan
             .domain_spec(env.project, disk, accel, cpu.clone())
