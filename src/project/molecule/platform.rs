@@ -1,7 +1,6 @@
 //! One Molecule platform as serde reads it: molecule-vagrant's keys around
 //! the machine keys kvmdrive.yml has too (declared once in
-//! [`crate::project::machine_keys`], typed the same way), and the one table
-//! of Vagrant-only keys kvmdrive accepts with a warning. The JSON schema of
+//! [`crate::project::machine_keys`], typed the same way). The JSON schema of
 //! the Molecule plugin is generated from this struct
 //! ([`crate::project::schema`]); [`crate::project::molecule::platforms`]
 //! turns a platform into machine settings.
@@ -12,13 +11,11 @@ use serde_json::{Map, Value};
 
 use crate::project::machine_keys::machine_keys_struct;
 
-/// Platform keys that only mean something to Vagrant: accepted with a warning.
-pub const VAGRANT_ONLY_KEYS: &[&str] = &["provider_override_args", "provision"];
-
 machine_keys_struct! {
     /// A kvmdrive machine. Accepts molecule-vagrant's platform keys; kvmdrive
     /// checks their values when it creates the machines (a value it cannot
-    /// honour is an error, a Vagrant-only key a warning).
+    /// honour is an error, one that changes nothing a test can see a
+    /// warning).
     #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct Platform {
@@ -39,9 +36,9 @@ machine_keys_struct! {
         pub instance_raw_config_args: Option<Vec<Value>>,
         /// Vagrantfile provider lines (memory, cpus, nic_model_type, machine_type, cpu_mode, storage :file, ...) are applied; others are ignored with a warning naming the line.
         pub provider_raw_config_args: Option<Vec<Value>>,
-        /// Vagrant-only: ignored with a warning.
+        /// Vagrantfile lines molecule-vagrant writes as `override.LINE` in the provider block: read as instance_raw_config_args lines.
         pub provider_override_args: Option<Vec<Value>>,
-        /// Vagrant-only: ignored with a warning.
+        /// false: this platform's provisioners are not run (as the driver's `provision: false`); true: they are (the default).
         pub provision: Option<bool>,
     }
 }

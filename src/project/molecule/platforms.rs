@@ -18,21 +18,9 @@ use crate::project::hardware::{Hostname, HostnameSetting};
 use crate::project::hosts::{HostUri, Hosts};
 use crate::project::machine_keys::copy_machine_keys;
 use crate::project::molecule::hardware;
-use crate::project::molecule::platform::{Platform, VAGRANT_ONLY_KEYS};
+use crate::project::molecule::platform::Platform;
 use crate::project::molecule::raw_config_args::{self, RawSetting, Scope};
 use crate::project::molecule::vagrant_ruby::unquote_ruby_string;
-
-/// Platform keys kvmdrive honours: every key of [`Platform`] (from its
-/// generated schema) but the Vagrant-only ones.
-pub fn honoured_keys() -> &'static [String] {
-    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    KEYS.get_or_init(|| {
-        crate::project::schema::platform_keys()
-            .into_iter()
-            .filter(|k| !VAGRANT_ONLY_KEYS.contains(&k.as_str()))
-            .collect()
-    })
-}
 
 /// vagrant-libvirt `provider_options` that change nothing a test can see
 /// (display, pool and management-network naming): accepted with a warning.
@@ -95,9 +83,8 @@ impl PlatformError {
                     .into(),
             ),
             PlatformError::Invalid { .. } => Some(format!(
-                "platform keys kvmdrive knows: {} (and, with a warning, {})",
-                honoured_keys().join(", "),
-                VAGRANT_ONLY_KEYS.join(", ")
+                "platform keys kvmdrive knows: {}",
+                crate::project::schema::platform_keys().join(", ")
             )),
         }
     }
@@ -120,7 +107,7 @@ pub struct Instance {
 pub struct Platforms {
     pub config: Config,
     pub instances: Vec<Instance>,
-    /// Keys accepted but not honoured (Vagrant-only): tell the user.
+    /// Keys, values and lines accepted but not honoured: tell the user.
     pub warnings: Vec<String>,
 }
 
@@ -345,14 +332,21 @@ impl Checker<'_> {
                 "provider_raw_config_args" => {
                     self.raw_config_args(&at, v, &mut s, Scope::Provider)?
                 }
-                "instance_raw_config_args" => {
+                // molecule-vagrant writes these as `override.LINE` in the
+                // provider block: the same `vm.*` lines as the instance's.
+                "instance_raw_config_args" | "provider_override_args" => {
                     self.raw_config_args(&at, v, &mut s, Scope::Instance)?
-                }
-                k if VAGRANT_ONLY_KEYS.contains(&k) => {
-                    self.warn(&at, "only means something to Vagrant: ignored".into())
                 }
                 _ => {}
             }
+        }
+        if platform.provision == Some(false) && s.provision.as_ref().is_some_and(|p| !p.is_empty())
+        {
+            self.warn(
+                &ctx,
+                "its provisioners are not run: the platform says `provision: false`".into(),
+            );
+            s.provision = None;
         }
         if s.hostname.is_none() && instance.name.contains('.') {
             // molecule-vagrant sets `vm.hostname` to the platform's name:
@@ -569,7 +563,7 @@ impl Checker<'_> {
                         Some(disk) => disks.push(disk.map_err(|e| self.err(&at, &e))?),
                         None => self.warn(&at, "not a disk kvmdrive can add: ignored".into()),
                     },
-                    RawSetting::Unmapped(why) => self.warn(&at, format!("{why}: not applied")),
+                    RawSetting::Unmapped(why) => self.warn(&at, why),
                 }
             }
         }
@@ -1062,6 +1056,48 @@ platforms:
             assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         }
         assert!(err(&format!("driver:\n  provision: maybe\n{platform}")).contains("true or false"));
+    }
+
+    #[test]
+    fn a_platforms_provision_false_keeps_its_own_provisioners_from_running() {
+        let p = ok(r#"
+- name: a
+  provision: false
+  instance_raw_config_args:
+    - "vm.provision :shell, inline: 'true'"
+- name: b
+  provision: true
+  instance_raw_config_args:
+    - "vm.provision :shell, inline: 'true'"
+"#);
+        let m = p.config.machines();
+        assert!(m[0].provisioners.is_empty());
+        assert_eq!(m[1].provisioners.len(), 1);
+        let w = p.warnings.join("\n");
+        assert!(
+            w.contains("platforms[0] (a)") && w.contains("`provision: false`"),
+            "{w}"
+        );
+        assert!(!w.contains("platforms[1]"), "{w}");
+    }
+
+    #[test]
+    fn provider_override_args_are_vm_lines_as_molecule_vagrant_writes_them() {
+        let p = ok(r#"
+- name: a
+  provider_override_args:
+    - "vm.synced_folder './', '/vagrant', disabled: true, type: 'nfs'"
+    - "vm.synced_folder '.', '/srv/app', type: 'rsync'"
+    - 'vm.network "forwarded_port", guest: 80, host: 8080'
+    - "vm.provision :shell, inline: 'touch /tmp/mark'"
+"#);
+        let m = &p.config.machines()[0];
+        assert_eq!(m.synced_folders.len(), 1, "{:?}", m.synced_folders);
+        assert_eq!(m.synced_folders[0].dest.0, "/srv/app");
+        assert_eq!(m.forwarded_ports.len(), 1);
+        assert_eq!(m.provisioners.len(), 1);
+        let e = err("- name: a\n  provider_override_args:\n    - \"vm.synced_folder \\\"#{`id`}\\\", '/x'\"\n");
+        assert!(e.contains("provider_override_args[0]"), "{e}");
     }
 
     #[test]
