@@ -38,7 +38,7 @@ pub enum RawSetting {
     ProviderOption(String, Json),
     /// `storage :file, ...`: an extra disk (read by the disk mapper).
     Storage,
-    /// Understood but not applied: why (a warning naming the line).
+    /// A warning naming the line: what is not applied, or applied otherwise.
     Unmapped(String),
 }
 
@@ -93,7 +93,7 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
         (Scope::Instance, ["vm", "network"], None) => network(call)?,
         (Scope::Instance, ["vm", key], Some(_)) if key.starts_with("box") => {
             vec![RawSetting::Unmapped(format!(
-                "set `{key}` as a platform key instead"
+                "set `{key}` as a platform key instead: not applied"
             ))]
         }
         // As under `provider_options` (which warns about the display and
@@ -133,7 +133,7 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
             vec![RawSetting::Storage]
         }
         _ => vec![RawSetting::Unmapped(format!(
-            "`{}` has no kvmdrive equivalent",
+            "`{}` has no kvmdrive equivalent: not applied",
             call.method()
         ))],
     })
@@ -157,6 +157,7 @@ fn synced_folder(call: &Call) -> Result<Vec<RawSetting>, String> {
     f.insert("src".into(), json!(src));
     f.insert("dest".into(), json!(dest));
     let mut out = Vec::new();
+    let disabled = call.option("disabled") == Some(&Value::Bool(true));
     for (k, v) in &call.options {
         match k.as_str() {
             "type" => {
@@ -164,6 +165,15 @@ fn synced_folder(call: &Call) -> Result<Vec<RawSetting>, String> {
                 match t {
                     "rsync" | "9p" | "virtiofs" => {
                         f.insert("type".into(), json!(t));
+                    }
+                    // The type of a folder that is not made does not matter.
+                    _ if disabled => {}
+                    // vagrant-libvirt's default is NFS, so scenarios name it.
+                    "nfs" | "smb" | "virtualbox" => {
+                        out.push(RawSetting::Unmapped(format!(
+                            "synced folder type `{t}`: kvmdrive shares no folder over the                              network; it copies this one by rsync (at `up` and on `kvmdrive                              rsync`: a copy, not a live share; `type: '9p'` or `'virtiofs'`                              share it live)"
+                        )));
+                        f.insert("type".into(), json!("rsync"));
                     }
                     other => {
                         return Err(format!(
@@ -239,7 +249,7 @@ fn provision(call: &Call) -> Result<Vec<RawSetting>, String> {
     let (keys, vagrant_only) = provisioner_keys(kind);
     if keys.is_empty() {
         return Ok(vec![RawSetting::Unmapped(format!(
-            "`{kind}` provisioner: kvmdrive runs shell, file and ansible provisioners"
+            "`{kind}` provisioner: kvmdrive runs shell, file and ansible provisioners: not applied"
         ))]);
     }
     let mut p = Map::new();
@@ -335,11 +345,32 @@ mod tests {
             Scope::Instance,
         );
         assert!(matches!(&s[0], RawSetting::SyncedFolder(f) if f.kind == SyncType::Virtiofs));
+        // NFS (vagrant-libvirt's default) and the like become rsync, saying so;
+        // a disabled folder's type does not matter; an unknown type is refused.
+        let s = one(
+            r#"vm.synced_folder ".", "/vagrant", type: "nfs", nfs_version: 4"#,
+            Scope::Instance,
+        );
+        assert!(
+            matches!(&s[0], RawSetting::SyncedFolder(f) if f.kind == SyncType::Rsync && !f.disabled)
+        );
+        assert!(
+            matches!(&s[1], RawSetting::Unmapped(w) if w.contains("type `nfs`") && w.contains("rsync")),
+            "{s:?}"
+        );
+        let s = one(
+            r#"vm.synced_folder './', '/vagrant', disabled: true, type: 'nfs'"#,
+            Scope::Instance,
+        );
+        assert!(
+            matches!(&s[..], [RawSetting::SyncedFolder(f)] if f.disabled),
+            "{s:?}"
+        );
         assert!(err(
-            r#"vm.synced_folder ".", "/vagrant", type: "nfs""#,
+            r#"vm.synced_folder ".", "/vagrant", type: "lustre""#,
             Scope::Instance
         )
-        .contains("nfs"));
+        .contains("rsync, 9p or virtiofs"));
         assert!(err(r#"vm.synced_folder ".", "vagrant""#, Scope::Instance).contains("absolute"));
         assert!(err(r#"vm.synced_folder ".""#, Scope::Instance).contains("two arguments"));
     }
