@@ -58,6 +58,16 @@ const PROVIDER_OPTIONS: &[&str] = &[
 
 /// Synced folder options only Vagrant's other sync types or its own
 /// bookkeeping use: accepted with a warning.
+/// The `vm.box*` settings molecule-vagrant has platform keys for.
+const BOX_PLATFORM_KEYS: &[&str] = &[
+    "box",
+    "box_version",
+    "box_url",
+    "box_architecture",
+    "box_download_checksum",
+    "box_download_checksum_type",
+];
+
 const FOLDER_VAGRANT_ONLY: &[&str] = &[
     "create",
     "mount_options",
@@ -91,9 +101,16 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
             vec![RawSetting::BootTimeout(v.to_json())]
         }
         (Scope::Instance, ["vm", "network"], None) => network(call)?,
-        (Scope::Instance, ["vm", key], Some(_)) if key.starts_with("box") => {
+        (Scope::Instance, ["vm", key], Some(_)) if BOX_PLATFORM_KEYS.contains(key) => {
             vec![RawSetting::Unmapped(format!(
                 "set `{key}` as a platform key instead: not applied"
+            ))]
+        }
+        // box_check_update (kvmdrive looks for no new box version at `up`),
+        // box_download_insecure, box_download_ca_cert, ...
+        (Scope::Instance, ["vm", key], Some(_)) if key.starts_with("box") => {
+            vec![RawSetting::Unmapped(format!(
+                "`vm.{key}` only means something to Vagrant: ignored"
             ))]
         }
         // As under `provider_options` (which warns about the display and
@@ -509,7 +526,11 @@ mod tests {
         );
         assert!(matches!(
             &one("vm.box_check_update = false", Scope::Instance)[0],
-            RawSetting::Unmapped(_)
+            RawSetting::Unmapped(w) if w.contains("only means something to Vagrant")
+        ));
+        assert!(matches!(
+            &one("vm.box_version = '1.2'", Scope::Instance)[0],
+            RawSetting::Unmapped(w) if w.contains("as a platform key")
         ));
         assert!(matches!(
             &one("memory = 1024", Scope::Instance)[0],
