@@ -57,6 +57,10 @@ pub enum Forward {
     #[default]
     None,
     Nat,
+    /// Routed by the host without NAT (libvirt adds forwarding rules).
+    Route,
+    /// Like route, but libvirt adds no firewall rules at all.
+    Open,
 }
 
 /// macvtap mode of a public network on a host device.

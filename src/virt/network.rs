@@ -117,6 +117,8 @@ impl NetworkSpec {
             name: &self.name,
             forward: match self.forward {
                 Forward::Nat => Some(ForwardXml { mode: "nat" }),
+                Forward::Route => Some(ForwardXml { mode: "route" }),
+                Forward::Open => Some(ForwardXml { mode: "open" }),
                 Forward::None => None,
             },
             // No spanning tree: a bridge with STP keeps every new port
@@ -172,6 +174,19 @@ pub(crate) mod tests {
     #[test]
     fn network_matches_golden_file() {
         crate::testutil::assert_golden("network.xml", &sample(2).to_xml());
+    }
+
+    #[test]
+    fn routed_and_open_private_networks() {
+        let mut spec = sample(0);
+        for (forward, mode) in [(Forward::Route, "route"), (Forward::Open, "open")] {
+            spec.forward = forward;
+            let xml = spec.to_xml();
+            assert!(
+                xml.contains(&format!("<forward mode=\"{mode}\"/>")),
+                "{xml}"
+            );
+        }
     }
 
     #[test]

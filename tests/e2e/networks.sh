@@ -85,14 +85,14 @@ machines:
   - name: a
     networks:
       - {type: private, ip: 192.168.56.11}
-      - {type: private, dhcp: true, name: backend}
+      - {type: private, dhcp: true, name: backend, forward: route}
     forwarded_ports:
       - {guest: 8000, host: 18080}
       - {guest: 8000, host: 18081, host_ip: 0.0.0.0}
   - name: b
     networks:
       - {type: private, ip: 192.168.56.12, netmask: 255.255.255.0}
-      - {type: private, dhcp: true, name: backend, mac: "52:54:00:6b:0b:02"}
+      - {type: private, dhcp: true, name: backend, forward: route, mac: "52:54:00:6b:0b:02"}
       - {type: public, dev: kvdpub0, mode: bridge, ip: 10.99.0.5/24}
       - {type: private, dhcp: true, name: spare, nic_model: e1000, auto_config: false}
 YML
@@ -153,6 +153,9 @@ for m in b a; do
         dhcp_evidence $m
 done
 check "a reaches b over backend ($backend_b)" reach a "$backend_b"
+backend_net=$(virsh net-list --name | grep -- '-backend$')
+check "backend is a routed libvirt network (forward: route)" bash -c \
+    "virsh net-dumpxml '$backend_net' | grep -q \"<forward mode='route'/>\""
 
 dom_b=$(virsh list --name | grep -- '-b$')
 check "b's spare NIC is an e1000 in the domain XML" bash -c "virsh dumpxml '$dom_b' | grep -q \"<model type='e1000'/>\""

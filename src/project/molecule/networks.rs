@@ -30,6 +30,24 @@ const IGNORED: &[&str] = &[
     "libvirt__iface_name",
 ];
 
+/// vagrant-libvirt options for host-side details of the network or the
+/// NIC (names, PCI slots, queues, MTU of the bridge, DHCP pool bounds,
+/// autostart): accepted with a warning.
+const HOST_SIDE: &[&str] = &[
+    "autostart",
+    "libvirt__adapter",
+    "libvirt__always_destroy",
+    "libvirt__bus",
+    "libvirt__slot",
+    "libvirt__dhcp_start",
+    "libvirt__dhcp_stop",
+    "libvirt__domain_name",
+    "libvirt__driver_name",
+    "libvirt__driver_queues",
+    "libvirt__forward_device",
+    "libvirt__mtu",
+];
+
 /// Maps a platform's `interfaces` list; errors are (key path, message).
 pub fn interfaces(at: &str, v: &Value) -> Result<Interfaces, (String, String)> {
     let Value::Array(list) = v else {
@@ -116,10 +134,10 @@ fn network(
             ("auto_config", _) => {
                 raw.insert("auto_config".into(), v.clone());
             }
-            ("mac", _) => {
+            ("mac" | "libvirt__mac", _) => {
                 raw.insert("mac".into(), v.clone());
             }
-            ("nic_type" | "libvirt__nic_model_type", _) => {
+            ("nic_type" | "libvirt__nic_model_type" | "libvirt__model_type", _) => {
                 raw.insert("nic_model".into(), v.clone());
             }
             ("type", true) => match v.as_str() {
@@ -146,11 +164,11 @@ fn network(
             ("libvirt__forward_mode", true) => {
                 let mode = match v.as_str() {
                     Some("none" | "veryisolated") => "none",
-                    Some("nat") => "nat",
+                    Some(mode @ ("nat" | "route" | "open")) => mode,
                     Some(other) => {
                         return Err((
                             key,
-                            format!("forward mode `{other}`: kvmdrive makes private networks isolated (none) or nat"),
+                            format!("forward mode `{other}`: kvmdrive makes private networks isolated (none), nat, route or open"),
                         ))
                     }
                     None => return Err(bad("a string")),
@@ -181,6 +199,10 @@ fn network(
             (k, _) if IGNORED.contains(&k) => {
                 warnings.push((key, "only means something to Vagrant: ignored".into()))
             }
+            (k, _) if HOST_SIDE.contains(&k) => warnings.push((
+                key,
+                "a host-side detail kvmdrive leaves to libvirt's defaults: ignored".into(),
+            )),
             // Another provider's option (`virtualbox__intnet`): Vagrant
             // ignores it under libvirt, and so does kvmdrive.
             (k, _) if k.split_once("__").is_some_and(|(p, _)| p != "libvirt") => warnings.push((
@@ -316,9 +338,9 @@ mod tests {
     #[test]
     fn molecule_vagrant_interfaces_map_onto_networks() {
         let i = map(r#"
-- {network_name: private_network, ip: 192.168.56.11, netmask: 255.255.255.0, nic_type: e1000}
+- {network_name: private_network, ip: 192.168.56.11, netmask: 255.255.255.0, libvirt__model_type: e1000, libvirt__mtu: 1400}
 - {network_name: private_network, type: dhcp, libvirt__network_name: backend, libvirt__dhcp_enabled: true, libvirt__forward_mode: nat, auto_config: false}
-- {network_name: private_network, ip: 10.0.5.4, libvirt__netmask: 255.255.0.0, libvirt__host_ip: 10.0.0.1}
+- {network_name: private_network, ip: 10.0.5.4, libvirt__netmask: 255.255.0.0, libvirt__host_ip: 10.0.0.1, libvirt__forward_mode: route}
 - {network_name: public_network, dev: eth0, mode: vepa}
 - {network_name: public_network, dev: br0, type: bridge}
 - {network_name: forwarded_port, guest: 80, host: 8080, host_ip: 127.0.0.1, id: http}
@@ -340,6 +362,7 @@ mod tests {
             panic!()
         };
         assert_eq!(p.address.unwrap().prefix, 16);
+        assert_eq!(p.forward, Forward::Route);
         assert!(
             matches!(&i.networks[3].kind, NetworkKind::Public { source: PublicSource::Direct { dev, mode: DirectMode::Vepa }, .. } if dev == "eth0")
         );
@@ -347,13 +370,14 @@ mod tests {
             matches!(&i.networks[4].kind, NetworkKind::Public { source: PublicSource::Bridge { bridge }, .. } if bridge == "br0")
         );
         assert_eq!(i.forwarded_ports[0].host, 8080);
-        assert_eq!(i.warnings.len(), 1, "{:?}", i.warnings);
+        let w: Vec<&str> = i.warnings.iter().map(|(at, _)| at.as_str()).collect();
+        assert_eq!(w, ["p.interfaces[0].libvirt__mtu", "p.interfaces[5].id"]);
     }
 
     #[test]
     fn what_cannot_be_honoured_is_refused_naming_the_key() {
         for (yaml, at, want) in [
-            ("[{network_name: private_network, ip: 192.168.56.11, libvirt__forward_mode: route}]", "libvirt__forward_mode", "route"),
+            ("[{network_name: private_network, ip: 192.168.56.11, libvirt__forward_mode: bridge}]", "libvirt__forward_mode", "bridge"),
             ("[{network_name: private_network, ip: 10.0.0.5, libvirt__host_ip: 10.0.0.254}]", "libvirt__host_ip", "10.0.0.1"),
             ("[{network_name: private_network}]", "interfaces[0]", "dhcp"),
             ("[{network_name: forwarded_port, guest: 53, host: 5353, protocol: udp}]", "interfaces[0]", "udp"),

@@ -68,6 +68,8 @@ pub enum PlatformError {
     },
 }
 
+const UNKNOWN_KEY: &str = "unknown platform key";
+
 impl PlatformError {
     pub fn hint(&self) -> Option<String> {
         match self {
@@ -82,10 +84,17 @@ impl PlatformError {
                  keys (docs/molecule.md, \"Vagrantfile lines\")"
                     .into(),
             ),
-            PlatformError::Invalid { .. } => Some(format!(
-                "platform keys kvmdrive knows: {}",
-                crate::project::schema::platform_keys().join(", ")
-            )),
+            PlatformError::Invalid { message, .. } if message.starts_with(UNKNOWN_KEY) => {
+                Some(format!(
+                    "platform keys kvmdrive knows: {}",
+                    crate::project::schema::platform_keys().join(", ")
+                ))
+            }
+            PlatformError::Invalid { .. } => Some(
+                "docs/molecule.md says what kvmdrive does with each molecule-vagrant key and \
+                 value"
+                    .into(),
+            ),
         }
     }
 }
@@ -312,7 +321,7 @@ impl Checker<'_> {
         if let Some(k) = m.keys().find(|k| !known.contains(k)) {
             return Err(self.err(
                 &format!("{ctx}.{k}"),
-                "unknown platform key (kvmdrive does not know what to do with it)",
+                &format!("{UNKNOWN_KEY} (kvmdrive does not know what to do with it)"),
             ));
         }
         let platform: Platform =
@@ -884,7 +893,7 @@ platforms:
         assert!(e.contains("machine_type") && e.contains("virt"), "{e}");
         let e = err("- name: a\n  provider_options:\n    frobnicate: 1\n");
         assert!(e.contains("frobnicate"), "{e}");
-        let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n      libvirt__forward_mode: route\n");
+        let e = err("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 192.168.56.4\n      libvirt__forward_mode: hostdev\n");
         assert!(e.contains("interfaces[0].libvirt__forward_mode"), "{e}");
         let e = err("- name: a\n  config_options:\n    synced_folder: yes please\n");
         assert!(e.contains("synced_folder"), "{e}");
@@ -1098,6 +1107,17 @@ platforms:
         assert_eq!(m.provisioners.len(), 1);
         let e = err("- name: a\n  provider_override_args:\n    - \"vm.synced_folder \\\"#{`id`}\\\", '/x'\"\n");
         assert!(e.contains("provider_override_args[0]"), "{e}");
+    }
+
+    #[test]
+    fn only_an_unknown_key_gets_the_list_of_keys_as_its_hint() {
+        let hint = |text: &str| parse(text, "m.yml").unwrap_err().hint().unwrap();
+        assert!(hint("- name: a\n  cpu: 2\n").contains("platform keys kvmdrive knows: accel"));
+        let h = hint("- name: a\n  interfaces:\n    - network_name: private_network\n      ip: 10.0.0.5\n      libvirt__tunnel_type: udp\n");
+        assert!(
+            h.contains("docs/molecule.md") && !h.contains("accel"),
+            "{h}"
+        );
     }
 
     #[test]
