@@ -33,7 +33,7 @@ const IGNORED: &[&str] = &[
 /// vagrant-libvirt options for host-side details of the network or the
 /// NIC (names, PCI slots, queues, MTU of the bridge, DHCP pool bounds,
 /// autostart): accepted with a warning.
-const HOST_SIDE: &[&str] = &[
+const HOST_SIDE_OPTIONS: &[&str] = &[
     "autostart",
     "libvirt__adapter",
     "libvirt__always_destroy",
@@ -199,10 +199,9 @@ fn network(
             (k, _) if IGNORED.contains(&k) => {
                 warnings.push((key, "only means something to Vagrant: ignored".into()))
             }
-            (k, _) if HOST_SIDE.contains(&k) => warnings.push((
-                key,
-                "a host-side detail kvmdrive leaves to libvirt's defaults: ignored".into(),
-            )),
+            (k, _) if HOST_SIDE_OPTIONS.contains(&k) => {
+                warnings.push((key, super::platforms::HOST_SIDE.into()))
+            }
             // Another provider's option (`virtualbox__intnet`): Vagrant
             // ignores it under libvirt, and so does kvmdrive.
             (k, _) if k.split_once("__").is_some_and(|(p, _)| p != "libvirt") => warnings.push((

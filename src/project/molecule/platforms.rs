@@ -45,6 +45,46 @@ pub(super) const COSMETIC_PROVIDER_OPTIONS: &[&str] = &[
     "linked_clone",
 ];
 
+/// vagrant-libvirt `provider_options` for host-side details of the domain
+/// (autostart, emulator, CPU pinning, the management NIC's PCI slot, ...):
+/// accepted with [`HOST_SIDE`].
+const HOST_SIDE_PROVIDER_OPTIONS: &[&str] = &[
+    "autostart",
+    "emulator_path",
+    "title",
+    "description",
+    "cpuset",
+    "nodeset",
+    "shares",
+    "kvm_hidden",
+    "disk_device",
+    "disk_controller_model",
+    "clock_offset",
+    "forward_ssh_port",
+    "host_device_exclude_prefixes",
+    "memballoon_enabled",
+    "memballoon_model",
+    "memballoon_pci_bus",
+    "memballoon_pci_slot",
+    "snapshot_pool_name",
+    "video_accel3d",
+    "graphics_gl",
+    "management_network_mac",
+    "management_network_guest_ipv6",
+    "management_network_autostart",
+    "management_network_pci_bus",
+    "management_network_pci_slot",
+    "management_network_domain",
+    "management_network_mtu",
+    "management_network_keep",
+    "management_network_iface_name",
+    "management_network_model_type",
+];
+
+/// The warning for an option that only shapes the host's side.
+pub(super) const HOST_SIDE: &str =
+    "a host-side detail kvmdrive leaves to libvirt's defaults: ignored";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
     #[error("{source_name}: {message}")]
@@ -479,8 +519,18 @@ impl Checker<'_> {
                     &at,
                     "changes nothing kvmdrive's machines can show: ignored".into(),
                 ),
+                k if HOST_SIDE_PROVIDER_OPTIONS.contains(&k) => self.warn(&at, HOST_SIDE.into()),
+                // kvmdrive reaches its machines over the management network.
+                "mgmt_attach" if v.as_bool() == Some(true) => {}
+                "mgmt_attach" => {
+                    return Err(self.err(
+                        &at,
+                        "kvmdrive reaches its machines over its management network: it stays attached",
+                    ))
+                }
                 // The system connection: what kvmdrive uses unless told otherwise.
                 "qemu_use_session" if v.as_bool() == Some(false) => {}
+                "uri" | "system_uri" if v.as_str() == Some("qemu:///system") => {}
                 "uri" | "host" | "connect_via_ssh" | "username" | "password" | "socket"
                 | "id_ssh_key_file" | "qemu_use_session" | "system_uri" => {
                     return Err(self.err(
@@ -1118,6 +1168,31 @@ platforms:
             h.contains("docs/molecule.md") && !h.contains("accel"),
             "{h}"
         );
+    }
+
+    #[test]
+    fn host_side_provider_options_are_warned_about_and_the_default_connection_taken() {
+        let p = ok(r#"
+- name: a
+  provider_options:
+    autostart: false
+    emulator_path: /usr/bin/qemu-system-x86_64
+    management_network_mtu: 1400
+    mgmt_attach: true
+    uri: qemu:///system
+"#);
+        let w = p.warnings.join("\n");
+        for key in ["autostart", "emulator_path", "management_network_mtu"] {
+            assert!(
+                w.contains(&format!("provider_options.{key}: a host-side detail")),
+                "{w}"
+            );
+        }
+        assert_eq!(p.warnings.len(), 3, "{w}");
+        let e = err("- name: a\n  provider_options:\n    mgmt_attach: false\n");
+        assert!(e.contains("management network"), "{e}");
+        let e = err("- name: a\n  provider_options:\n    uri: qemu+ssh://root@hv1/system\n");
+        assert!(e.contains("--connect"), "{e}");
     }
 
     #[test]
