@@ -15,10 +15,12 @@
 #   3. a scenario written for molecule-vagrant, driver renamed only (the
 #      sample role's molecule/vagrant/molecule.yml as it is, its playbooks
 #      ../default/*.yml resolving to the quick ones), full `molecule test`;
-#   4, 5. with KVMDRIVE_E2E_LONG=1 (`scripts/test --long`), on the sample
-#      role: Vagrantfile lines (the role synced at /vagrant) and a two-node
-#      private-network scenario (networks.sh and provision.sh run the same
-#      machinery from kvmdrive.yml in CI; the key translation is unit-tested).
+#   4. on the sample role, create + verify only: Vagrantfile lines (the role
+#      synced at /vagrant, an NFS folder copied by rsync, a provisioner),
+#      `driver: kvm` + host-passthrough, a routed DHCP network;
+#   5. with KVMDRIVE_E2E_LONG=1 (`scripts/test --long`), a two-node
+#      private-network scenario (networks.sh runs the same machinery from
+#      kvmdrive.yml in CI; the key translation is unit-tested).
 # Molecule runs with PATH = the venv's bin + system dirs and no KVMDRIVE_BIN:
 # the plugin finds the kvmdrive its wheel installed into the venv.
 # The venv (tests/molecule-venv) must exist: scripts/setup makes it, and
@@ -183,15 +185,19 @@ cd "$quick"
 scenario_passes vagrant "the molecule-vagrant scenario passes unchanged"
 check "its Vagrant-only keys are named in warnings" grep -q "provider_raw_config_args" "$work/vagrant.log"
 
+# ---- 4. Vagrantfile lines: synced_folder: true, instance_raw_config_args --------------
+# (create, verify, destroy: no converge)
+cd "$role"
+scenario_passes raw-args "the raw-args scenario passes: role at /vagrant, rsync and NFS folders copied, vm.provision mark once, e1000 NIC on a routed DHCP network"
+check "... the NFS folder is said to be an rsync copy" grep -q "synced folder type \`nfs\`: .* by rsync" "$work/raw-args.log"
+check "... host-passthrough is said to need KVM (TCG here) or KVM ran it" \
+    grep -qE "cpu_mode host-passthrough needs KVM|ready: .*\(KVM\)" "$work/raw-args.log"
+
 if [ "${KVMDRIVE_E2E_LONG:-}" != 1 ]; then
-    echo "parts 4 and 5 (raw-args, multinode) run with KVMDRIVE_E2E_LONG=1 (scripts/test --long)"
+    echo "part 5 (multinode) runs with KVMDRIVE_E2E_LONG=1 (scripts/test --long)"
     finish
     exit
 fi
-cd "$role"
-
-# ---- 4. Vagrantfile lines: synced_folder: true, instance_raw_config_args --------------
-scenario_passes raw-args "the raw-args scenario passes: role at /vagrant, vm.synced_folder copy, vm.provision mark once"
 
 # ---- 5. A molecule-vagrant two-node scenario with private networks ------------------
 scenario_passes multinode "the two-node private-network scenario passes"

@@ -29,6 +29,7 @@ const BOOLEAN_KEYS: &[&str] = &[
     "auto_config",
     "libvirt__dhcp_enabled",
     // provider_options
+    "mgmt_attach",
     "qemu_use_session",
     "qemu_use_agent",
     "kvm_hidden",
@@ -78,6 +79,8 @@ mod tests {
                 "config_options": {"synced_folder": "ON"},
                 "interfaces": [{"network_name": "private_network", "auto_config": "off", "ip": "no"}],
                 "hostname": "no",
+                "provision": "no",
+                "provider_options": {"mgmt_attach": "yes"},
             }],
         });
         booleans_as_molecule_reads_them(&mut doc);
@@ -91,6 +94,8 @@ mod tests {
                     "config_options": {"synced_folder": true},
                     "interfaces": [{"network_name": "private_network", "auto_config": false, "ip": "no"}],
                     "hostname": false,
+                    "provision": false,
+                    "provider_options": {"mgmt_attach": true},
                 }],
             })
         );
