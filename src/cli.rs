@@ -120,13 +120,37 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Take snapshot NAME of the machines (memory too when they run).
-    Save(SnapshotArgs),
+    Save(SnapshotSaveArgs),
     /// Return the machines to snapshot NAME (running, SSH answering, when it was taken running).
     Restore(SnapshotArgs),
     /// List the machines' snapshots (`--json` for programs).
     List,
     /// Delete snapshot NAME of the machines.
     Delete(SnapshotArgs),
+    /// Take a snapshot named after the time, to `pop` later (as `vagrant snapshot push`).
+    Push(MachineSelection),
+    /// Restore each machine's latest pushed snapshot, then delete it (as `vagrant snapshot pop`).
+    Pop(SnapshotPopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotSaveArgs {
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+
+    /// Replace a snapshot of that name (Vagrant's `--force`).
+    #[arg(long, short)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotPopArgs {
+    /// Keep the snapshot after restoring it.
+    #[arg(long)]
+    pub no_delete: bool,
+
+    #[command(flatten)]
+    pub selection: MachineSelection,
 }
 
 #[derive(Debug, Args)]
@@ -323,14 +347,26 @@ mod tests {
         let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "save", "s1", "a", "b"]).unwrap();
         match cli.command {
             Command::Snapshot(SnapshotCommand::Save(a)) => {
-                assert_eq!(a.name, "s1");
-                assert_eq!(a.selection.names, vec!["a", "b"]);
+                assert_eq!(a.snapshot.name, "s1");
+                assert_eq!(a.snapshot.selection.names, vec!["a", "b"]);
+                assert!(!a.force);
             }
             other => panic!("parsed as {other:?}"),
         }
         let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "list", "--json"]).unwrap();
         assert!(cli.global.json);
         assert!(Cli::try_parse_from(["kvmdrive", "snapshot", "restore"]).is_err());
+        let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "save", "--force", "s1"]).unwrap();
+        assert!(matches!(cli.command, Command::Snapshot(SnapshotCommand::Save(a)) if a.force));
+        let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "pop", "--no-delete", "a"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Snapshot(SnapshotCommand::Pop(p)) if p.no_delete && p.selection.names == ["a"])
+        );
+        let cli = Cli::try_parse_from(["kvmdrive", "snapshot", "push"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Snapshot(SnapshotCommand::Push(_))
+        ));
     }
 
     #[test]

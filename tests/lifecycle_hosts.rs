@@ -147,7 +147,8 @@ fn snapshot_save_and_list_reach_the_machines_of_every_host() {
     a_up_then_hosts(&fx, &["test:///default", &h2]);
 
     // `b` is found on the second host (it has no record): without it, save fails.
-    fx.run(|env, c| snapshot::save(env, c, "s1", &[])).unwrap();
+    fx.run(|env, c| snapshot::save(env, c, "s1", &[], false))
+        .unwrap();
     let on_a = fx.hv.snapshots(&fx.domain("a")).unwrap();
     assert_eq!(on_a.len(), 1);
     assert_eq!(on_a[0].name, "s1");
@@ -185,7 +186,7 @@ fn a_host_that_does_not_answer_makes_snapshot_save_list_reload_and_resume_refuse
     b_recorded_on_down_host(&fx);
 
     let err = fx
-        .run(|env, c| snapshot::save(env, c, "s1", &[]))
+        .run(|env, c| snapshot::save(env, c, "s1", &[], false))
         .unwrap_err();
     let text = err.to_string();
     assert!(
@@ -208,7 +209,7 @@ fn a_host_that_does_not_answer_makes_snapshot_save_list_reload_and_resume_refuse
     assert!(err.to_string().contains(DOWN), "{err}");
 
     // Only `a`, whose host answers: saved.
-    fx.run(|env, c| snapshot::save(env, c, "s1", &names(&["a"])))
+    fx.run(|env, c| snapshot::save(env, c, "s1", &names(&["a"]), false))
         .unwrap();
     assert_eq!(fx.hv.snapshots(&fx.domain("a")).unwrap().len(), 1);
 
@@ -257,7 +258,7 @@ fn provision_and_suspend_do_the_hosts_that_answer_and_name_the_others() {
     assert!(!text.contains("a,") && !text.contains(" a "), "{text}");
 
     // `snapshot delete`: `a`'s goes, `b` is named.
-    fx.run(|env, c| snapshot::save(env, c, "s1", &names(&["a"])))
+    fx.run(|env, c| snapshot::save(env, c, "s1", &names(&["a"]), false))
         .unwrap();
     let err = fx
         .run(|env, c| snapshot::delete(env, c, "s1", &[]))

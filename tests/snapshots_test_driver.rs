@@ -17,8 +17,9 @@ fn snapshots_are_saved_listed_restored_deleted_and_go_with_destroy() {
     let fx = fixture(&["a", "b"]);
     fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
 
-    fx.run(|env, c| snapshot::save(env, c, "s1", &[])).unwrap();
-    fx.run(|env, c| snapshot::save(env, c, "only-a", &names(&["a"])))
+    fx.run(|env, c| snapshot::save(env, c, "s1", &[], false))
+        .unwrap();
+    fx.run(|env, c| snapshot::save(env, c, "only-a", &names(&["a"]), false))
         .unwrap();
     let rows = fx.run(snapshot::list).unwrap();
     let listed: Vec<(&str, &str)> = rows
@@ -31,7 +32,7 @@ fn snapshots_are_saved_listed_restored_deleted_and_go_with_destroy() {
     assert!(rows.iter().all(|r| r.snapshot.has_memory()), "{rows:?}");
 
     // A second snapshot of the same name is refused, naming the machine.
-    let again = fx.run(|env, c| snapshot::save(env, c, "s1", &names(&["a"])));
+    let again = fx.run(|env, c| snapshot::save(env, c, "s1", &names(&["a"]), false));
     assert!(
         matches!(again, Err(snapshot::SnapshotError::Exists { ref machine, .. }) if machine == "a"),
         "{again:?}"
@@ -54,7 +55,7 @@ fn snapshots_are_saved_listed_restored_deleted_and_go_with_destroy() {
     // A halted machine's snapshot holds its disks; restoring leaves it stopped.
     fx.run(|env, c| lifecycle::halt(env, c, &names(&["b"])))
         .unwrap();
-    fx.run(|env, c| snapshot::save(env, c, "cold", &names(&["b"])))
+    fx.run(|env, c| snapshot::save(env, c, "cold", &names(&["b"]), false))
         .unwrap();
     let cold = fx
         .hv
@@ -89,7 +90,7 @@ fn suspended_machines_show_as_saved_and_up_resumes_them() {
     fx.run(|env, c| lifecycle::halt(env, c, &[])).unwrap();
     assert_eq!(fx.state("a"), Some(DomainState::Saved));
     // A suspended machine takes no snapshot (its memory is on disk).
-    let r = fx.run(|env, c| snapshot::save(env, c, "s", &[]));
+    let r = fx.run(|env, c| snapshot::save(env, c, "s", &[], false));
     assert!(
         matches!(r, Err(snapshot::SnapshotError::Suspended { .. })),
         "{r:?}"
@@ -191,4 +192,42 @@ fn purge_removes_parked_machines() {
         .hv
         .network_exists(&plan::network_name(&fx.project()))
         .unwrap());
+}
+
+#[test]
+fn push_and_pop_as_vagrant_and_save_force_replaces() {
+    let _g = LIBVIRT.lock().unwrap_or_else(|e| e.into_inner());
+    let fx = fixture(&["a"]);
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    let nothing = fx.run(|env, c| snapshot::pop(env, c, &[], true));
+    assert!(
+        matches!(nothing, Err(snapshot::SnapshotError::NothingPushed { .. })),
+        "{nothing:?}"
+    );
+
+    let first = fx.run(|env, c| snapshot::push(env, c, &[])).unwrap();
+    let second = fx.run(|env, c| snapshot::push(env, c, &[])).unwrap();
+    assert!(first.starts_with(snapshot::PUSH_PREFIX) && first != second);
+    let pushed = |fx: &common::driver::Fixture| -> Vec<String> {
+        fx.run(snapshot::list)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.snapshot.name)
+            .collect()
+    };
+    assert_eq!(pushed(&fx).len(), 2);
+    // pop restores the latest push and deletes it; --no-delete keeps it.
+    fx.run(|env, c| snapshot::pop(env, c, &[], true)).unwrap();
+    assert_eq!(pushed(&fx), [first.clone()]);
+    fx.run(|env, c| snapshot::pop(env, c, &[], false)).unwrap();
+    assert_eq!(pushed(&fx), [first.clone()]);
+    assert_eq!(fx.state("a"), Some(DomainState::Running));
+
+    // save --force replaces a snapshot of the same name.
+    fx.run(|env, c| snapshot::save(env, c, "s", &[], false))
+        .unwrap();
+    fx.run(|env, c| snapshot::save(env, c, "s", &[], true))
+        .unwrap();
+    assert_eq!(pushed(&fx), [first, "s".to_owned()]);
+    fx.run(|env, c| lifecycle::destroy(env, c, &[])).unwrap();
 }

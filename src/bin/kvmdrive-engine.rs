@@ -157,7 +157,15 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             cancel::install_handler();
             use cli::SnapshotCommand as S;
             match cmd {
-                S::Save(a) => snapshot::save(env, &sc.config, &a.name, &a.selection.names)?,
+                S::Save(a) => snapshot::save(
+                    env,
+                    &sc.config,
+                    &a.snapshot.name,
+                    &a.snapshot.selection.names,
+                    a.force,
+                )?,
+                S::Push(sel) => snapshot::push(env, &sc.config, &sel.names).map(drop)?,
+                S::Pop(a) => snapshot::pop(env, &sc.config, &a.selection.names, !a.no_delete)?,
                 S::Restore(a) => snapshot::restore(env, &sc.config, &a.name, &a.selection.names)?,
                 S::Delete(a) => snapshot::delete(env, &sc.config, &a.name, &a.selection.names)?,
                 S::List => print_snapshots(out, &snapshot::list(env, &sc.config)?),

@@ -19,6 +19,10 @@ use crate::virt::VirtError;
 /// Prefix of the snapshots kvmdrive takes itself (`reuse`).
 pub const RESERVED_PREFIX: &str = "kvmdrive-";
 
+/// Prefix of `snapshot push`'s names (`push_SECONDS_MICROS`, as Vagrant's
+/// `push_SECONDS_NNNN`).
+pub const PUSH_PREFIX: &str = "push_";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error(transparent)]
@@ -40,6 +44,8 @@ pub enum SnapshotError {
     Missing { machine: String, name: String },
     #[error("`{machine}` already has a snapshot `{name}`")]
     Exists { machine: String, name: String },
+    #[error("`{machine}` has no pushed snapshot")]
+    NothingPushed { machine: String },
     #[error("`{machine}` is suspended (its memory is saved to disk)")]
     Suspended { machine: String },
     #[error("invalid snapshot name `{name}`: {why}")]
@@ -69,8 +75,12 @@ impl SnapshotError {
             ),
             SnapshotError::Missing { .. } => Some("see `kvmdrive snapshot list`".into()),
             SnapshotError::Exists { name, .. } => Some(format!(
-                "pick another name, or `kvmdrive snapshot delete {name}` first"
+                "pick another name, replace it with `kvmdrive snapshot save --force {name}`, \
+                 or `kvmdrive snapshot delete {name}` first"
             )),
+            SnapshotError::NothingPushed { .. } => {
+                Some("`kvmdrive snapshot push` takes one; see `kvmdrive snapshot list`".into())
+            }
             SnapshotError::Suspended { .. } => Some("run `kvmdrive resume` first".into()),
             SnapshotError::BadName { .. } => Some(
                 "use letters, digits, `.`, `_` and `-`, not starting with `-` or `kvmdrive-`"
@@ -223,12 +233,28 @@ pub(crate) fn save_one(
 
 /// `snapshot save NAME [MACHINE...]`: on every host, or on none when a
 /// host of the machines does not answer.
-pub fn save(env: &Env, config: &Config, name: &str, names: &[String]) -> Result<(), SnapshotError> {
+/// With `force`, a snapshot of that name is deleted first.
+pub fn save(
+    env: &Env,
+    config: &Config,
+    name: &str,
+    names: &[String],
+    force: bool,
+) -> Result<(), SnapshotError> {
     check_name(name)?;
     let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
     per_host(env, config, &machines, IfDown::Refuse, |env, ms| {
         each_machine(env, ms, |m| {
+            if force {
+                let domain = plan::domain_name(env.project, &m.name.0);
+                if env.hv.domain_state(&domain)?.is_some()
+                    && env.hv.delete_snapshot(&domain, name)?
+                {
+                    env.out
+                        .trace(Some(&m.name.0), format!("deleted the old snapshot {name}"));
+                }
+            }
             let took = save_one(env, m, name, "kvmdrive snapshot")?;
             env.out.step(
                 Some(&m.name.0),
@@ -366,6 +392,56 @@ pub fn delete(
     .map(drop)
 }
 
+/// `snapshot push [MACHINE...]`: a snapshot named after the time, which
+/// `pop` finds again. Returns its name.
+pub fn push(env: &Env, config: &Config, names: &[String]) -> Result<String, SnapshotError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // Names of one second sort in the order they were taken.
+    let name = format!("{PUSH_PREFIX}{}_{:06}", now.as_secs(), now.subsec_micros());
+    save(env, config, &name, names, false)?;
+    Ok(name)
+}
+
+/// The latest of `snapshots` that `push` took.
+fn latest_pushed(snapshots: Vec<SnapshotInfo>) -> Option<SnapshotInfo> {
+    snapshots
+        .into_iter()
+        .filter(|s| s.name.starts_with(PUSH_PREFIX))
+        .max_by(|a, b| (a.creation_time, &a.name).cmp(&(b.creation_time, &b.name)))
+}
+
+/// `snapshot pop [MACHINE...]`: each machine back to its latest pushed
+/// snapshot, which is then deleted unless `delete` is false.
+pub fn pop(
+    env: &Env,
+    config: &Config,
+    names: &[String],
+    delete: bool,
+) -> Result<(), SnapshotError> {
+    let machines = lifecycle::select(config, names)?;
+    let _lock = env.project.lock()?;
+    per_host(env, config, &machines, IfDown::Refuse, |env, ms| {
+        each_machine(env, ms, |m| {
+            let (domain, _) = created(env, m)?;
+            let pushed = latest_pushed(env.hv.snapshots(&domain)?).ok_or_else(|| {
+                SnapshotError::NothingPushed {
+                    machine: m.name.0.clone(),
+                }
+            })?;
+            restore_one(env, m, &pushed.name)?;
+            if delete && env.hv.delete_snapshot(&domain, &pushed.name)? {
+                env.out
+                    .step(Some(&m.name.0), format!("deleted snapshot {}", pushed.name));
+            }
+            Ok(())
+        })
+        .map(drop)
+    })
+    .map(drop)
+}
+
 /// One line of `snapshot list`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotRow {
@@ -405,6 +481,25 @@ pub fn list(env: &Env, config: &Config) -> Result<Vec<SnapshotRow>, SnapshotErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pop_takes_the_latest_pushed_snapshot() {
+        let s = |name: &str, creation_time| SnapshotInfo {
+            name: name.into(),
+            description: String::new(),
+            state: "running".into(),
+            creation_time,
+        };
+        let list = vec![
+            s("push_100_000001", 100),
+            s("before-upgrade", 300),
+            s("push_200_000020", 200),
+            s("push_200_000003", 200),
+        ];
+        assert_eq!(latest_pushed(list).unwrap().name, "push_200_000020");
+        assert!(latest_pushed(vec![s("mine", 5)]).is_none());
+        check_name("push_1765152000_004211").unwrap();
+    }
 
     #[test]
     fn snapshot_names_are_checked() {

@@ -86,6 +86,16 @@ echo "timing: snapshot restore of a halted machine -> SSH answered $(ms "$start"
 check "... by libvirt, since no QEMU ran" grep -q "reverted to clean by libvirt" restore2.log
 check "... running again without a boot (same boot_id)" test "$(boot_id)" = "$boot1"
 
+# Vagrant's push / pop: a stack of unnamed snapshots.
+check "snapshot push" "$KVMDRIVE" snapshot push
+check "write a file after the push" "$KVMDRIVE" ssh web -- touch /home/vagrant/after-push
+check "snapshot save --force replaces clean" "$KVMDRIVE" snapshot save --force clean
+check "snapshot pop" "$KVMDRIVE" snapshot pop
+check "... the file written after the push is gone" "$KVMDRIVE" ssh web -- test ! -e /home/vagrant/after-push
+check "... no reboot (same boot_id)" test "$(boot_id)" = "$boot1"
+check "... and the pushed snapshot was deleted (clean is left)" \
+    bash -c "test \"\$('$KVMDRIVE' snapshot list | awk '{print \$2}' | tr '\n' ' ')\" = 'clean '"
+check "a second pop has nothing to pop" bash -c "! '$KVMDRIVE' snapshot pop 2>/dev/null"
 check "snapshot delete clean" "$KVMDRIVE" snapshot delete clean
 check "no snapshot left" bash -c "test -z \"\$('$KVMDRIVE' snapshot list)\""
 check "destroy" "$KVMDRIVE" destroy
