@@ -218,9 +218,9 @@ fn push_and_pop_as_vagrant_and_save_force_replaces() {
     assert_eq!(pushed(&fx).len(), 2);
     // pop restores the latest push and deletes it; --no-delete keeps it.
     fx.run(|env, c| snapshot::pop(env, c, &[], true)).unwrap();
-    assert_eq!(pushed(&fx), [first.clone()]);
+    assert_eq!(pushed(&fx), std::slice::from_ref(&first));
     fx.run(|env, c| snapshot::pop(env, c, &[], false)).unwrap();
-    assert_eq!(pushed(&fx), [first.clone()]);
+    assert_eq!(pushed(&fx), std::slice::from_ref(&first));
     assert_eq!(fx.state("a"), Some(DomainState::Running));
 
     // save --force replaces a snapshot of the same name.
