@@ -76,7 +76,7 @@ pub enum Command {
     /// Print an OpenSSH client config for the machines, like `vagrant ssh-config`.
     SshConfig(SshConfigArgs),
     /// Shut machines down (gracefully, then forcibly after a timeout).
-    Halt(MachineSelection),
+    Halt(HaltArgs),
     /// Remove machines, their disks, and the project's network once unused.
     Destroy(DestroyArgs),
     /// Save, restore, list and delete snapshots of the machines (memory and disks).
@@ -255,6 +255,21 @@ pub struct UpArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Accepted for Vagrant scripts (`vagrant up --provider=libvirt`): libvirt is the only provider.
+    #[arg(long, value_name = "NAME", value_parser = ["libvirt"])]
+    pub provider: Option<String>,
+
+    /// Accepted for Vagrant scripts: machines always come up in parallel
+    /// (kvmdrive's parallel `up` takes its locks itself).
+    #[arg(long, hide = true)]
+    pub parallel: bool,
+    #[arg(long, hide = true)]
+    pub no_parallel: bool,
+
+    /// Accepted for Vagrant scripts: a machine that fails is always removed again.
+    #[arg(long, hide = true)]
+    pub destroy_on_error: bool,
+
     #[command(flatten)]
     pub selection: MachineSelection,
 }
@@ -282,6 +297,16 @@ pub struct SshConfigArgs {
     /// Only this machine (default: all running machines).
     #[arg(value_name = "NAME")]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HaltArgs {
+    /// Power off at once, without asking the guest (Vagrant's `halt -f`).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub selection: MachineSelection,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +365,27 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Provision(MachineSelection { names }) if names.len() == 2)
         );
+    }
+
+    #[test]
+    fn vagrant_script_flags_are_taken() {
+        let cli = Cli::try_parse_from([
+            "kvmdrive",
+            "up",
+            "--provider=libvirt",
+            "--no-parallel",
+            "--destroy-on-error",
+            "web",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Up(a) if a.provider.as_deref() == Some("libvirt") && a.selection.names == ["web"])
+        );
+        assert!(Cli::try_parse_from(["kvmdrive", "up", "--provider", "virtualbox"]).is_err());
+        let cli = Cli::try_parse_from(["kvmdrive", "halt", "-f", "web"]).unwrap();
+        assert!(matches!(cli.command, Command::Halt(a) if a.force && a.selection.names == ["web"]));
+        let cli = Cli::try_parse_from(["kvmdrive", "destroy", "-f"]).unwrap();
+        assert!(matches!(cli.command, Command::Destroy(a) if a.force));
     }
 
     #[test]

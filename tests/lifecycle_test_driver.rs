@@ -67,12 +67,18 @@ fn up_is_idempotent_and_restarts_stopped_machines() {
     let again = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
     assert_eq!(first, again, "a second up changes nothing");
 
-    fx.run(|env, c| lifecycle::halt(env, c, &[])).unwrap();
+    fx.run(|env, c| lifecycle::halt(env, c, &[], false))
+        .unwrap();
     assert_eq!(fx.state("a"), Some(DomainState::Shutoff));
     let status = lifecycle::status(Some(&fx.hv), &fx.project(), &fx.config()).unwrap();
     assert_eq!(status[0].state, "shutoff");
 
     let restarted = fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
+    assert_eq!(fx.state("a"), Some(DomainState::Running));
+    // `halt --force` powers off at once; up starts the machine again.
+    fx.run(|env, c| lifecycle::halt(env, c, &[], true)).unwrap();
+    assert_eq!(fx.state("a"), Some(DomainState::Shutoff));
+    fx.run(|env, c| lifecycle::up(env, c, &[])).unwrap();
     assert_eq!(fx.state("a"), Some(DomainState::Running));
     assert_eq!(
         restarted[0].address, first[0].address,

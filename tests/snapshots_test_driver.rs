@@ -53,7 +53,7 @@ fn snapshots_are_saved_listed_restored_deleted_and_go_with_destroy() {
     assert_eq!(left.len(), 2);
 
     // A halted machine's snapshot holds its disks; restoring leaves it stopped.
-    fx.run(|env, c| lifecycle::halt(env, c, &names(&["b"])))
+    fx.run(|env, c| lifecycle::halt(env, c, &names(&["b"]), false))
         .unwrap();
     fx.run(|env, c| snapshot::save(env, c, "cold", &names(&["b"]), false))
         .unwrap();
@@ -87,7 +87,8 @@ fn suspended_machines_show_as_saved_and_up_resumes_them() {
     assert_eq!(status[0].state, "saved");
     // Suspending again and halting a suspended machine are no-ops.
     fx.run(|env, c| suspend::suspend(env, c, &[])).unwrap();
-    fx.run(|env, c| lifecycle::halt(env, c, &[])).unwrap();
+    fx.run(|env, c| lifecycle::halt(env, c, &[], false))
+        .unwrap();
     assert_eq!(fx.state("a"), Some(DomainState::Saved));
     // A suspended machine takes no snapshot (its memory is on disk).
     let r = fx.run(|env, c| snapshot::save(env, c, "s", &[], false));

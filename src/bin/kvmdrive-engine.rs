@@ -98,9 +98,10 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             cancel::install_handler();
             Ok(sync::rsync_auto(env, &sc.config, &sel.names)?)
         }),
-        Command::Halt(sel) => with_env(g, &dir, out, |env, sc| {
+        Command::Halt(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            lifecycle::halt(env, &sc.config, &sel.names)?;
+            let sel = &a.selection;
+            lifecycle::halt(env, &sc.config, &sel.names, a.force)?;
             if g.json {
                 // The halted machines and the state libvirt now reports.
                 let list: Vec<_> = lifecycle::status(Some(env.hv), env.project, &sc.config)?

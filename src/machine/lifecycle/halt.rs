@@ -12,22 +12,32 @@ use crate::virt::hypervisor::DomainState;
 use crate::wait::{wait_until, Poll, PollError};
 
 /// Shuts machines down: `poweroff` over SSH (or ACPI), forcibly after a minute.
-pub fn halt(env: &Env, config: &Config, names: &[String]) -> Result<(), LifecycleError> {
+/// With `force`, machines are powered off at once (Vagrant's `halt -f`).
+pub fn halt(
+    env: &Env,
+    config: &Config,
+    names: &[String],
+    force: bool,
+) -> Result<(), LifecycleError> {
     let machines = select(config, names)?;
     if !config.hosts.is_empty() {
-        return super::hosts::halt(env, config, &machines);
+        return super::hosts::halt(env, config, &machines, force);
     }
     let _lock = env.project.lock()?;
-    halt_machines(env, &machines)
+    halt_machines(env, &machines, force)
 }
 
 /// Halts `machines` on the host of `env` (the project lock is held).
-pub(super) fn halt_machines(env: &Env, machines: &[Machine]) -> Result<(), LifecycleError> {
-    let results = parallel(machines, |m| (m.name.0.clone(), halt_one(env, m)));
+pub(super) fn halt_machines(
+    env: &Env,
+    machines: &[Machine],
+    force: bool,
+) -> Result<(), LifecycleError> {
+    let results = parallel(machines, |m| (m.name.0.clone(), halt_one(env, m, force)));
     collect(env.out, results).map(drop)
 }
 
-fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
+fn halt_one(env: &Env, m: &Machine, force: bool) -> Result<(), Failure> {
     let name = Some(m.name.0.as_str());
     let domain = plan::domain_name(env.project, &m.name.0);
     match env.hv.domain_state(&domain)? {
@@ -42,6 +52,14 @@ fn halt_one(env: &Env, m: &Machine) -> Result<(), Failure> {
         Some(_) => {}
     }
     crate::machine::forward::stop(&env.project.machine_dir(&m.name.0));
+    if force {
+        if let Some(r) = env.project.record(&m.name.0)? {
+            crate::machine::ssh::end_mux(&r);
+        }
+        env.hv.destroy_domain(&domain)?;
+        env.out.step(name, "powered off (forced)");
+        return Ok(());
+    }
     env.out.step(name, "shutting down");
     let asked = match env.project.record(&m.name.0)? {
         Some(r) if !env.hv.is_test_driver() => {

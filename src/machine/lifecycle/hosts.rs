@@ -418,7 +418,12 @@ pub fn spans_hosts(list: &[MachineStatus]) -> bool {
 }
 
 /// `halt` over several hosts, one host after the other.
-pub(super) fn halt(env: &Env, config: &Config, machines: &[Machine]) -> Result<(), LifecycleError> {
+pub(super) fn halt(
+    env: &Env,
+    config: &Config,
+    machines: &[Machine],
+    force: bool,
+) -> Result<(), LifecycleError> {
     let _lock = env.project.lock()?;
     let conns = connect_each(env.hv, config);
     let mut by_host: BTreeMap<usize, Vec<Machine>> = BTreeMap::new();
@@ -431,7 +436,7 @@ pub(super) fn halt(env: &Env, config: &Config, machines: &[Machine]) -> Result<(
     for (i, ms) in by_host {
         let (uri, c) = &conns[i];
         let hv = c.as_ref().map_err(|e| host_down(uri, e))?;
-        halt_machines(&env_on(env, hv), &ms)?;
+        halt_machines(&env_on(env, hv), &ms, force)?;
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ pub fn reload(
         )
         .1?;
     }
-    super::halt(env, config, names)?;
+    super::halt(env, config, names, false)?;
     up_with(env, config, names, opts)
 }
 
