@@ -48,7 +48,7 @@ pub(super) const COSMETIC_PROVIDER_OPTIONS: &[&str] = &[
 /// vagrant-libvirt `provider_options` for host-side details of the domain
 /// (autostart, emulator, CPU pinning, the management NIC's PCI slot, ...):
 /// accepted with [`HOST_SIDE`].
-const HOST_SIDE_PROVIDER_OPTIONS: &[&str] = &[
+pub(super) const HOST_SIDE_PROVIDER_OPTIONS: &[&str] = &[
     "autostart",
     "emulator_path",
     "title",

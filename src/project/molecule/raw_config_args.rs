@@ -7,7 +7,7 @@
 //! naming the line. `platforms` applies the settings.
 
 use super::hardware;
-use super::platforms::COSMETIC_PROVIDER_OPTIONS;
+use super::platforms::{COSMETIC_PROVIDER_OPTIONS, HOST_SIDE_PROVIDER_OPTIONS};
 use serde_json::{json, Map, Value as Json};
 
 use crate::project::molecule::vagrant_ruby::{Call, Value};
@@ -44,7 +44,8 @@ pub enum RawSetting {
 
 /// Provider options a `libvirt.KEY = VALUE` line may set besides the
 /// hardware ([`hardware::PROVIDER_OPTIONS`]) and display and naming ones
-/// ([`COSMETIC_PROVIDER_OPTIONS`]): `provider_options` reads them all.
+/// ([`COSMETIC_PROVIDER_OPTIONS`], [`HOST_SIDE_PROVIDER_OPTIONS`]):
+/// `provider_options` reads them all.
 const PROVIDER_OPTIONS: &[&str] = &[
     "memory",
     "cpus",
@@ -118,9 +119,17 @@ pub fn classify(call: &Call, scope: Scope) -> Result<Vec<RawSetting>, String> {
         (Scope::Provider, [key], Some(v))
             if PROVIDER_OPTIONS.contains(key)
                 || hardware::PROVIDER_OPTIONS.contains(key)
-                || COSMETIC_PROVIDER_OPTIONS.contains(key) =>
+                || COSMETIC_PROVIDER_OPTIONS.contains(key)
+                || HOST_SIDE_PROVIDER_OPTIONS.contains(key) =>
         {
             vec![RawSetting::ProviderOption((*key).to_owned(), v.to_json())]
+        }
+        // Booting from the disk is what every machine does.
+        (Scope::Provider, ["boot"], None)
+            if call.options.is_empty()
+                && matches!(call.args.as_slice(), [d] if d.as_name() == Some("hd")) =>
+        {
+            Vec::new()
         }
         // vagrant-libvirt's README way to give a machine the guest agent.
         (Scope::Provider, ["channel"], None)
@@ -522,8 +531,17 @@ mod tests {
             matches!(&one("random :model => 'egd'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("random"))
         );
         assert!(
-            matches!(&one("cpuset = '1-4,^3,6'", Scope::Provider)[0], RawSetting::Unmapped(w) if w.contains("cpuset"))
+            matches!(&one("cpuset = '1-4,^3,6'", Scope::Provider)[0], RawSetting::ProviderOption(k, _) if k == "cpuset")
         );
+        assert!(one("boot 'hd'", Scope::Provider).is_empty());
+        assert!(matches!(
+            &one("boot 'network'", Scope::Provider)[0],
+            RawSetting::Unmapped(w) if w.contains("`boot`")
+        ));
+        assert!(matches!(
+            &one("autostart = true", Scope::Provider)[0],
+            RawSetting::ProviderOption(k, _) if k == "autostart"
+        ));
         assert!(matches!(
             &one("vm.box_check_update = false", Scope::Instance)[0],
             RawSetting::Unmapped(w) if w.contains("only means something to Vagrant")
