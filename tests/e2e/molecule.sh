@@ -15,6 +15,7 @@
 #   3. a scenario written for molecule-vagrant, driver renamed only (the
 #      sample role's molecule/vagrant/molecule.yml as it is, its playbooks
 #      ../default/*.yml resolving to the quick ones), full `molecule test`;
+#      and a scenario verified by Testinfra;
 #   4. on the sample role, create + verify only: Vagrantfile lines (the role
 #      synced at /vagrant, an NFS folder copied by rsync, a provisioner),
 #      `driver: kvm` + host-passthrough, a routed DHCP network;
@@ -184,6 +185,8 @@ cd "$quick"
 # ---- 3. A molecule-vagrant scenario, driver renamed --------------------------------
 scenario_passes vagrant "the molecule-vagrant scenario passes unchanged"
 check "its Vagrant-only keys are named in warnings" grep -q "provider_raw_config_args" "$work/vagrant.log"
+scenario_passes testinfra "a scenario verified by Testinfra passes (create, verify, destroy)"
+check "... Testinfra ran its 4 tests over the driver's inventory" grep -qE "4 passed" "$work/testinfra.log"
 
 # ---- 4. Vagrantfile lines: synced_folder: true, instance_raw_config_args --------------
 # (create, verify, destroy: no converge)
