@@ -62,7 +62,7 @@ pub enum Command {
     /// Create and start machines (all of them when no name is given). Idempotent.
     Up(UpArgs),
     /// Run the machines' provisioners again, in order, from the first.
-    Provision(MachineSelection),
+    Provision(ProvisionArgs),
     /// Copy the rsync synced folders into the machines again.
     Rsync(MachineSelection),
     /// Copy the rsync synced folders, then again on every change, until Ctrl-C.
@@ -300,6 +300,16 @@ pub struct SshConfigArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Only these provisioners, by name or kind (shell, file, ansible), comma-separated (Vagrant's `--provision-with`).
+    #[arg(long, value_name = "P,...", value_delimiter = ',')]
+    pub provision_with: Vec<String>,
+
+    #[command(flatten)]
+    pub selection: MachineSelection,
+}
+
+#[derive(Debug, Args)]
 pub struct HaltArgs {
     /// Power off at once, without asking the guest (Vagrant's `halt -f`).
     #[arg(long, short = 'f')]
@@ -363,7 +373,18 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["kvmdrive", "provision", "a", "b"]).unwrap();
         assert!(
-            matches!(cli.command, Command::Provision(MachineSelection { names }) if names.len() == 2)
+            matches!(cli.command, Command::Provision(p) if p.selection.names.len() == 2 && p.provision_with.is_empty())
+        );
+        let cli = Cli::try_parse_from([
+            "kvmdrive",
+            "provision",
+            "--provision-with",
+            "setup,file",
+            "a",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Provision(p) if p.provision_with == ["setup", "file"] && p.selection.names == ["a"])
         );
     }
 

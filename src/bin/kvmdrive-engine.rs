@@ -80,9 +80,14 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             }
             Ok(())
         }),
-        Command::Provision(sel) => with_env(g, &dir, out, |env, sc| {
+        Command::Provision(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            let (runs, outcome) = provision::provision_machines(env, &sc.config, &sel.names)?;
+            let (runs, outcome) = provision::provision_machines(
+                env,
+                &sc.config,
+                &a.selection.names,
+                &a.provision_with,
+            )?;
             if g.json {
                 // One JSON line per provisioner run, also when one failed.
                 for r in &runs {

@@ -226,16 +226,35 @@ pub fn run_all(
     Ok(st.runs)
 }
 
-/// `kvmdrive provision [NAME...]`: runs every selected machine's
-/// provisioners from the first, machines (and hosts) in parallel. Returns
-/// each machine's recorded runs (also when one failed) and the outcome;
-/// machines on a host that does not answer are not run, and named.
+/// `kvmdrive provision [--provision-with P,...] [NAME...]`: runs every
+/// selected machine's provisioners (only those named by `only`, by name or
+/// kind, when it is not empty) from the first, machines (and hosts) in
+/// parallel. Returns each machine's recorded runs (also when one failed)
+/// and the outcome; machines on a host that does not answer are not run,
+/// and named.
 pub fn provision_machines(
     env: &Env,
     config: &Config,
     names: &[String],
+    only: &[String],
 ) -> Result<(Vec<ProvisionRun>, Result<(), LifecycleError>), LifecycleError> {
-    let machines = lifecycle::select(config, names)?;
+    let mut machines = lifecycle::select(config, names)?;
+    if !only.is_empty() {
+        if let Some(unknown) = only.iter().find(|w| {
+            !machines.iter().any(|m| {
+                m.provisioners
+                    .iter()
+                    .any(|p| p.is_one_of(std::slice::from_ref(w)))
+            })
+        }) {
+            return Err(LifecycleError::UnknownProvisioner {
+                name: unknown.clone(),
+            });
+        }
+        for m in &mut machines {
+            m.provisioners.retain(|p| p.is_one_of(only));
+        }
+    }
     let _lock = env.project.lock()?;
     // The machines whose host answered: the others' old runs are not news.
     let reached = std::sync::Mutex::new(Vec::new());

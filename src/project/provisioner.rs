@@ -29,14 +29,25 @@ impl Provisioner {
         }
     }
 
+    /// Its `name`, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Provisioner::Shell(s) => s.name.as_deref(),
+            Provisioner::File(f) => f.name.as_deref(),
+            Provisioner::Ansible(a) => a.name.as_deref(),
+        }
+    }
+
+    /// Vagrant's `--provision-with`: named by its `name` or its kind.
+    pub fn is_one_of(&self, names_or_kinds: &[String]) -> bool {
+        names_or_kinds
+            .iter()
+            .any(|w| Some(w.as_str()) == self.name() || w == self.kind())
+    }
+
     /// What output and messages call it: its `name`, else its kind.
     pub fn label(&self) -> String {
-        let name = match self {
-            Provisioner::Shell(s) => &s.name,
-            Provisioner::File(f) => &f.name,
-            Provisioner::Ansible(a) => &a.name,
-        };
-        match name {
+        match self.name() {
             Some(n) => format!("{} ({n})", self.kind()),
             None => self.kind().to_owned(),
         }
@@ -176,6 +187,15 @@ mod tests {
         assert_eq!(s.args, vec!["a", "b c"]);
         assert!(!s.privileged);
         assert_eq!(p[0].label(), "shell (greet)");
+        // --provision-with names a provisioner by its name or its kind.
+        let with = |w: &[&str]| -> Vec<bool> {
+            let w: Vec<String> = w.iter().map(|s| s.to_string()).collect();
+            p.iter().map(|x| x.is_one_of(&w)).collect()
+        };
+        assert_eq!(with(&["greet"]), [true, false, false, false]);
+        assert_eq!(with(&["shell"]), [true, true, false, false]);
+        assert_eq!(with(&["greet", "ansible"]), [true, false, false, true]);
+        assert_eq!(with(&["nope"]), [false; 4]);
         let Provisioner::Shell(s) = &p[1] else {
             panic!()
         };

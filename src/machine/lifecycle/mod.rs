@@ -42,6 +42,8 @@ pub enum LifecycleError {
     Project(#[from] ProjectError),
     #[error("no machine named `{name}` in this project (machines: {known})")]
     UnknownMachine { name: String, known: String },
+    #[error("no provisioner named `{name}` on the selected machines")]
+    UnknownProvisioner { name: String },
     #[error("{failed} of {total} machine(s) failed: {names}")]
     MachinesFailed {
         failed: usize,
@@ -92,6 +94,10 @@ impl LifecycleError {
             LifecycleError::Box(e) => e.hint(),
             LifecycleError::Project(e) => e.hint(),
             LifecycleError::UnknownMachine { .. } => Some("see `kvmdrive status`".into()),
+            LifecycleError::UnknownProvisioner { .. } => Some(
+                "`--provision-with` takes provisioner names (their `name`) or kinds (shell, file, ansible)"
+                    .into(),
+            ),
             LifecycleError::NoSubnet => Some("set `network: {subnet: ...}` in kvmdrive.yml".into()),
             LifecycleError::Arch(e) => Some(e.hint()),
             LifecycleError::Net(e) => e.hint(),
