@@ -250,6 +250,15 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_provision: bool,
 
+    /// Run only these provisioners, by name or kind, even when they already ran (Vagrant's `--provision-with`).
+    #[arg(
+        long,
+        value_name = "P,...",
+        value_delimiter = ',',
+        conflicts_with = "no_provision"
+    )]
+    pub provision_with: Vec<String>,
+
     /// Print the plan (machines, MACs, addresses, volumes, networks, domain
     /// XML with --json) and change nothing.
     #[arg(long)]
@@ -403,6 +412,16 @@ mod tests {
             matches!(cli.command, Command::Up(a) if a.provider.as_deref() == Some("libvirt") && a.selection.names == ["web"])
         );
         assert!(Cli::try_parse_from(["kvmdrive", "up", "--provider", "virtualbox"]).is_err());
+        let cli = Cli::try_parse_from(["kvmdrive", "up", "--provision-with", "a,b"]).unwrap();
+        assert!(matches!(cli.command, Command::Up(a) if a.provision_with == ["a", "b"]));
+        assert!(Cli::try_parse_from([
+            "kvmdrive",
+            "reload",
+            "--provision-with",
+            "a",
+            "--no-provision"
+        ])
+        .is_err());
         let cli = Cli::try_parse_from(["kvmdrive", "halt", "-f", "web"]).unwrap();
         assert!(matches!(cli.command, Command::Halt(a) if a.force && a.selection.names == ["web"]));
         let cli = Cli::try_parse_from(["kvmdrive", "destroy", "-f"]).unwrap();

@@ -64,7 +64,8 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             cancel::install_handler();
             steps::show_warnings(env, sc);
             sc.save()?;
-            let records = lifecycle::up_with(env, &sc.config, &a.selection.names, up_options(&a))?;
+            let config = only_provisioners(&sc.config, &a)?;
+            let records = lifecycle::up_with(env, &config, &a.selection.names, up_options(&a))?;
             if g.json {
                 out.json_doc(&records);
             }
@@ -74,7 +75,8 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         Command::Reload(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             // As `vagrant reload`: provisioners that ran stay done unless --provision.
-            let records = lifecycle::reload(env, &sc.config, &a.selection.names, up_options(&a))?;
+            let config = only_provisioners(&sc.config, &a)?;
+            let records = lifecycle::reload(env, &config, &a.selection.names, up_options(&a))?;
             if g.json {
                 out.json_doc(&records);
             }
@@ -265,10 +267,11 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
     }
 }
 
-/// `up --provision` / `--no-provision` as a policy.
+/// `up --provision` / `--no-provision` as a policy (`--provision-with`
+/// runs the provisioners it names even when they ran).
 fn up_options(a: &cli::UpArgs) -> lifecycle::UpOptions {
     lifecycle::UpOptions {
-        provision: if a.provision {
+        provision: if a.provision || !a.provision_with.is_empty() {
             provision::ProvisionPolicy::Always
         } else if a.no_provision {
             provision::ProvisionPolicy::Never
@@ -276,6 +279,23 @@ fn up_options(a: &cli::UpArgs) -> lifecycle::UpOptions {
             provision::ProvisionPolicy::Auto
         },
     }
+}
+
+/// The config `up`/`reload` act on: with `--provision-with`, only the
+/// provisioners it names.
+fn only_provisioners<'c>(
+    config: &'c kvmdrive::project::config::Config,
+    a: &cli::UpArgs,
+) -> Result<std::borrow::Cow<'c, kvmdrive::project::config::Config>, Error> {
+    Ok(if a.provision_with.is_empty() {
+        std::borrow::Cow::Borrowed(config)
+    } else {
+        std::borrow::Cow::Owned(provision::with_only(
+            config,
+            &a.selection.names,
+            &a.provision_with,
+        )?)
+    })
 }
 
 /// `converge`, `verify` and `test` with `--json`: the steps and how each went.

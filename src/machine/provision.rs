@@ -240,17 +240,7 @@ pub fn provision_machines(
 ) -> Result<(Vec<ProvisionRun>, Result<(), LifecycleError>), LifecycleError> {
     let mut machines = lifecycle::select(config, names)?;
     if !only.is_empty() {
-        if let Some(unknown) = only.iter().find(|w| {
-            !machines.iter().any(|m| {
-                m.provisioners
-                    .iter()
-                    .any(|p| p.is_one_of(std::slice::from_ref(w)))
-            })
-        }) {
-            return Err(LifecycleError::UnknownProvisioner {
-                name: unknown.clone(),
-            });
-        }
+        check_only(&machines, only)?;
         for m in &mut machines {
             m.provisioners.retain(|p| p.is_one_of(only));
         }
@@ -279,6 +269,42 @@ pub fn provision_machines(
         }
     }
     Ok((runs, outcome))
+}
+
+/// Refuses a `--provision-with` name that no provisioner of `machines` has.
+fn check_only(machines: &[Machine], only: &[String]) -> Result<(), LifecycleError> {
+    match only.iter().find(|w| {
+        !machines.iter().any(|m| {
+            m.provisioners
+                .iter()
+                .any(|p| p.is_one_of(std::slice::from_ref(w)))
+        })
+    }) {
+        Some(unknown) => Err(LifecycleError::UnknownProvisioner {
+            name: unknown.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `up --provision-with` / `reload --provision-with`: `config` with only
+/// the provisioners `only` names (by name or kind), checked against the
+/// machines `names` selects.
+pub fn with_only(
+    config: &Config,
+    names: &[String],
+    only: &[String],
+) -> Result<Config, LifecycleError> {
+    check_only(&lifecycle::select(config, names)?, only)?;
+    let mut c = config.clone();
+    let keep = |list: &mut Option<Vec<crate::project::provisioner::Provisioner>>| {
+        if let Some(l) = list {
+            l.retain(|p| p.is_one_of(only));
+        }
+    };
+    keep(&mut c.defaults.provision);
+    c.machines.0.iter_mut().for_each(|m| keep(&mut m.provision));
+    Ok(c)
 }
 
 /// `provision` of `machines` on the host of `env` (the project lock is held).
@@ -625,5 +651,33 @@ mod tests {
         assert!(!due(ProvisionPolicy::Auto, &p, a));
         assert!(due(ProvisionPolicy::Always, &p, a));
         assert!(read_state(&p, "a").unwrap().complete);
+    }
+
+    #[test]
+    fn provision_with_keeps_the_named_provisioners_of_defaults_and_machines() {
+        let yaml = "defaults:\n  provision:\n    - {type: shell, inline: 'true', name: base}\n\
+                    machines:\n  - name: a\n    provision:\n      - {type: file, source: f, destination: /tmp/f}\n      - {type: shell, inline: 'true', name: app}\n  - name: b\n";
+        let c = crate::project::config::Config::parse(yaml, Path::new("k.yml")).unwrap();
+        let labels = |c: &Config| -> Vec<Vec<String>> {
+            c.machines()
+                .iter()
+                .map(|m| m.provisioners.iter().map(|p| p.label()).collect())
+                .collect()
+        };
+        let only = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            labels(&with_only(&c, &[], &only(&["app", "file"])).unwrap()),
+            [vec!["file", "shell (app)"], vec![]]
+        );
+        assert_eq!(
+            labels(&with_only(&c, &[], &only(&["base"])).unwrap()),
+            [vec!["shell (base)"], vec!["shell (base)"]]
+        );
+        // Only the selected machines count: `b` has no `app`.
+        let e = with_only(&c, &["b".into()], &only(&["app"])).unwrap_err();
+        assert!(
+            matches!(e, LifecycleError::UnknownProvisioner { ref name } if name == "app"),
+            "{e:?}"
+        );
     }
 }

@@ -114,6 +114,8 @@ PY
 check "kvmdrive provision runs them again" test "$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" -eq 6
 check "provision --provision-with script runs only that one" "$KVMDRIVE" provision --provision-with script
 check "... one more mark, the script's" test "$(in_guest tail -n 1 /var/tmp/marks)/$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" = "path arg1 hi/7"
+check "up --provision-with script runs it again on the running machine" "$KVMDRIVE" up --provision-with script
+check "... and only it (8 marks, the script's last)" test "$(in_guest tail -n 1 /var/tmp/marks)/$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" = "path arg1 hi/8"
 out=$("$KVMDRIVE" provision --provision-with nope 2>&1); code=$?
 check "provision --provision-with an unknown name fails, naming it ($code)" \
     bash -c "test $code -ne 0 && grep -q 'no provisioner named \`nope\`' <<<\"\$1\"" _ "$out"
@@ -128,7 +130,7 @@ b, a = (json.loads(x)[0] for x in sys.argv[1:3])
 assert a["state"] == "running", a
 assert (b["address"], b["identity_file"]) == (a["address"], a["identity_file"]), (b, a)
 PY
-check "reload does not provision again" test "$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" -eq 7
+check "reload does not provision again" test "$(in_guest wc -l /var/tmp/marks | cut -d' ' -f1)" -eq 8
 check "9p is mounted again after reload" test "$(in_guest cat /mnt/ninep/hello.txt)" = three
 check "virtiofs is mounted again after reload" test "$(in_guest cat /mnt/vfs/hello.txt)" = three
 
