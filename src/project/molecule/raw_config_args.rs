@@ -57,8 +57,6 @@ const PROVIDER_OPTIONS: &[&str] = &[
     "disk_bus",
 ];
 
-/// Synced folder options only Vagrant's other sync types or its own
-/// bookkeeping use: accepted with a warning.
 /// The `vm.box*` settings molecule-vagrant has platform keys for.
 const BOX_PLATFORM_KEYS: &[&str] = &[
     "box",
@@ -69,6 +67,8 @@ const BOX_PLATFORM_KEYS: &[&str] = &[
     "box_download_checksum_type",
 ];
 
+/// Synced folder options only Vagrant's other sync types or its own
+/// bookkeeping use: accepted with a warning.
 const FOLDER_VAGRANT_ONLY: &[&str] = &[
     "create",
     "mount_options",
@@ -197,7 +197,10 @@ fn synced_folder(call: &Call) -> Result<Vec<RawSetting>, String> {
                     // vagrant-libvirt's default is NFS, so scenarios name it.
                     "nfs" | "smb" | "virtualbox" => {
                         out.push(RawSetting::Unmapped(format!(
-                            "synced folder type `{t}`: kvmdrive shares no folder over the                              network; it copies this one by rsync (at `up` and on `kvmdrive                              rsync`: a copy, not a live share; `type: '9p'` or `'virtiofs'`                              share it live)"
+                            "synced folder type `{t}`: kvmdrive shares no folder over the \
+                             network; it copies this one by rsync (at `up` and on `kvmdrive \
+                             rsync`: a copy, not a live share; `type: '9p'` or `'virtiofs'` \
+                             share it live)"
                         )));
                         f.insert("type".into(), json!("rsync"));
                     }
