@@ -98,6 +98,11 @@ pub enum PlatformError {
         at: String,
         message: String,
     },
+    /// A key no platform has: its hint lists the ones kvmdrive knows.
+    #[error(
+        "{source_name}: {at}: unknown platform key (kvmdrive does not know what to do with it)"
+    )]
+    UnknownKey { source_name: String, at: String },
     /// A Vagrantfile line (`*_raw_config_args`) the small Ruby reader
     /// cannot take: not a platform key, so a hint of its own.
     #[error("{source_name}: {at}: {message}")]
@@ -107,8 +112,6 @@ pub enum PlatformError {
         message: String,
     },
 }
-
-const UNKNOWN_KEY: &str = "unknown platform key";
 
 impl PlatformError {
     pub fn hint(&self) -> Option<String> {
@@ -124,12 +127,10 @@ impl PlatformError {
                  keys (docs/molecule.md, \"Vagrantfile lines\")"
                     .into(),
             ),
-            PlatformError::Invalid { message, .. } if message.starts_with(UNKNOWN_KEY) => {
-                Some(format!(
-                    "platform keys kvmdrive knows: {}",
-                    crate::project::schema::platform_keys().join(", ")
-                ))
-            }
+            PlatformError::UnknownKey { .. } => Some(format!(
+                "platform keys kvmdrive knows: {}",
+                crate::project::schema::platform_keys().join(", ")
+            )),
             PlatformError::Invalid { .. } => Some(
                 "docs/molecule.md says what kvmdrive does with each molecule-vagrant key and \
                  value"
@@ -209,7 +210,7 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
     let mut instances: Vec<Instance> = Vec::new();
     let mut machines = Vec::new();
     for (i, p) in list.iter().enumerate() {
-        let (mut settings, instance) = ck.platform(i, p)?;
+        let (settings, instance) = ck.platform(i, p, provision)?;
         if let Some(other) = instances
             .iter()
             .find(|o| o.name == instance.name || o.machine == instance.machine)
@@ -221,15 +222,6 @@ pub fn from_document(doc: &Value, source_name: &str) -> Result<Platforms, Platfo
                     instance.name, instance.machine, other.name, other.machine
                 ),
             ));
-        }
-        if provision == Some(false) && settings.provision.as_ref().is_some_and(|p| !p.is_empty()) {
-            ck.warn(
-                &format!("platforms[{i}] ({})", instance.name),
-                "its provisioners are not run: the driver says `provision: false` (molecule-vagrant's \
-                 `vagrant up --no-provision`)"
-                    .into(),
-            );
-            settings.provision = None;
         }
         machines.push(settings);
         instances.push(instance);
@@ -336,10 +328,12 @@ impl Checker<'_> {
         Ok(keys)
     }
 
+    /// Platform `i`; `driver_provision` is the driver's `provision`.
     fn platform(
         &mut self,
         i: usize,
         p: &Value,
+        driver_provision: Option<bool>,
     ) -> Result<(MachineSettings, Instance), PlatformError> {
         let at0 = format!("platforms[{i}]");
         let Value::Object(m) = p else {
@@ -359,10 +353,10 @@ impl Checker<'_> {
         };
         let known = crate::project::schema::platform_keys();
         if let Some(k) = m.keys().find(|k| !known.contains(k)) {
-            return Err(self.err(
-                &format!("{ctx}.{k}"),
-                &format!("{UNKNOWN_KEY} (kvmdrive does not know what to do with it)"),
-            ));
+            return Err(PlatformError::UnknownKey {
+                source_name: self.source_name.to_owned(),
+                at: format!("{ctx}.{k}"),
+            });
         }
         let platform: Platform =
             serde_json::from_value(p.clone()).map_err(|e| self.key_error(&ctx, m, e))?;
@@ -389,12 +383,16 @@ impl Checker<'_> {
                 _ => {}
             }
         }
-        if platform.provision == Some(false) && s.provision.as_ref().is_some_and(|p| !p.is_empty())
-        {
-            self.warn(
-                &ctx,
-                "its provisioners are not run: the platform says `provision: false`".into(),
-            );
+        // `provision: false`, the platform's or else the driver's.
+        let off = match (platform.provision, driver_provision) {
+            (Some(false), _) => Some("the platform says `provision: false`"),
+            (_, Some(false)) => Some(
+                "the driver says `provision: false` (molecule-vagrant's `vagrant up --no-provision`)",
+            ),
+            _ => None,
+        };
+        if let Some(why) = off.filter(|_| s.provision.as_ref().is_some_and(|p| !p.is_empty())) {
+            self.warn(&ctx, format!("its provisioners are not run: {why}"));
             s.provision = None;
         }
         if s.hostname.is_none() && instance.name.contains('.') {
