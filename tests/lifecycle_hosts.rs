@@ -248,7 +248,7 @@ fn provision_and_suspend_do_the_hosts_that_answer_and_name_the_others() {
 
     // `a` has no provisioners: done; `b` is named with its host.
     let (runs, outcome) = fx
-        .run(|env, c| provision::provision_machines(env, c, &[], &[]))
+        .run(|env, c| provision::provision_machines(env, c, &[]))
         .unwrap();
     assert!(runs.is_empty());
     let err = outcome.unwrap_err();
@@ -257,7 +257,7 @@ fn provision_and_suspend_do_the_hosts_that_answer_and_name_the_others() {
     assert!(text.contains(&format!("b on {DOWN}")), "{text}");
     assert!(!text.contains("a,") && !text.contains(" a "), "{text}");
     // --provision-with a provisioner no selected machine has: refused first.
-    let unknown = fx.run(|env, c| provision::provision_machines(env, c, &[], &["nope".into()]));
+    let unknown = fx.run(|_, c| provision::with_only(c, &[], &["nope".into()]));
     assert!(
         matches!(unknown, Err(LifecycleError::UnknownProvisioner { ref name }) if name == "nope"),
         "{unknown:?}"

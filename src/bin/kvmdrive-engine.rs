@@ -64,7 +64,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
             cancel::install_handler();
             steps::show_warnings(env, sc);
             sc.save()?;
-            let config = only_provisioners(&sc.config, &a)?;
+            let config = only_provisioners(&sc.config, &a.selection.names, &a.provision_with)?;
             let records = lifecycle::up_with(env, &config, &a.selection.names, up_options(&a))?;
             if g.json {
                 out.json_doc(&records);
@@ -75,7 +75,7 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         Command::Reload(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
             // As `vagrant reload`: provisioners that ran stay done unless --provision.
-            let config = only_provisioners(&sc.config, &a)?;
+            let config = only_provisioners(&sc.config, &a.selection.names, &a.provision_with)?;
             let records = lifecycle::reload(env, &config, &a.selection.names, up_options(&a))?;
             if g.json {
                 out.json_doc(&records);
@@ -84,12 +84,8 @@ fn run(cli: Cli, out: &Reporter) -> Result<(), Error> {
         }),
         Command::Provision(a) => with_env(g, &dir, out, |env, sc| {
             cancel::install_handler();
-            let (runs, outcome) = provision::provision_machines(
-                env,
-                &sc.config,
-                &a.selection.names,
-                &a.provision_with,
-            )?;
+            let config = only_provisioners(&sc.config, &a.selection.names, &a.provision_with)?;
+            let (runs, outcome) = provision::provision_machines(env, &config, &a.selection.names)?;
             if g.json {
                 // One JSON line per provisioner run, also when one failed.
                 for r in &runs {
@@ -281,20 +277,17 @@ fn up_options(a: &cli::UpArgs) -> lifecycle::UpOptions {
     }
 }
 
-/// The config `up`/`reload` act on: with `--provision-with`, only the
-/// provisioners it names.
+/// The config `up`, `reload` and `provision` act on: with
+/// `--provision-with`, only the provisioners it names.
 fn only_provisioners<'c>(
     config: &'c kvmdrive::project::config::Config,
-    a: &cli::UpArgs,
+    names: &[String],
+    provision_with: &[String],
 ) -> Result<std::borrow::Cow<'c, kvmdrive::project::config::Config>, Error> {
-    Ok(if a.provision_with.is_empty() {
+    Ok(if provision_with.is_empty() {
         std::borrow::Cow::Borrowed(config)
     } else {
-        std::borrow::Cow::Owned(provision::with_only(
-            config,
-            &a.selection.names,
-            &a.provision_with,
-        )?)
+        std::borrow::Cow::Owned(provision::with_only(config, names, provision_with)?)
     })
 }
 

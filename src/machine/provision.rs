@@ -226,25 +226,17 @@ pub fn run_all(
     Ok(st.runs)
 }
 
-/// `kvmdrive provision [--provision-with P,...] [NAME...]`: runs every
-/// selected machine's provisioners (only those named by `only`, by name or
-/// kind, when it is not empty) from the first, machines (and hosts) in
-/// parallel. Returns each machine's recorded runs (also when one failed)
-/// and the outcome; machines on a host that does not answer are not run,
-/// and named.
+/// `kvmdrive provision [NAME...]`: runs every selected machine's
+/// provisioners from the first, machines (and hosts) in parallel. Returns
+/// each machine's recorded runs (also when one failed) and the outcome;
+/// machines on a host that does not answer are not run, and named.
+/// (`--provision-with`: a config from [`with_only`].)
 pub fn provision_machines(
     env: &Env,
     config: &Config,
     names: &[String],
-    only: &[String],
 ) -> Result<(Vec<ProvisionRun>, Result<(), LifecycleError>), LifecycleError> {
-    let mut machines = lifecycle::select(config, names)?;
-    if !only.is_empty() {
-        check_only(&machines, only)?;
-        for m in &mut machines {
-            m.provisioners.retain(|p| p.is_one_of(only));
-        }
-    }
+    let machines = lifecycle::select(config, names)?;
     let _lock = env.project.lock()?;
     // The machines whose host answered: the others' old runs are not news.
     let reached = std::sync::Mutex::new(Vec::new());
@@ -287,7 +279,7 @@ fn check_only(machines: &[Machine], only: &[String]) -> Result<(), LifecycleErro
     }
 }
 
-/// `up --provision-with` / `reload --provision-with`: `config` with only
+/// `--provision-with` of `provision`, `up` and `reload`: `config` with only
 /// the provisioners `only` names (by name or kind), checked against the
 /// machines `names` selects.
 pub fn with_only(
