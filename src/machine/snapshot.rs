@@ -247,10 +247,8 @@ pub fn save(
     per_host(env, config, &machines, IfDown::Refuse, |env, ms| {
         each_machine(env, ms, |m| {
             if force {
-                let domain = plan::domain_name(env.project, &m.name.0);
-                if env.hv.domain_state(&domain)?.is_some()
-                    && env.hv.delete_snapshot(&domain, name)?
-                {
+                let (domain, _) = created(env, m)?;
+                if env.hv.delete_snapshot(&domain, name)? {
                     env.out
                         .trace(Some(&m.name.0), format!("deleted the old snapshot {name}"));
                 }
